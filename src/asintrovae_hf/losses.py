@@ -1,0 +1,61 @@
+"""The building blocks of the objectives: reparameterisation, KL divergence, reconstruction error, `c(i)`.
+
+Names and conventions follow `ALGORITHM.md`: every function returns per-sample values (shape `B`) unless it
+says otherwise, so the objectives can write `mean_b` where the equations do.
+"""
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+
+LOSS_TYPES = ("mse", "l1", "bce")
+SCHEDULES = ("linear", "tanh")
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """`z = mu + exp(0.5 logvar) * eps`, `eps ~ N(0, I)` drawn with `generator`."""
+    eps = randn_tensor(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-sample `KL(N(mu, exp(logvar)) || N(0, I)) = -0.5 * sum_z (1 + logvar - mu^2 - exp(logvar))`."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+
+
+def reconstruction_error(x: torch.Tensor, x_rec: torch.Tensor, loss_type: str = "mse") -> torch.Tensor:
+    """
+    Per-sample reconstruction error summed over all data dimensions.
+
+    Args:
+        x (`torch.Tensor`): Targets, `B x ...`.
+        x_rec (`torch.Tensor`): Reconstructions, same shape.
+        loss_type (`str`, *optional*, defaults to `"mse"`): `"mse"` (squared error), `"l1"` (absolute error) or
+            `"bce"` (binary cross-entropy; `x` in `[0, 1]`, `x_rec` probabilities, e.g. from a decoder with
+            `output_activation="sigmoid"`).
+    """
+    if loss_type == "mse":
+        err = (x - x_rec).pow(2)
+    elif loss_type == "l1":
+        err = (x - x_rec).abs()
+    elif loss_type == "bce":
+        err = F.binary_cross_entropy(x_rec.clamp(1e-6, 1 - 1e-6), x, reduction="none")
+    else:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
+    return err.flatten(1).sum(dim=1)
+
+
+def weight_schedule(step: int, total_steps: int, schedule: str = "tanh") -> float:
+    """
+    The AS-IntroVAE weight `c(i) = min(f(5 i / T), 1)`, with `f` the identity (`"linear"`, the paper) or `tanh`
+    (`"tanh"`, the reference code). `c` moves the adversarial signal from the AS-Distance to the KL divergence.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+    if total_steps <= 0:
+        return 1.0
+    t = 5.0 * step / total_steps
+    return min(math.tanh(t) if schedule == "tanh" else t, 1.0)

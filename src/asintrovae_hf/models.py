@@ -1,0 +1,294 @@
+"""Encoder and decoder networks of the introspective VAEs.
+
+Two families share one API:
+
+- [`AsIntroVAEEncoder`] / [`AsIntroVAEDecoder`]: the residual conv nets of Soft-IntroVAE and AS-IntroVAE for
+  images (`C x H x W`, values in `[0, 1]`).
+- [`AsIntroVAEVectorEncoder`] / [`AsIntroVAEVectorDecoder`]: MLPs for vectors (the 2D toy data, tabular data).
+
+`encoder.encode(x)` returns an [`AutoencoderKLOutput`] whose `latent_dist` is a diffusers
+[`DiagonalGaussianDistribution`] over `B x Z` latents; `decoder.decode(z)` returns a [`DecoderOutput`].
+"""
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+OUTPUT_ACTIVATIONS = (None, "sigmoid", "tanh")
+
+
+def supported_sample_sizes(block_out_channels: Sequence[int], max_size: int = 1024) -> list:
+    """Image sizes the conv nets accept: multiples of `2 ** len(block_out_channels)` (one halving per block)."""
+    factor = 2 ** len(block_out_channels)
+    return list(range(factor, max_size + 1, factor))
+
+
+def check_sample_size(sample_size: int, block_out_channels: Sequence[int]) -> None:
+    """Raise a `ValueError` naming the valid sizes when `sample_size` does not fit `block_out_channels`."""
+    factor = 2 ** len(block_out_channels)
+    if not isinstance(sample_size, int) or sample_size < factor or sample_size % factor != 0:
+        sizes = supported_sample_sizes(block_out_channels, max_size=max(256, 4 * factor))
+        raise ValueError(
+            f"sample_size={sample_size!r} does not fit block_out_channels={tuple(block_out_channels)}: each of the "
+            f"{len(block_out_channels)} blocks halves the image, so the size must be a multiple of {factor} "
+            f"(for example {', '.join(str(s) for s in sizes[:8])}, ...)."
+        )
+
+
+def _check_output_activation(output_activation: Optional[str]) -> None:
+    if output_activation not in OUTPUT_ACTIVATIONS:
+        raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}.")
+
+
+def _apply_output_activation(x: torch.Tensor, output_activation: Optional[str]) -> torch.Tensor:
+    if output_activation == "sigmoid":
+        return torch.sigmoid(x)
+    if output_activation == "tanh":
+        return torch.tanh(x)
+    return x
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm layers with a LeakyReLU between them and a (projected) skip connection."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.skip is None else self.skip(x)
+        h = self.act(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        return self.act(h + identity)
+
+
+class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
+    r"""
+    Residual conv encoder mapping images to a diagonal Gaussian posterior `q(z | x)`.
+
+    Layout: 5x5 conv, BatchNorm, LeakyReLU(0.2), AvgPool; one residual block and AvgPool per step of
+    `block_out_channels`; a final residual block; a linear layer to `2 * latent_dim` (mean and log-variance).
+
+    Parameters:
+        in_channels (`int`, *optional*, defaults to 3): Number of image channels.
+        sample_size (`int`, *optional*, defaults to 32): Image height and width; a multiple of
+            `2 ** len(block_out_channels)`.
+        latent_dim (`int`, *optional*, defaults to 128): Size `Z` of the latent vector.
+        block_out_channels (`Tuple[int]`, *optional*, defaults to `(64, 128, 256)`): Channels per block.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        sample_size: int = 32,
+        latent_dim: int = 128,
+        block_out_channels: Tuple[int, ...] = (64, 128, 256),
+    ):
+        super().__init__()
+        check_sample_size(sample_size, block_out_channels)
+        channels = list(block_out_channels)
+        layers = [
+            nn.Conv2d(in_channels, channels[0], 5, padding=2, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.LeakyReLU(0.2),
+            nn.AvgPool2d(2),
+        ]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [ResidualBlock(c_in, c_out), nn.AvgPool2d(2)]
+        layers.append(ResidualBlock(channels[-1], channels[-1]))
+        self.conv = nn.Sequential(*layers)
+        final_size = sample_size // 2 ** len(channels)
+        self.fc = nn.Linear(channels[-1] * final_size * final_size, 2 * latent_dim)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        c, s = self.config.in_channels, self.config.sample_size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, s, s):
+            raise ValueError(
+                f"{type(self).__name__} expects images of shape (batch, {c}, {s}, {s}) (channels, height, width), "
+                f"got a tensor of shape {tuple(x.shape)}."
+            )
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> Union[AutoencoderKLOutput, Tuple]:
+        """
+        Encode a batch of images into a posterior distribution.
+
+        Args:
+            x (`torch.Tensor`): Images of shape `(batch, in_channels, sample_size, sample_size)`.
+            return_dict (`bool`, *optional*, defaults to `True`): Return an [`AutoencoderKLOutput`] or a tuple.
+        """
+        self._check_input(x)
+        h = self.fc(self.conv(x).flatten(1))
+        posterior = DiagonalGaussianDistribution(h)
+        if not return_dict:
+            return (posterior,)
+        return AutoencoderKLOutput(latent_dist=posterior)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return `(mu, logvar)`, each `B x Z` (the form the training objectives use)."""
+        self._check_input(x)
+        return self.fc(self.conv(x).flatten(1)).chunk(2, dim=1)
+
+
+class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
+    r"""
+    Residual conv decoder mapping latents to images, the mirror of [`AsIntroVAEEncoder`].
+
+    Layout: a linear layer and ReLU to a `block_out_channels[-1] x s x s` map, one residual block and 2x
+    nearest-neighbour upsampling per step of `reversed(block_out_channels)`, a final residual block, and a 5x5
+    conv to `out_channels`.
+
+    Parameters:
+        out_channels (`int`, *optional*, defaults to 3): Number of image channels.
+        sample_size (`int`, *optional*, defaults to 32): Image height and width.
+        latent_dim (`int`, *optional*, defaults to 128): Size `Z` of the latent vector.
+        block_out_channels (`Tuple[int]`, *optional*, defaults to `(64, 128, 256)`): Channels per block, as for
+            the encoder.
+        output_activation (`str`, *optional*): `None` (raw output, for the `mse`/`l1` losses), `"sigmoid"` (for
+            the `bce` loss) or `"tanh"`.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        out_channels: int = 3,
+        sample_size: int = 32,
+        latent_dim: int = 128,
+        block_out_channels: Tuple[int, ...] = (64, 128, 256),
+        output_activation: Optional[str] = None,
+    ):
+        super().__init__()
+        check_sample_size(sample_size, block_out_channels)
+        _check_output_activation(output_activation)
+        channels = list(block_out_channels)
+        self.initial_size = sample_size // 2 ** len(channels)
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, channels[-1] * self.initial_size * self.initial_size), nn.ReLU()
+        )
+        layers = []
+        c_in = channels[-1]
+        for c_out in reversed(channels):
+            layers += [ResidualBlock(c_in, c_out), nn.Upsample(scale_factor=2, mode="nearest")]
+            c_in = c_out
+        layers += [ResidualBlock(c_in, c_in), nn.Conv2d(c_in, out_channels, 5, padding=2)]
+        self.conv = nn.Sequential(*layers)
+
+    def _check_input(self, z: torch.Tensor) -> None:
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects latents of shape (batch, {self.config.latent_dim}), "
+                f"got a tensor of shape {tuple(z.shape)}."
+            )
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> Union[DecoderOutput, Tuple]:
+        """
+        Decode a batch of latents into images.
+
+        Args:
+            z (`torch.Tensor`): Latents of shape `(batch, latent_dim)`.
+            return_dict (`bool`, *optional*, defaults to `True`): Return a [`DecoderOutput`] or a tuple.
+        """
+        sample = self(z)
+        if not return_dict:
+            return (sample,)
+        return DecoderOutput(sample=sample)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self._check_input(z)
+        c = self.config.block_out_channels[-1]
+        h = self.fc(z).view(z.shape[0], c, self.initial_size, self.initial_size)
+        return _apply_output_activation(self.conv(h), self.config.output_activation)
+
+
+def _mlp(in_features: int, hidden_dims: Sequence[int], out_features: int) -> nn.Sequential:
+    layers = []
+    for width in hidden_dims:
+        layers += [nn.Linear(in_features, width), nn.ReLU()]
+        in_features = width
+    layers.append(nn.Linear(in_features, out_features))
+    return nn.Sequential(*layers)
+
+
+class AsIntroVAEVectorEncoder(ModelMixin, ConfigMixin):
+    r"""
+    MLP encoder for vectors (2D toy data, tabular data), with the API of [`AsIntroVAEEncoder`].
+
+    Parameters:
+        in_features (`int`, *optional*, defaults to 2): Size `D` of a data vector.
+        latent_dim (`int`, *optional*, defaults to 2): Size `Z` of the latent vector.
+        hidden_dims (`Tuple[int]`, *optional*, defaults to `(256, 256, 256)`): Widths of the ReLU hidden layers.
+    """
+
+    @register_to_config
+    def __init__(self, in_features: int = 2, latent_dim: int = 2, hidden_dims: Tuple[int, ...] = (256, 256, 256)):
+        super().__init__()
+        self.net = _mlp(in_features, hidden_dims, 2 * latent_dim)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.config.in_features:
+            raise ValueError(
+                f"{type(self).__name__} expects vectors of shape (batch, {self.config.in_features}), "
+                f"got a tensor of shape {tuple(x.shape)}."
+            )
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> Union[AutoencoderKLOutput, Tuple]:
+        """Encode `(batch, in_features)` vectors into a posterior distribution over `(batch, latent_dim)`."""
+        self._check_input(x)
+        posterior = DiagonalGaussianDistribution(self.net(x))
+        if not return_dict:
+            return (posterior,)
+        return AutoencoderKLOutput(latent_dist=posterior)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return `(mu, logvar)`, each `B x Z`."""
+        self._check_input(x)
+        return self.net(x).chunk(2, dim=1)
+
+
+class AsIntroVAEVectorDecoder(ModelMixin, ConfigMixin):
+    r"""
+    MLP decoder for vectors, with the API of [`AsIntroVAEDecoder`].
+
+    Parameters:
+        out_features (`int`, *optional*, defaults to 2): Size `D` of a data vector.
+        latent_dim (`int`, *optional*, defaults to 2): Size `Z` of the latent vector.
+        hidden_dims (`Tuple[int]`, *optional*, defaults to `(256, 256, 256)`): Widths of the ReLU hidden layers.
+        output_activation (`str`, *optional*): `None`, `"sigmoid"` or `"tanh"`.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        out_features: int = 2,
+        latent_dim: int = 2,
+        hidden_dims: Tuple[int, ...] = (256, 256, 256),
+        output_activation: Optional[str] = None,
+    ):
+        super().__init__()
+        _check_output_activation(output_activation)
+        self.net = _mlp(latent_dim, hidden_dims, out_features)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> Union[DecoderOutput, Tuple]:
+        """Decode `(batch, latent_dim)` latents into `(batch, out_features)` vectors."""
+        sample = self(z)
+        if not return_dict:
+            return (sample,)
+        return DecoderOutput(sample=sample)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects latents of shape (batch, {self.config.latent_dim}), "
+                f"got a tensor of shape {tuple(z.shape)}."
+            )
+        return _apply_output_activation(self.net(z), self.config.output_activation)
