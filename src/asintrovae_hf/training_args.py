@@ -1,0 +1,129 @@
+"""Command-line options of `scripts/train_as_introvae.py`, in the style of diffusers' training examples."""
+
+import argparse
+from typing import List, Optional
+
+from .losses import LOSS_TYPES, SCHEDULES
+from .objectives import OBJECTIVES, REDUCTIONS
+
+
+def _channels(text: str) -> tuple:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as '64,128', got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train an introspective VAE (AS-IntroVAE, Soft-IntroVAE, IntroVAE or VAE) with Accelerate."
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", type=str, default=None,
+                      help="A Hub dataset id, a local dataset path, or 'digits' (the default: scikit-learn's "
+                           "handwritten digits, offline).")
+    data.add_argument("--dataset_config_name", type=str, default=None)
+    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (datasets' imagefolder).")
+    data.add_argument("--image_column", type=str, default=None, help="Default: the first image column.")
+    data.add_argument("--cache_dir", type=str, default=None)
+    data.add_argument("--resolution", type=int, default=16)
+    data.add_argument("--num_channels", type=int, default=None, choices=(1, 3),
+                      help="Image channels of the model. Default: 1 for digits, 3 otherwise.")
+    data.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
+    data.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=False)
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--latent_dim", type=int, default=32)
+    model.add_argument("--block_out_channels", type=_channels, default=(32, 64),
+                       help="Comma-separated channels per block, e.g. '64,128' (MNIST) or '64,128,256' (CIFAR-10).")
+
+    objective = parser.add_argument_group("objective")
+    objective.add_argument("--objective", type=str, default="as-introvae", choices=OBJECTIVES)
+    objective.add_argument("--beta_rec", type=float, default=1.0)
+    objective.add_argument("--beta_kl", type=float, default=1.0)
+    objective.add_argument("--beta_neg", type=float, default=256.0)
+    objective.add_argument("--gamma_r", type=float, default=1e-8)
+    objective.add_argument("--margin", type=float, default=10.0, help="IntroVAE's hinge margin m.")
+    objective.add_argument("--loss_type", type=str, default="mse", choices=LOSS_TYPES)
+    objective.add_argument("--num_vae_steps", type=int, default=0,
+                           help="Plain-VAE warm-up iterations before the adversarial phase.")
+    objective.add_argument("--schedule", type=str, default="tanh", choices=SCHEDULES)
+    objective.add_argument("--squash", action=argparse.BooleanOptionalAction, default=True)
+    objective.add_argument("--encoder_reduction", type=str, default="sum", choices=REDUCTIONS)
+    objective.add_argument("--decoder_reduction", type=str, default="mean", choices=REDUCTIONS)
+    objective.add_argument("--dis_scale", type=float, default=1.0)
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", type=str, default="as-introvae-digits")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train_batch_size", type=int, default=64, help="Batch size per process.")
+    train.add_argument("--num_epochs", type=int, default=100)
+    train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_epochs when set.")
+    train.add_argument("--learning_rate", type=float, default=2e-4, help="Both networks, unless overridden.")
+    train.add_argument("--encoder_learning_rate", type=float, default=None)
+    train.add_argument("--decoder_learning_rate", type=float, default=None)
+    train.add_argument("--adam_beta1", type=float, default=0.9)
+    train.add_argument("--adam_beta2", type=float, default=0.999)
+    train.add_argument("--adam_weight_decay", type=float, default=0.0)
+    train.add_argument("--lr_scheduler", type=str, default="constant",
+                       help="A diffusers scheduler: constant, linear, cosine, constant_with_warmup, ...")
+    train.add_argument("--lr_warmup_steps", type=int, default=0)
+    train.add_argument("--mixed_precision", type=str, default=None, choices=("no", "fp16", "bf16"),
+                       help="Default: the value in the Accelerate config.")
+    train.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
+                       help="Keep an exponential moving average of the decoder and save it (default on).")
+    train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument("--channels_last", action="store_true", help="Use the channels-last memory format.")
+    train.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder.")
+
+    ckpt = parser.add_argument_group("checkpoints")
+    ckpt.add_argument("--checkpointing_steps", type=int, default=500)
+    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None)
+    ckpt.add_argument("--resume_from_checkpoint", type=str, default=None, help="'latest' or a checkpoint folder.")
+
+    log = parser.add_argument_group("logging")
+    log.add_argument("--logging_dir", type=str, default="logs", help="Relative to --output_dir.")
+    log.add_argument("--report_to", type=str, default="tensorboard",
+                     help="'tensorboard', 'wandb', 'all' or 'none'.")
+    log.add_argument("--logging_steps", type=int, default=10,
+                     help="Steps between reading the losses on the host (progress bar, trackers, NaN check).")
+    log.add_argument("--save_images_steps", type=int, default=500)
+    log.add_argument("--num_grid_images", type=int, default=64)
+
+    hub = parser.add_argument_group("hub")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_model_id", type=str, default=None)
+    hub.add_argument("--hub_token", type=str, default=None)
+    hub.add_argument("--hub_private_repo", action="store_true")
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse and check the options; an inconsistent combination is an error before any work starts."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dataset_name is not None and args.train_data_dir is not None:
+        parser.error("give either --dataset_name or --train_data_dir, not both")
+    if args.num_channels is None:
+        is_digits = args.train_data_dir is None and args.dataset_name in (None, "digits")
+        args.num_channels = 1 if is_digits else 3
+    for name in ("resolution", "train_batch_size", "latent_dim", "checkpointing_steps", "logging_steps",
+                 "save_images_steps", "num_epochs"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.max_train_steps is not None and args.max_train_steps <= 0:
+        parser.error(f"--max_train_steps must be positive, got {args.max_train_steps}")
+    if args.num_vae_steps < 0:
+        parser.error(f"--num_vae_steps must be >= 0, got {args.num_vae_steps}")
+    if args.encoder_learning_rate is None:
+        args.encoder_learning_rate = args.learning_rate
+    if args.decoder_learning_rate is None:
+        args.decoder_learning_rate = args.learning_rate
+    if args.report_to not in ("tensorboard", "wandb", "all", "none"):
+        parser.error(f"--report_to must be one of tensorboard, wandb, all, none; got {args.report_to!r}")
+    return args
