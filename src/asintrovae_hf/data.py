@@ -1,0 +1,321 @@
+"""Training data: the built-in digits, image folders, local or Hub datasets, and the image transform.
+
+Modelled on diffusers' `examples/unconditional_image_generation/train_unconditional.py`, without torchvision: the
+transform is PIL + torch, and its randomness comes from torch's global RNG, so that Accelerate's `set_seed` and
+`save_state`/`load_state` make it reproducible.
+"""
+
+import os
+from typing import Dict, List, Optional
+
+import datasets
+import numpy as np
+import PIL.Image
+import torch
+
+DIGITS_MAX_VALUE = 16  # scikit-learn's digits are 8x8 images of integers in [0, 16]
+
+# Modes whose pixels are 16-bit integers: PIL's own `convert("L")` clips them at 255 instead of scaling them.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+try:  # the extensions datasets' `imagefolder` builder loads
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder as _ImageFolder
+
+    IMAGE_EXTENSIONS = tuple(sorted({ext.lower() for ext in _ImageFolder.EXTENSIONS}))
+except (ImportError, AttributeError):  # pragma: no cover - older or newer datasets
+    IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+# A local data file given as `dataset_name` -> the datasets builder that reads it.
+_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+def load_digits_dataset() -> datasets.Dataset:
+    r"""
+    The 1,797 handwritten digits scikit-learn ships (`sklearn.datasets.load_digits`), as a `datasets.Dataset`.
+
+    Each 8x8 image of values `v` in `[0, 16]` becomes a PIL `"L"` image of `uint8` values `round(v * 255 / 16)` (the
+    convention the project's digit classifier shares; ties cannot occur except at `v = 8`, which gives 128 with
+    round-half-to-even and round-half-up alike). Nothing is downloaded.
+
+    Returns:
+        `datasets.Dataset`: columns `image` (`datasets.Image`) and `label` (`datasets.ClassLabel`, names `"0"`-`"9"`).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / DIGITS_MAX_VALUE)).astype(np.uint8)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
+    info = datasets.DatasetInfo(
+        description="scikit-learn's handwritten digits (UCI ML optical recognition of handwritten digits, test set): "
+        "8x8 grayscale images, uint8 = round(v * 255 / 16).",
+        homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+        features=features,  # datasets requires `info.features` to equal `features`
+    )
+    return datasets.Dataset.from_dict(
+        {"image": [PIL.Image.fromarray(p) for p in pixels], "label": digits.target.tolist()},
+        features=features,
+        info=info,
+        split=datasets.Split.TRAIN,
+    )
+
+
+def _looks_like_local_path(name: str) -> bool:
+    """A path written as one (absolute, `./`, `../`, `~`): it is not a Hub id, so a missing one is an error here."""
+    return os.path.isabs(name) or name.startswith((".", "~"))
+
+
+def _is_saved_to_disk(path: str) -> bool:
+    """Whether `path` is a directory written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return os.path.isfile(os.path.join(path, "state.json")) or os.path.isfile(os.path.join(path, "dataset_dict.json"))
+
+
+def _has_image_files(directory: str) -> bool:
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in files if not f.startswith(".")):
+            return True
+    return False
+
+
+def _pick_split(loaded, split: Optional[str], source: str) -> datasets.Dataset:
+    if isinstance(loaded, datasets.Dataset):
+        return loaded
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is None and len(loaded) == 1:
+            return next(iter(loaded.values()))
+        if split not in loaded:
+            raise ValueError(f"Split {split!r} not found in {source!r}; available splits: {', '.join(loaded)}.")
+        return loaded[split]
+    raise ValueError(f"{source!r} loaded as a {type(loaded).__name__}; a map-style `datasets.Dataset` is needed.")
+
+
+def load_image_dataset(
+    dataset_name: Optional[str] = None,
+    train_data_dir: Optional[str] = None,
+    dataset_config_name: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    split: Optional[str] = "train",
+) -> datasets.Dataset:
+    r"""
+    Load the training images, as diffusers' `train_unconditional.py` does.
+
+    Args:
+        dataset_name (`str`, *optional*):
+            `None` or `"digits"`: scikit-learn's digits ([`load_digits_dataset`], offline). A directory written by
+            `save_to_disk`: loaded with `datasets.load_from_disk`. A local `.parquet`, `.arrow`, `.csv` or `.json(l)`
+            file: read with the matching builder. Anything else (a Hub dataset id or a local dataset directory):
+            `datasets.load_dataset(dataset_name, dataset_config_name, ...)`.
+        train_data_dir (`str`, *optional*):
+            A folder of images, read with datasets' `imagefolder` builder (sub-folders become a `label` column).
+        dataset_config_name (`str`, *optional*): The dataset's configuration, for `load_dataset`.
+        cache_dir (`str`, *optional*): Where `load_dataset` caches downloads and Arrow files.
+        split (`str`, *optional*, defaults to `"train"`): The split to return.
+
+    Returns:
+        `datasets.Dataset`
+
+    Raises:
+        `ValueError`: both sources given, no image files in `train_data_dir`, an empty dataset or an unknown split.
+        `FileNotFoundError`: `train_data_dir`, or a `dataset_name` that is a local path, does not exist.
+    """
+    if dataset_name is not None and train_data_dir is not None:
+        raise ValueError("Give either a dataset name or a train data directory, not both.")
+
+    if train_data_dir is not None:
+        if not os.path.isdir(train_data_dir):
+            raise FileNotFoundError(f"Train data directory {train_data_dir!r} not found.")
+        if not _has_image_files(train_data_dir):
+            raise ValueError(
+                f"No image files found in {train_data_dir!r} (looked for {', '.join(IMAGE_EXTENSIONS[:12])}, ...)."
+            )
+        source = train_data_dir
+        loaded = datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, split=split)
+    elif dataset_name is None or dataset_name == "digits":
+        if split not in (None, "train"):
+            raise ValueError(f"The digits dataset has only a 'train' split, not {split!r}.")
+        return load_digits_dataset()
+    else:
+        source = dataset_name
+        path = os.path.expanduser(dataset_name)
+        extension = os.path.splitext(path)[1].lower()
+        if _looks_like_local_path(dataset_name) and not os.path.exists(path):
+            raise FileNotFoundError(f"Dataset path {dataset_name!r} not found.")
+        if os.path.isdir(path) and _is_saved_to_disk(path):
+            loaded = datasets.load_from_disk(path)
+        elif os.path.isfile(path) and extension in _FILE_BUILDERS:
+            loaded = datasets.load_dataset(_FILE_BUILDERS[extension], data_files=path, cache_dir=cache_dir, split=split)
+        else:
+            loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, split=split)
+
+    dataset = _pick_split(loaded, split, source)
+    if len(dataset) == 0:
+        raise ValueError(f"No images found: the dataset {source!r} (split {split!r}) is empty.")
+    return dataset
+
+
+def _describe_columns(dataset: datasets.Dataset) -> str:
+    return ", ".join(f"{name!r} ({type(feature).__name__})" for name, feature in dataset.features.items())
+
+
+def resolve_image_column(dataset: datasets.Dataset, image_column: Optional[str] = None) -> str:
+    r"""
+    The column holding the images.
+
+    Args:
+        dataset (`datasets.Dataset`): The dataset.
+        image_column (`str`, *optional*): The column asked for; by default the first `datasets.Image` column.
+
+    Returns:
+        `str`: the column name.
+
+    Raises:
+        `ValueError`: the column asked for is missing or holds no images, or (by default) there is no image column;
+            the message lists the columns and their feature types.
+    """
+    features = dataset.features
+    if image_column is not None:
+        if image_column not in features:
+            raise ValueError(
+                f"Image column {image_column!r} not found in the dataset; available columns: "
+                f"{_describe_columns(dataset)}."
+            )
+        if not isinstance(features[image_column], datasets.Image):
+            raise ValueError(
+                f"Column {image_column!r} holds {type(features[image_column]).__name__}, not images; columns: "
+                f"{_describe_columns(dataset)}. (A column of file paths can be cast with "
+                f"`dataset.cast_column({image_column!r}, datasets.Image())`.)"
+            )
+        return image_column
+    for name, feature in features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    raise ValueError(
+        f"The dataset has no image column (a `datasets.Image` feature); columns: {_describe_columns(dataset)}."
+    )
+
+
+class ImageTransform:
+    r"""
+    PIL image -> `C x R x R` float tensor, like diffusers' `train_unconditional.py` transforms without torchvision:
+    convert, resize the shorter side to `resolution` (PIL bilinear), center or random crop, random horizontal flip.
+
+    Values are in `[0, 1]`, the range of this project's pipeline, models and grids; `normalize=True` maps them to
+    `[-1, 1]` as `transforms.Normalize([0.5], [0.5])` does in diffusers. Random crops and flips draw from torch's global
+    RNG (`torch.randint`, `torch.rand`, in torchvision's order), so `accelerate.utils.set_seed` makes them repeatable.
+
+    Args:
+        resolution (`int`): Output height and width.
+        num_channels (`int`): 1 (grayscale, PIL `"L"`) or 3 (`"RGB"`). Other modes are converted as PIL does (alpha is
+            dropped, palettes expanded), except 16-bit integer images, which are scaled to 8 bits rather than clipped.
+        center_crop (`bool`, *optional*, defaults to `False`): Center crop; otherwise a random crop.
+        random_flip (`bool`, *optional*, defaults to `False`): Flip horizontally with probability 0.5.
+        normalize (`bool`, *optional*, defaults to `False`): Map `[0, 1]` to `[-1, 1]`.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        num_channels: int,
+        center_crop: bool = False,
+        random_flip: bool = False,
+        normalize: bool = False,
+    ):
+        if num_channels not in (1, 3):
+            raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {num_channels!r}.")
+        if not isinstance(resolution, int) or resolution <= 0:
+            raise ValueError(f"resolution must be a positive integer, got {resolution!r}.")
+        self.resolution = resolution
+        self.num_channels = num_channels
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.normalize = normalize
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(resolution={self.resolution}, num_channels={self.num_channels}, "
+            f"center_crop={self.center_crop}, random_flip={self.random_flip}, normalize={self.normalize})"
+        )
+
+    def _convert(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        """`"L"` or `"RGB"`; a 16-bit image becomes a one-channel `"F"` image in `[0, 255]` (widened at the end)."""
+        if image.mode in _SIXTEEN_BIT_MODES:
+            return PIL.Image.fromarray(np.asarray(image, dtype=np.float32) / 257.0)
+        return image.convert("L" if self.num_channels == 1 else "RGB")
+
+    def _resize(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        new_short, new_long = self.resolution, int(self.resolution * long / short)  # torchvision's rounding
+        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        return image.resize(size, resample=PIL.Image.BILINEAR)
+
+    def _crop(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        width, height = image.size
+        size = self.resolution
+        if self.center_crop:
+            top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+        else:
+            top = int(torch.randint(0, height - size + 1, size=(1,)).item())
+            left = int(torch.randint(0, width - size + 1, size=(1,)).item())
+        return image.crop((left, top, left + size, top + size))
+
+    def __call__(self, image) -> torch.Tensor:
+        r"""
+        Args:
+            image (`PIL.Image.Image` or `np.ndarray`): An image (an array is read with `PIL.Image.fromarray`).
+
+        Returns:
+            `torch.Tensor`: `num_channels x resolution x resolution`, `float32`.
+        """
+        if isinstance(image, np.ndarray):
+            image = PIL.Image.fromarray(image)
+        if not isinstance(image, PIL.Image.Image):
+            raise TypeError(f"Expected a PIL image, got {type(image).__name__}.")
+        image = self._crop(self._resize(self._convert(image)))
+        if self.random_flip and torch.rand(1).item() < 0.5:
+            image = image.transpose(PIL.Image.FLIP_LEFT_RIGHT)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        pixels = torch.from_numpy(array.copy()).clamp_(0, 1)
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+        if pixels.shape[0] != self.num_channels:  # a 16-bit grayscale image for an RGB model
+            pixels = pixels.expand(self.num_channels, -1, -1).contiguous()
+        return pixels * 2 - 1 if self.normalize else pixels
+
+
+def make_train_dataset(dataset: datasets.Dataset, image_column: str, transform) -> datasets.Dataset:
+    r"""
+    The dataset the training loop reads: `dataset.with_transform` yielding `{"pixel_values": tensor}`.
+
+    Only `image_column` is decoded (the other columns are not read).
+
+    Args:
+        dataset (`datasets.Dataset`): The images.
+        image_column (`str`): Their column (see [`resolve_image_column`]).
+        transform (`Callable`): PIL image -> tensor, e.g. an [`ImageTransform`].
+
+    Returns:
+        `datasets.Dataset`: a view with an on-the-fly transform; `dataset` itself is unchanged.
+    """
+
+    def apply(batch: Dict[str, List]) -> Dict[str, List[torch.Tensor]]:
+        return {"pixel_values": [transform(image) for image in batch[image_column]]}
+
+    return dataset.with_transform(apply, columns=[image_column])
+
+
+def collate_fn(examples: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    r"""
+    Stack examples from [`make_train_dataset`] into a batch.
+
+    Args:
+        examples (`List[Dict[str, torch.Tensor]]`): Each with `"pixel_values"`, `C x R x R`.
+
+    Returns:
+        `Dict[str, torch.Tensor]`: `{"pixel_values": B x C x R x R}`, contiguous `float32`.
+    """
+    if not examples:
+        raise ValueError("collate_fn needs at least one example.")
+    pixel_values = torch.stack([example["pixel_values"] for example in examples])
+    return {"pixel_values": pixel_values.to(memory_format=torch.contiguous_format).float()}

@@ -1,0 +1,128 @@
+"""Image metrics for a saved pipeline: FID of samples (Inception or digits features), reconstruction MSE and PSNR."""
+
+import math
+import os
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+from .metrics import frechet_distance_from_features
+
+INCEPTION_ENV = "ASINTROVAE_INCEPTION_WEIGHTS"
+INCEPTION_HELP = (
+    "The standard FID needs the Inception-v3 feature network as a TorchScript file: 'inception-2015-12-05.pt' "
+    "from the StyleGAN2-ADA metrics release (the network behind the reference TensorFlow FID). Download it on a "
+    "machine with a network and pass --inception_weights PATH (or set {env}). Offline, use --metrics digits_fid."
+).format(env=INCEPTION_ENV)
+
+
+class InceptionFeatures:
+    """
+    2048-d pool features of the standard FID Inception network, loaded from a local TorchScript file.
+
+    Args:
+        path (`str`, *optional*): The TorchScript file; defaults to `$ASINTROVAE_INCEPTION_WEIGHTS`.
+        device (`str`, *optional*, defaults to `"cpu"`).
+    """
+
+    def __init__(self, path: Optional[str] = None, device: str = "cpu"):
+        path = path or os.environ.get(INCEPTION_ENV)
+        if not path or not os.path.isfile(path):
+            given = f"got {path!r}" if path else "no path was given"
+            raise FileNotFoundError(f"Inception weights not found ({given}). {INCEPTION_HELP}")
+        try:
+            self.model = torch.jit.load(path, map_location=device).eval()
+        except Exception as err:
+            raise ValueError(f"{path!r} is not a loadable TorchScript Inception network ({err}). {INCEPTION_HELP}")
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """`B x C x H x W` images in `[0, 1]` (1 or 3 channels) -> `B x 2048` features."""
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).to(self.device)
+        return self.model(pixels, return_features=True).float().cpu()
+
+
+def digits_features(device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """Features of the small digit classifier shipped with the package (the offline "digits FID")."""
+    from .digits_classifier import load_digits_classifier
+
+    classifier = load_digits_classifier(device=device)
+
+    @torch.no_grad()
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return classifier.features((images * 2 - 1).to(device)).float().cpu()
+
+    return features
+
+
+@torch.no_grad()
+def batched_features(feature_fn, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    return torch.cat([feature_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
+
+
+@torch.no_grad()
+def sample_images(pipeline, num_samples: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+    """`num_samples` prior samples in `[0, 1]`, `B x C x H x W`, drawn deterministically from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for start in range(0, num_samples, batch_size):
+        n = min(batch_size, num_samples - start)
+        latents = torch.randn(n, pipeline.latent_dim, generator=generator)
+        chunks.append(pipeline.decode(latents, output_type="pt").images.cpu())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def reconstruction_metrics(pipeline, images: torch.Tensor, batch_size: int = 256) -> Dict[str, float]:
+    """Mean squared error per pixel and PSNR (peak 1) of posterior-mean reconstructions of `images` in `[0, 1]`."""
+    errors = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i : i + batch_size]
+        recs = pipeline.reconstruct(batch, output_type="pt").images.cpu()
+        errors.append((recs - batch).pow(2).flatten(1).mean(1))
+    per_image = torch.cat(errors)
+    psnr = (10 * torch.log10(1.0 / per_image.clamp_min(1e-12))).mean().item()
+    return {"reconstruction_mse": per_image.mean().item(), "psnr": psnr}
+
+
+def fid(feature_fn, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Frechet distance between the features of two image sets."""
+    return frechet_distance_from_features(batched_features(feature_fn, real), batched_features(feature_fn, fake))
+
+
+def evaluate_pipeline(
+    pipeline,
+    real_images: torch.Tensor,
+    num_samples: int,
+    metrics=("digits_fid", "reconstruction"),
+    inception_weights: Optional[str] = None,
+    seed: int = 0,
+) -> Dict[str, float]:
+    """
+    Evaluate a pipeline against real images.
+
+    Args:
+        pipeline (`AsIntroVAEPipeline`): The model.
+        real_images (`torch.Tensor`): `N x C x H x W` real images in `[0, 1]` at the model's size.
+        num_samples (`int`): Generated images for the FIDs.
+        metrics (`Sequence[str]`): Any of `"fid"` (Inception), `"digits_fid"`, `"reconstruction"`.
+        inception_weights (`str`, *optional*): TorchScript Inception file for `"fid"`.
+        seed (`int`, defaults to 0): Seed of the samples.
+    """
+    unknown = set(metrics) - {"fid", "digits_fid", "reconstruction"}
+    if unknown:
+        raise ValueError(f"Unknown metrics {sorted(unknown)}; choose from 'fid', 'digits_fid', 'reconstruction'.")
+    inception = InceptionFeatures(inception_weights) if "fid" in metrics else None  # fail before sampling
+    results: Dict[str, float] = {"num_samples": num_samples, "num_real": len(real_images)}
+    fake = sample_images(pipeline, num_samples, seed=seed) if {"fid", "digits_fid"} & set(metrics) else None
+    if inception is not None:
+        results["fid"] = fid(inception, real_images, fake)
+    if "digits_fid" in metrics:
+        results["digits_fid"] = fid(digits_features(), real_images, fake)
+    if "reconstruction" in metrics:
+        results.update(reconstruction_metrics(pipeline, real_images))
+    return {k: (float(v) if isinstance(v, (float, np.floating)) and math.isfinite(v) else v) for k, v in results.items()}

@@ -1,0 +1,280 @@
+"""The Hugging Face Hub: the model card of a trained pipeline, and its upload.
+
+The card is filled from `model_cards/model_card_template.md`, shipped inside the package as
+`asintrovae_hf/assets/model_card_template.md` (a test keeps the two identical). Network and login failures become a
+[`HubError`] with a one-line message instead of a traceback from deep inside the HTTP stack.
+"""
+
+import functools
+import importlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+from huggingface_hub.utils import (
+    DEFAULT_IGNORE_PATTERNS,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalTokenNotFoundError,
+    OfflineModeIsEnabled,
+    filter_repo_objects,
+)
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_template.md"
+
+# What `push_to_hub` leaves out of an output directory: checkpoints (complete or partial) and tracker logs.
+HUB_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs", "logs/**")
+
+TAGS = ("asintrovae", "introvae", "vae", "unconditional-image-generation", "diffusers", "diffusers:AsIntroVAEPipeline")
+
+OBJECTIVE_NAMES = {"as-introvae": "AS-IntroVAE", "soft-introvae": "Soft-IntroVAE", "introvae": "IntroVAE", "vae": "VAE"}
+
+OBJECTIVE_DESCRIPTIONS = {
+    "as-introvae": (
+        "AS-IntroVAE (Lu et al., *AS-IntroVAE: Adversarial Similarity Distance Makes Robust IntroVAE*, ACML 2022) is "
+        "an introspective VAE: its encoder and decoder play an adversarial game in latent space. The encoder learns "
+        "to tell reconstructed and generated images from real ones, pushing their posteriors away from the prior "
+        "and from each other, while the decoder learns to make them indistinguishable. The game is scored by the "
+        "Adversarial Similarity Distance (a closed-form distance between the Gaussian-mixture posteriors of "
+        "reconstructed and generated images) early in training and by the KL divergence later, a weight schedule "
+        "`c(i)` moving from one to the other; both networks also minimise the usual VAE terms, reconstruction error "
+        "and KL divergence to the prior."
+    ),
+    "soft-introvae": (
+        "Soft-IntroVAE (Daniel & Tamar, CVPR 2021) is an introspective VAE: the encoder maximises the ELBO of real "
+        "images and minimises a soft exponential of the ELBO of generated and reconstructed ones, while the decoder "
+        "maximises the ELBO of what it generates."
+    ),
+    "introvae": (
+        "IntroVAE (Huang et al., NeurIPS 2018) is an introspective VAE: the encoder pushes the KL divergence of "
+        "generated and reconstructed images above a margin `m` (a hinge loss) while the decoder pulls it down, on "
+        "top of the usual VAE terms."
+    ),
+    "vae": "A plain VAE (Kingma & Welling, 2014): reconstruction error plus the KL divergence to the prior `N(0, I)`.",
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_LOGIN_HINT = "log in with `hf auth login` (`huggingface-cli login` in older huggingface_hub) or pass --hub_token"
+
+
+class HubError(RuntimeError):
+    """A Hub operation failed (no network, offline mode, no or bad token): the message says what to check."""
+
+
+# ---- model card -------------------------------------------------------------------------------------------------
+
+
+def _is_hub_dataset(name: Optional[str]) -> bool:
+    if not name or name in ("digits", "imagefolder"):
+        return False
+    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return False
+    return bool(_HUB_ID.match(name))
+
+
+def _describe_dataset(name: Optional[str]) -> Tuple[str, str]:
+    """(short name for the first sentence, paragraph for the dataset section)."""
+    if name in (None, "digits"):
+        return "handwritten digits", (
+            "The 1,797 handwritten digits scikit-learn ships (`sklearn.datasets.load_digits`, from the UCI optical "
+            "recognition of handwritten digits data): 8x8 grayscale images of values 0-16, stored as "
+            "`round(v * 255 / 16)` and resized to the training resolution."
+        )
+    if name == "imagefolder":
+        return "a folder of images", "A local folder of images, read with datasets' `imagefolder` builder."
+    if _is_hub_dataset(name):
+        return f"[{name}](https://huggingface.co/datasets/{name})", (
+            f"The [{name}](https://huggingface.co/datasets/{name}) dataset from the Hugging Face Hub."
+        )
+    local = os.path.basename(os.path.normpath(name))  # not the full path: it may name the user's machine
+    return f"`{local}`", f"A local dataset, `{local}`."
+
+
+def _cell(value: Any, short_floats: bool = False) -> str:
+    """A value as one Markdown table cell; floats as given, or to 6 significant digits."""
+    if isinstance(value, float) and short_floats:
+        text = f"{value:.6g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(map(str, value))
+    else:
+        text = str(value)
+    return " ".join(text.split()).replace("|", "\\|") or '""'
+
+
+def create_model_card(
+    output_dir: str,
+    repo_id: str,
+    hyperparameters: Dict[str, Any],
+    final_losses: Optional[Dict[str, Any]] = None,
+    dataset_name: Optional[str] = None,
+    sample_grid: Optional[str] = None,
+    objective: str = "as-introvae",
+    license: str = "apache-2.0",
+    template_path: Optional[str] = None,
+) -> ModelCard:
+    r"""
+    Write the model card (`README.md`) of a trained pipeline into `output_dir`.
+
+    Args:
+        output_dir (`str`): The pipeline's folder; created if missing.
+        repo_id (`str`): The Hub id (or local name) the usage snippet loads.
+        hyperparameters (`Dict[str, Any]`): Every training option, one table row each.
+        final_losses (`Dict[str, Any]`, *optional*): The last logged loss terms.
+        dataset_name (`str`, *optional*): `"digits"` (the default data), `"imagefolder"`, a Hub dataset id (listed in
+            the card's metadata) or a local path (only its last component is shown).
+        sample_grid (`str`, *optional*): A sample grid image, relative to `output_dir` (e.g. `"samples.png"`).
+        objective (`str`, *optional*, defaults to `"as-introvae"`): One of `asintrovae_hf.OBJECTIVES`.
+        license (`str`, *optional*, defaults to `"apache-2.0"`): The card's license.
+        template_path (`str`, *optional*): A Jinja template; defaults to the packaged `model_card_template.md`.
+
+    Returns:
+        `huggingface_hub.ModelCard`: the card, also saved as `output_dir/README.md`.
+    """
+    tags = list(TAGS) + ([objective] if objective not in TAGS else [])
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license=license,
+        tags=tags,
+        pipeline_tag="unconditional-image-generation",
+        datasets=[dataset_name] if _is_hub_dataset(dataset_name) else None,
+    )
+    dataset_display, dataset_description = _describe_dataset(dataset_name)
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template_path or TEMPLATE_PATH),
+        repo_id=repo_id,
+        objective=objective,
+        objective_name=OBJECTIVE_NAMES.get(objective, objective),
+        objective_description=OBJECTIVE_DESCRIPTIONS.get(objective, f"An introspective VAE (`{objective}`)."),
+        dataset_display=dataset_display,
+        dataset_description=dataset_description,
+        hyperparameters=[(name, _cell(value)) for name, value in hyperparameters.items()],
+        final_losses=[(name, _cell(value, short_floats=True)) for name, value in (final_losses or {}).items()],
+        sample_grid=sample_grid,
+    )
+    os.makedirs(output_dir, exist_ok=True)
+    card.save(os.path.join(output_dir, "README.md"))
+    return card
+
+
+# ---- upload -----------------------------------------------------------------------------------------------------
+
+
+def files_to_upload(output_dir: str, ignore_patterns: Optional[Sequence[str]] = None) -> List[str]:
+    r"""
+    The files [`push_to_hub`] uploads from `output_dir`, as `upload_folder` selects them.
+
+    Args:
+        output_dir (`str`): The folder.
+        ignore_patterns (`Sequence[str]`, *optional*): Defaults to `HUB_IGNORE_PATTERNS`; `upload_folder`'s own
+            defaults (`.git`, `.cache/huggingface`) are always added.
+
+    Returns:
+        `List[str]`: sorted paths relative to `output_dir`, with `/` separators.
+    """
+    folder = Path(output_dir).expanduser().resolve()
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
+    patterns = list(HUB_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns) + DEFAULT_IGNORE_PATTERNS
+    return list(filter_repo_objects(files, ignore_patterns=patterns))
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hub_error(action: str, repo_id: str, err: BaseException) -> HubError:
+    where = f"Could not {action} the Hub repo {repo_id!r}"
+    if isinstance(err, OfflineModeIsEnabled):
+        return HubError(f"{where}: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE, check the network "
+                        f"connection, and {_LOGIN_HINT}.")
+    if isinstance(err, LocalTokenNotFoundError):
+        return HubError(f"{where}: no Hugging Face token found; {_LOGIN_HINT}.")
+    if isinstance(err, HFValidationError):
+        return HubError(f"{where}: invalid repo id ({_one_line(err)}). Use 'name' or 'namespace/name'.")
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status in (401, 403):
+            return HubError(f"{where}: the Hub refused the credentials (HTTP {status}); {_LOGIN_HINT} with a token "
+                            f"that can write to {repo_id.split('/')[0]!r}.")
+        return HubError(f"{where}: the Hub answered HTTP {status} ({_one_line(err)}). Check the repo id, the network "
+                        f"connection, and {_LOGIN_HINT}.")
+    return HubError(f"{where}: cannot reach the Hub ({type(err).__name__}: {_one_line(err)}). Check the network "
+                    f"connection (and HF_ENDPOINT or proxy settings), and {_LOGIN_HINT}.")
+
+
+@functools.lru_cache(maxsize=None)
+def _network_errors() -> Tuple[type, ...]:
+    """Exceptions that mean the Hub could not be reached or refused us, whichever HTTP library huggingface_hub uses."""
+    errors = [HfHubHTTPError, OfflineModeIsEnabled, LocalTokenNotFoundError, HFValidationError, ConnectionError,
+              TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests.exceptions", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def ensure_repo(repo_id: str, token: Optional[str] = None, private: bool = False) -> str:
+    r"""
+    Create the model repo if it does not exist (`create_repo(..., exist_ok=True)`): run it before training to fail
+    early without a network or a login.
+
+    Args:
+        repo_id (`str`): `"name"` or `"namespace/name"`.
+        token (`str`, *optional*): A write token; defaults to the saved login.
+        private (`bool`, *optional*, defaults to `False`): Create the repo private.
+
+    Returns:
+        `str`: the repo URL.
+
+    Raises:
+        [`HubError`]: no network, offline mode, no or bad token, or an invalid repo id.
+    """
+    try:
+        return str(create_repo(repo_id, exist_ok=True, private=private, token=token))
+    except _network_errors() as err:
+        raise _hub_error("create", repo_id, err) from None
+
+
+def push_to_hub(
+    output_dir: str,
+    repo_id: str,
+    token: Optional[str] = None,
+    private: bool = False,
+    commit_message: str = "Upload AS-IntroVAE pipeline",
+    ignore_patterns: Optional[Sequence[str]] = None,
+) -> str:
+    r"""
+    Upload a trained pipeline's folder (weights, configs, model card, grids) to a model repo, without checkpoints or
+    logs: exactly [`files_to_upload`]`(output_dir, ignore_patterns)`.
+
+    Args:
+        output_dir (`str`): The folder `save_pretrained` and [`create_model_card`] wrote.
+        repo_id (`str`): `"name"` or `"namespace/name"`; the repo is created if missing.
+        token (`str`, *optional*): A write token; defaults to the saved login.
+        private (`bool`, *optional*, defaults to `False`): Create the repo private.
+        commit_message (`str`, *optional*): The commit message.
+        ignore_patterns (`Sequence[str]`, *optional*): Defaults to `HUB_IGNORE_PATTERNS`.
+
+    Returns:
+        `str`: the repo URL.
+
+    Raises:
+        `FileNotFoundError`: `output_dir` does not exist.
+        [`HubError`]: no network, offline mode, no or bad token, or an invalid repo id.
+    """
+    if not os.path.isdir(output_dir):
+        raise FileNotFoundError(f"Cannot upload {output_dir!r} to the Hub: no such directory.")
+    url = ensure_repo(repo_id, token=token, private=private)
+    patterns = list(HUB_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns)
+    try:  # a fresh list: upload_folder appends its own defaults to the list it is given
+        upload_folder(repo_id=repo_id, folder_path=output_dir, commit_message=commit_message, token=token,
+                      ignore_patterns=patterns)
+    except _network_errors() as err:
+        raise _hub_error("upload to", repo_id, err) from None
+    return url
