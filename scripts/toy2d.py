@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 
 from asintrovae_hf.metrics import grid_normalized_elbo, histogram_kl_jsd
 from asintrovae_hf.objectives import OBJECTIVES, ObjectiveConfig
-from asintrovae_hf.toy_data import TOY_DATASETS, sample_toy_data
+from asintrovae_hf.toy_data import TOY_DATASETS, sample_toy_data, toy_eval_range
 from asintrovae_hf.toy_hparams import toy_hyperparameters
 from asintrovae_hf.vector_training import negative_elbo, sample_points, train_vector_model
 
 EVAL_POINTS = 5000
-EVAL_RANGE = (-2.0, 2.0)
+GNELBO_POINTS = 51200
 
 
 def parse_args(argv=None):
@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (1 is fastest on a shared machine).")
     p.add_argument("--gnelbo_grid", type=int, default=1024, help="Grid size of the grid-normalized ELBO.")
     p.add_argument("--eval_seed", type=int, default=1234)
+    p.add_argument("--summarize", nargs="+", default=None, metavar="RUNS_JSONL",
+                   help="Only rebuild the markdown table in --output_dir from runs.jsonl files of earlier runs.")
     # overrides of the reference hyper-parameters
     for name in ("beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "dis_scale", "learning_rate"):
         p.add_argument(f"--{name}", type=float, default=None)
@@ -75,10 +77,11 @@ def run_one(dataset, method, seed, args):
     eval_gen = torch.Generator().manual_seed(args.eval_seed)
     real = sample_toy_data(dataset, EVAL_POINTS, generator=eval_gen)
     fake = sample_points(decoder, EVAL_POINTS, generator=eval_gen)
-    kl, jsd = histogram_kl_jsd(real.numpy(), fake.numpy(), bins=100, range_=EVAL_RANGE)
-    gn_real = sample_toy_data(dataset, 51200, generator=eval_gen)
+    square = toy_eval_range(dataset)
+    kl, jsd = histogram_kl_jsd(real.numpy(), fake.numpy(), bins=100, range_=square)
+    gn_real = sample_toy_data(dataset, GNELBO_POINTS, generator=eval_gen)
     gnelbo = grid_normalized_elbo(lambda pts: negative_elbo(encoder, decoder, pts, config.loss_type), gn_real,
-                                  grid_size=args.gnelbo_grid, range_=EVAL_RANGE)
+                                  grid_size=args.gnelbo_grid, range_=square)
     record = {"dataset": dataset, "method": method, "seed": seed, "num_iter": args.num_iter, "kl": float(kl),
               "jsd": float(jsd), "gnelbo": float(gnelbo), "seconds": round(time.time() - started, 1)}
     return record, (encoder, decoder, fake.numpy(), config, history)
@@ -93,8 +96,8 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     return ((stops[low] * (1 - frac) + stops[low + 1] * frac) * 255).astype(np.uint8)
 
 
-def _points_panel(points: np.ndarray, size: int = 256) -> Image.Image:
-    lo, hi = EVAL_RANGE
+def _points_panel(points: np.ndarray, square, size: int = 256) -> Image.Image:
+    lo, hi = square
     img = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(img)
     px = ((points - lo) / (hi - lo) * (size - 1))
@@ -105,8 +108,8 @@ def _points_panel(points: np.ndarray, size: int = 256) -> Image.Image:
 
 
 @torch.no_grad()
-def _density_panel(encoder, decoder, loss_type, size: int = 256) -> Image.Image:
-    lo, hi = EVAL_RANGE
+def _density_panel(encoder, decoder, loss_type, square, size: int = 256) -> Image.Image:
+    lo, hi = square
     axis = torch.linspace(lo, hi, size)
     gx, gy = torch.meshgrid(axis, axis.flip(0), indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
@@ -124,8 +127,9 @@ def save_figure(dataset, panels, path):
     for i, (method, (encoder, decoder, fake, config, _)) in enumerate(panels.items()):
         x = pad + i * (size + pad)
         draw.text((x, 6), f"{method} ({dataset})", fill="black")
-        fig.paste(_points_panel(fake), (x, label))
-        fig.paste(_density_panel(encoder, decoder, config.loss_type), (x, label + size + pad))
+        square = toy_eval_range(dataset)
+        fig.paste(_points_panel(fake, square), (x, label))
+        fig.paste(_density_panel(encoder, decoder, config.loss_type, square), (x, label + size + pad))
     fig.save(path)
 
 
@@ -135,8 +139,10 @@ def markdown_table(records):
     keys = sorted({(r["dataset"], r["method"]) for r in records}, key=lambda k: (k[0], OBJECTIVES.index(k[1])))
     for dataset, method in keys:
         rs = [r for r in records if r["dataset"] == dataset and r["method"] == method]
-        cell = lambda k: f"{np.mean([r[k] for r in rs]):.2f} ± {np.std([r[k] for r in rs]):.2f}"
-        rows.append(f"| {dataset} | {method} | {len(rs)} | {cell('kl')} | {cell('jsd')} | {cell('gnelbo')} | "
+        def cell(k, fmt=".2f"):
+            return f"{np.mean([r[k] for r in rs]):{fmt}} ± {np.std([r[k] for r in rs]):{fmt}}"
+
+        rows.append(f"| {dataset} | {method} | {len(rs)} | {cell('kl')} | {cell('jsd')} | {cell('gnelbo', '.3e')} | "
                     f"{np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(rows) + "\n"
 
@@ -145,6 +151,10 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.summarize:
+        records = [json.loads(line) for path in args.summarize for line in open(path) if line.strip()]
+        write_table(records, args.output_dir)
+        return 0
     runs = [(d, m, s) for d in args.dataset for m in args.methods for s in args.seeds]
     records = []
     bar = tqdm(total=len(runs), desc="runs", file=sys.stderr)
@@ -164,11 +174,16 @@ def main(argv=None):
                     bar.update(1)
             save_figure(dataset, panels, os.path.join(args.output_dir, f"{dataset}.png"))
     bar.close()
-    table = markdown_table(records)
-    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-        f.write(f"Toy 2D benchmark, {args.num_iter} iterations per run, batch {args.batch_size}.\n\n" + table)
-    print(table, file=sys.stderr)
+    write_table(records, args.output_dir)
     return 0
+
+
+def write_table(records, output_dir):
+    iters = sorted({r["num_iter"] for r in records})
+    table = markdown_table(records)
+    with open(os.path.join(output_dir, "results.md"), "w") as f:
+        f.write(f"Toy 2D benchmark, {', '.join(map(str, iters))} iterations per run.\n\n" + table)
+    print(table, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,12 @@
 
 __version__ = "0.1.0"
 
+from .as_distance import as_distance
 from .losses import kl_divergence, reconstruction_error, reparameterize, weight_schedule
 from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from .objectives import OBJECTIVES, IntrospectiveObjective, ObjectiveConfig
 from .pipeline import AsIntroVAEPipeline
 from .train_step import train_step
-
-try:  # written alongside; exported once present
-    from .as_distance import as_distance
-except ImportError:  # pragma: no cover
-    pass
 
 __all__ = [
     "AsIntroVAEDecoder",
