@@ -7,6 +7,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
+from .digits_classifier import digits_fid
 from .metrics import frechet_distance_from_features
 
 INCEPTION_ENV = "ASINTROVAE_INCEPTION_WEIGHTS"
@@ -46,19 +47,6 @@ class InceptionFeatures:
         return self.model(pixels, return_features=True).float().cpu()
 
 
-def digits_features(device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-    """Features of the small digit classifier shipped with the package (the offline "digits FID")."""
-    from .digits_classifier import load_digits_classifier
-
-    classifier = load_digits_classifier(device=device)
-
-    @torch.no_grad()
-    def features(images: torch.Tensor) -> torch.Tensor:
-        return classifier.features((images * 2 - 1).to(device)).float().cpu()
-
-    return features
-
-
 @torch.no_grad()
 def batched_features(feature_fn, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     return torch.cat([feature_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
@@ -67,12 +55,9 @@ def batched_features(feature_fn, images: torch.Tensor, batch_size: int = 256) ->
 @torch.no_grad()
 def sample_images(pipeline, num_samples: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
     """`num_samples` prior samples in `[0, 1]`, `B x C x H x W`, drawn deterministically from `seed`."""
-    generator = torch.Generator().manual_seed(seed)
-    chunks = []
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        latents = torch.randn(n, pipeline.latent_dim, generator=generator)
-        chunks.append(pipeline.decode(latents, output_type="pt").images.cpu())
+    latents = torch.randn(num_samples, pipeline.latent_dim, generator=torch.Generator().manual_seed(seed))
+    chunks = [pipeline.decode(latents[i : i + batch_size], output_type="pt").images.cpu()
+              for i in range(0, num_samples, batch_size)]
     return torch.cat(chunks)
 
 
@@ -122,7 +107,7 @@ def evaluate_pipeline(
     if inception is not None:
         results["fid"] = fid(inception, real_images, fake)
     if "digits_fid" in metrics:
-        results["digits_fid"] = fid(digits_features(), real_images, fake)
+        results["digits_fid"] = digits_fid(real_images, fake, value_range=(0.0, 1.0))
     if "reconstruction" in metrics:
         results.update(reconstruction_metrics(pipeline, real_images))
     return {k: (float(v) if isinstance(v, (float, np.floating)) and math.isfinite(v) else v) for k, v in results.items()}
