@@ -6,8 +6,14 @@
     python scripts/benchmark.py --section as_distance --batch_sizes 64 256 --latent_dims 32 --threads 2
 
 Sections are registered in `SECTIONS` (name -> function taking the parsed arguments, returning a list of dicts,
-one per measured configuration). The `as_distance` section is implemented; `training` is reserved for the
-training-step benchmark and will be registered there.
+one per measured configuration): `as_distance` and `training`.
+
+`training` times whole training iterations (`asintrovae_hf.train_step`: encoder update then decoder update) of
+each objective at two configurations, `digits16` (the built-in default: 1 x 16 x 16, channels 32,64, Z 32) and
+`mnist28` (the reference MNIST network: 1 x 28 x 28, channels 64,128, Z 32), in float32 and under bf16 autocast,
+and with `--compile` also with `torch.compile`d networks. It reports the median seconds per iteration (after
+warm-up), iterations and images per second, and `as_over_soft`: the AS-IntroVAE iteration time over the
+Soft-IntroVAE one of the same configuration (target <= 1.10).
 
 `as_distance` times forward + backward of `asintrovae_hf.as_distance` (sum reduction, `squash=True`: the encoder
 step's setting) against a naive broadcast form written below (every `B x B x Z` intermediate materialised and kept
@@ -33,6 +39,7 @@ import contextlib
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from typing import Callable, Dict, List, Optional
@@ -212,15 +219,79 @@ def _section_as_distance(args) -> List[Dict]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# training iterations
+# ---------------------------------------------------------------------------------------------------------------
+
+TRAINING_CONFIGS = {
+    # name: (channels, size, block_out_channels, latent_dim)
+    "digits16": (1, 16, (32, 64), 32),
+    "mnist28": (1, 28, (64, 128), 32),
+}
+
+
+def time_training(objective_name, config_name, batch_size, device, autocast_dtype=None, compile_models=False,
+                  iters=10, warmup=3, seed=0) -> Dict:
+    """Median seconds of one `train_step` of `objective_name` at `config_name` (fixed batch, c = 0.5)."""
+    from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, IntrospectiveObjective, train_step
+
+    channels, size, blocks, latent_dim = TRAINING_CONFIGS[config_name]
+    torch.manual_seed(seed)
+    kw = dict(sample_size=size, latent_dim=latent_dim, block_out_channels=blocks)
+    encoder = AsIntroVAEEncoder(in_channels=channels, **kw).to(device)
+    decoder = AsIntroVAEDecoder(out_channels=channels, **kw).to(device)
+    opt_e = torch.optim.Adam(encoder.parameters(), 2e-4)
+    opt_d = torch.optim.Adam(decoder.parameters(), 2e-4)
+    if compile_models:
+        encoder, decoder = torch.compile(encoder), torch.compile(decoder)
+    objective = IntrospectiveObjective(objective=objective_name)
+    x = torch.rand(batch_size, channels, size, size, device=device)
+    device_type = torch.device(device).type
+    times = []
+    for i in range(warmup + iters):
+        start = time.perf_counter()
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=0.5,
+                               vae_step=objective_name == "vae")
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    assert all(torch.isfinite(v).all() for v in terms.values()), f"non-finite loss in {objective_name}"
+    seconds = statistics.median(times)
+    return {"config": config_name, "objective": objective_name, "batch": batch_size,
+            "precision": "bf16-autocast" if autocast_dtype is not None else "fp32",
+            "compile": "on" if compile_models else "off",
+            "s_per_iter": seconds, "iters_per_s": 1.0 / seconds, "images_per_s": batch_size / seconds}
+
+
+def _section_training(args) -> List[Dict]:
+    rows = []
+    objectives = ("vae", "introvae", "soft-introvae", "as-introvae")
+    for config_name in args.training_configs:
+        for dtype in (None, torch.bfloat16):
+            for compile_models in ((False, True) if args.compile else (False,)):
+                group = [time_training(name, config_name, args.train_batch_size, args.device, dtype, compile_models,
+                                       iters=args.train_iters, warmup=args.train_warmup, seed=args.seed)
+                         for name in objectives]
+                ratio = group[3]["s_per_iter"] / group[2]["s_per_iter"]
+                for row in group:
+                    row["as_over_soft"] = ratio
+                    row["target_met"] = ratio <= 1.10
+                print(f"{config_name} {group[0]['precision']} compile={compile_models}: AS/Soft = {ratio:.3f}",
+                      file=sys.stderr, flush=True)
+                rows += group
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # the sections, by name. Each takes the parsed arguments and returns a list of dicts (one per configuration).
-# The `training` section (time per training iteration of each objective) is registered here once written:
-#     SECTIONS["training"] = _section_training
 # ---------------------------------------------------------------------------------------------------------------
 
 SECTIONS: Dict[str, Callable[[argparse.Namespace], List[Dict]]] = {
     "as_distance": _section_as_distance,
+    "training": _section_training,
 }
-PLANNED_SECTIONS = ("as_distance", "training")
+PLANNED_SECTIONS = tuple(SECTIONS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,6 +329,8 @@ def format_table(rows: List[Dict], columns: Optional[List[str]] = None) -> str:
 TABLE_COLUMNS = {
     "as_distance": ["B", "Z", "ours_s", "naive_s", "time_ratio", "ours_mib", "naive_mib", "mem_ratio", "ours_err",
                     "naive_err", "target_met", "note"],
+    "training": ["config", "objective", "batch", "precision", "compile", "s_per_iter", "iters_per_s", "images_per_s",
+                 "as_over_soft", "target_met"],
 }
 
 
@@ -278,6 +351,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--max_naive_gib", type=float, default=8.0,
                    help="Skip the naive form where its estimated peak memory exceeds this many GiB.")
     g.add_argument("--chunk_size", type=int, default=None, help="as_distance's chunk_size (default: its own).")
+    g = p.add_argument_group("training")
+    g.add_argument("--training_configs", nargs="+", default=list(TRAINING_CONFIGS), choices=list(TRAINING_CONFIGS))
+    g.add_argument("--train_batch_size", type=int, default=64)
+    g.add_argument("--train_iters", type=int, default=10, help="Timed iterations (the median is reported).")
+    g.add_argument("--train_warmup", type=int, default=3)
+    g.add_argument("--compile", action="store_true", help="Also time torch.compile'd networks (slow to compile).")
     return p.parse_args(argv)
 
 
