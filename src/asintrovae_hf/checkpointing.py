@@ -12,7 +12,6 @@ import re
 import shutil
 from typing import List, Optional
 
-import torch
 from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
@@ -26,18 +25,16 @@ class CheckpointError(RuntimeError):
 
 
 class TrainingState:
-    """The loop state Accelerate does not know about: the step and the noise generator (checkpointed with it)."""
+    """The loop state Accelerate does not know about: the step (the noise is re-seeded from it at each step)."""
 
-    def __init__(self, noise_generator: torch.Generator):
+    def __init__(self):
         self.global_step = 0
-        self.noise_generator = noise_generator
 
     def state_dict(self) -> dict:
-        return {"global_step": self.global_step, "noise_generator": self.noise_generator.get_state()}
+        return {"global_step": self.global_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step = int(state["global_step"])
-        self.noise_generator.set_state(state["noise_generator"].to(self.noise_generator.get_state().device))
 
 
 def list_checkpoints(output_dir: str) -> List[str]:

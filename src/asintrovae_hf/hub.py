@@ -6,6 +6,7 @@ The card is filled from `model_cards/model_card_template.md`, shipped inside the
 """
 
 import functools
+import glob
 import importlib
 import os
 import re
@@ -24,8 +25,12 @@ from huggingface_hub.utils import (
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_template.md"
 
-# What `push_to_hub` leaves out of an output directory: checkpoints (complete or partial) and tracker logs.
-HUB_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs", "logs/**")
+# What `push_to_hub` leaves out of an output directory: checkpoints (complete or partial), tracker logs (the default
+# `--logging_dir logs`, and TensorBoard event files wherever they are) and the grids saved during training,
+# `samples-NNNNNN.png` / `reconstructions-NNNNNN.png` (the final `samples.png` and `reconstructions.png` are uploaded).
+# `training_ignore_patterns` adds a non-default `--logging_dir`.
+HUB_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*events.out.tfevents*",
+                       "samples-*.png", "reconstructions-*.png")
 
 TAGS = ("asintrovae", "introvae", "vae", "unconditional-image-generation", "diffusers", "diffusers:AsIntroVAEPipeline")
 
@@ -178,6 +183,27 @@ def files_to_upload(output_dir: str, ignore_patterns: Optional[Sequence[str]] = 
     files = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
     patterns = list(HUB_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns) + DEFAULT_IGNORE_PATTERNS
     return list(filter_repo_objects(files, ignore_patterns=patterns))
+
+
+def training_ignore_patterns(output_dir: str, logging_dir: Optional[str] = None) -> List[str]:
+    r"""
+    `HUB_IGNORE_PATTERNS` plus the training's logging folder when it lies inside `output_dir`.
+
+    Args:
+        output_dir (`str`): The training's output folder (`--output_dir`).
+        logging_dir (`str`, *optional*): `--logging_dir`, relative to `output_dir` (or absolute).
+
+    Returns:
+        `List[str]`: patterns for [`push_to_hub`]'s `ignore_patterns`.
+    """
+    patterns = list(HUB_IGNORE_PATTERNS)
+    if logging_dir:
+        root = os.path.abspath(output_dir)
+        relative = os.path.relpath(os.path.abspath(os.path.join(root, logging_dir)), root)
+        if relative != os.curdir and relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+            folder = glob.escape(Path(relative).as_posix())
+            patterns += [folder, folder + "/**"]
+    return patterns
 
 
 def _one_line(err: BaseException, limit: int = 200) -> str:

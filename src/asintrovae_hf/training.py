@@ -6,6 +6,7 @@ What is new here is the two-optimizer introspective update (`train_step.py`).
 """
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -14,14 +15,17 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+import datasets
 import numpy as np
+import PIL
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
-from PIL import Image
+from diffusers.utils.torch_utils import is_compiled_module
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from .checkpointing import (
@@ -38,7 +42,7 @@ from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size
 from .objectives import IntrospectiveObjective, ObjectiveConfig
 from .pipeline import AsIntroVAEPipeline
 from .train_step import train_step
-from .hub import HubError
+from .hub import HubError, _network_errors, training_ignore_patterns
 from .training_args import parse_args
 
 logger = logging.getLogger("asintrovae_hf.training")
@@ -46,6 +50,84 @@ logger = logging.getLogger("asintrovae_hf.training")
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+class UsageError(RuntimeError):
+    """
+    An expected failure caused by the options or the environment (bad option values, data that cannot be found or
+    reached, a missing tracker package or compiler): `main` prints its message on one line, without a traceback.
+    Only the setup steps convert errors into it, so an error raised by a bug in the training loop keeps its traceback.
+    """
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# What loading the data raises when the cause is the data or the network, not this code.
+_DATA_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError,
+                datasets.exceptions.DatasetsError, PIL.UnidentifiedImageError)
+
+
+def _load_data(args: argparse.Namespace):
+    """The dataset and its image column; an unusable source becomes a [`UsageError`] that names it."""
+    source = args.dataset_name or args.train_data_dir or "digits"
+    try:
+        dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.dataset_config_name,
+                                     args.cache_dir)
+        return dataset, resolve_image_column(dataset, args.image_column)
+    except _DATA_ERRORS + _network_errors() as err:
+        hint = ""
+        if isinstance(err, (ConnectionError, TimeoutError)) or isinstance(err, _network_errors()):
+            hint = (" Check the network connection (with HF_HUB_OFFLINE=1 or HF_DATASETS_OFFLINE=1 only datasets "
+                    "already in the cache load), or train from a local copy: --train_data_dir, or a folder written "
+                    "by `save_to_disk` as --dataset_name.")
+        raise UsageError(f"Cannot use the training data {source!r}: {_one_line(err)}{hint}") from err
+
+
+def _check_trackers(report_to: str) -> None:
+    """Accelerate silently drops a tracker whose package is missing: say so instead."""
+    wanted = {"tensorboard": ("tensorboard",), "wandb": ("wandb",)}.get(report_to, ())
+    for package in wanted:
+        if importlib.util.find_spec(package) is None:
+            raise UsageError(f"--report_to {report_to} needs the {package!r} package: `pip install {package}`, or "
+                             f"pass --report_to none.")
+
+
+def _check_compile_backend(device: torch.device) -> None:
+    """`torch.compile` on CPU (TorchInductor) builds C++ kernels: fail before training when no compiler works."""
+    if device.type != "cpu":
+        return
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+    except ImportError:  # another torch layout: let torch.compile report problems itself
+        return
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler as err:
+        raise UsageError(f"--compile on CPU needs a working C++ compiler for TorchInductor ({_one_line(err)}). "
+                         f"Install g++ (or point the CXX environment variable at a compiler), or drop --compile."
+                         ) from None
+
+
+def _bare_module(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """
+    The module inside the DDP / `torch.compile` wrappers, leaving the wrappers intact.
+
+    The compile wrapper is removed first: `accelerator.unwrap_model` keeps it by default, and when Accelerate's own
+    dynamo option (`accelerate launch --dynamo_backend ...`) compiled the prepared DDP model, that wrapper still runs
+    DDP's forward, so the grids and the final save on the main process alone would wait for the other processes.
+    """
+    if is_compiled_module(model):
+        model = model._orig_mod
+    return accelerator.unwrap_model(model)
+
+
+def _noise_seed(seed: int, process_index: int, step: int) -> int:
+    """The seed of the noise generator at `step` on process `process_index`: a function of these alone."""
+    entropy = [seed & 0xFFFFFFFFFFFFFFFF, process_index, step]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
 
 
 def objective_config_from_args(args: argparse.Namespace) -> ObjectiveConfig:
@@ -79,11 +161,17 @@ def build_models(args: argparse.Namespace):
     return encoder, decoder
 
 
-def images_to_grid(images: torch.Tensor, cols: int = 8) -> Image.Image:
-    """`B x C x H x W` images in `[0, 1]` -> one PIL grid, `cols` wide (diffusers' `make_image_grid`)."""
+def images_to_grid(images: torch.Tensor, cols: int = 8, min_tile: int = 48) -> Image.Image:
+    """
+    `B x C x H x W` images in `[0, 1]` -> one PIL grid, `cols` wide (diffusers' `make_image_grid`). Small images
+    are enlarged (nearest neighbour) to at least `min_tile` pixels and framed, so a grid of 16x16 digits is legible.
+    """
     arr = (images.detach().float().clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     mode = "L" if arr.shape[-1] == 1 else "RGB"
+    scale = max(1, math.ceil(min_tile / max(arr.shape[1], arr.shape[2])))
     pil = [Image.fromarray(a[..., 0] if mode == "L" else a, mode) for a in arr]
+    pil = [ImageOps.expand(p.resize((p.width * scale, p.height * scale), Image.NEAREST), border=2, fill=128)
+           for p in pil]
     cols = min(cols, len(pil))
     rows = math.ceil(len(pil) / cols)
     pil += [Image.new(mode, pil[0].size)] * (rows * cols - len(pil))
@@ -138,18 +226,27 @@ def train(args: argparse.Namespace) -> Dict:
     """
     started = time.time()
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
-    )
+    _check_trackers(args.report_to)
+    try:
+        accelerator = Accelerator(
+            mixed_precision=args.mixed_precision,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+        )
+    except ValueError as err:  # e.g. bf16 where the hardware has none
+        raise UsageError(f"Cannot set up Accelerate with these options: {_one_line(err)}") from err
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
+    if args.compile:
+        _check_compile_backend(accelerator.device)
 
     set_seed(args.seed)
-    encoder, decoder = build_models(args)
-    objective = IntrospectiveObjective(objective_config_from_args(args))
+    try:
+        encoder, decoder = build_models(args)
+        objective = IntrospectiveObjective(objective_config_from_args(args))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
     if args.push_to_hub:
         from .hub import ensure_repo
@@ -159,15 +256,14 @@ def train(args: argparse.Namespace) -> Dict:
             ensure_repo(repo_id, token=args.hub_token, private=args.hub_private_repo)
 
     # ---- data ------------------------------------------------------------------------------------------------
-    dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.dataset_config_name, args.cache_dir)
-    image_column = resolve_image_column(dataset, args.image_column)
+    dataset, image_column = _load_data(args)
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
     transform = ImageTransform(args.resolution, args.num_channels, center_crop=args.center_crop,
                                random_flip=args.random_flip)
     train_dataset = make_train_dataset(dataset, image_column, transform)
     if len(train_dataset) < args.train_batch_size * accelerator.num_processes:
-        raise ValueError(
+        raise UsageError(
             f"The dataset has {len(train_dataset)} images, fewer than one batch of "
             f"{args.train_batch_size} x {accelerator.num_processes} process(es)."
         )
@@ -191,7 +287,9 @@ def train(args: argparse.Namespace) -> Dict:
                              betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay)
     opt_d = torch.optim.Adam(decoder.parameters(), lr=args.decoder_learning_rate,
                              betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay)
-    steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes)
+    # Batches per process and epoch once Accelerate shards the loader: with `drop_last` it drops the batches that
+    # do not fill a round over all processes (checked after `prepare`).
+    steps_per_epoch = len(train_dataloader) // accelerator.num_processes
     max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
     num_epochs = math.ceil(max_train_steps / steps_per_epoch)
     # A prepared scheduler steps once per process at each step (Accelerate's convention), hence the factors.
@@ -207,10 +305,21 @@ def train(args: argparse.Namespace) -> Dict:
     encoder, decoder, opt_e, opt_d, train_dataloader, sched_e, sched_d = accelerator.prepare(
         encoder, decoder, opt_e, opt_d, train_dataloader, sched_e, sched_d
     )
+    if len(train_dataloader) != steps_per_epoch:
+        raise RuntimeError(f"Expected {steps_per_epoch} batches per process and epoch, the prepared loader has "
+                           f"{len(train_dataloader)}: the step counts (schedulers, epochs, resume) would be wrong.")
     # Grids and the final save use the bare modules: a DDP forward on the main process alone would hang.
-    unwrapped_encoder, unwrapped_decoder = accelerator.unwrap_model(encoder), accelerator.unwrap_model(decoder)
+    unwrapped_encoder, unwrapped_decoder = _bare_module(accelerator, encoder), _bare_module(accelerator, decoder)
     if args.compile:
-        encoder, decoder = torch.compile(encoder), torch.compile(decoder)
+        if is_compiled_module(encoder):  # Accelerate's dynamo option (`accelerate launch --dynamo_backend`) did it
+            logger.info("--compile: the networks are already compiled by Accelerate's dynamo option.")
+        else:
+            logger.info("--compile: the first step compiles the encoder and decoder (TorchInductor; on CPU this "
+                        "builds C++ kernels and can take a minute; they are cached for later runs).")
+            try:
+                encoder, decoder = torch.compile(encoder), torch.compile(decoder)
+            except RuntimeError as err:  # e.g. a Python version this torch cannot compile for
+                raise UsageError(f"--compile: torch.compile is not available here: {_one_line(err)}") from err
 
     ema = None
     if args.use_ema:
@@ -218,8 +327,10 @@ def train(args: argparse.Namespace) -> Dict:
                        model_config=unwrapped_decoder.config)
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    noise_generator = torch.Generator(device=accelerator.device).manual_seed(args.seed + accelerator.process_index)
-    state = TrainingState(noise_generator)
+    # Re-seeded at every step from (seed, process, step), so every process draws the same noise in a resumed run as
+    # in an uninterrupted one (a checkpoint holds the main process's generator state only).
+    noise_generator = torch.Generator(device=accelerator.device)
+    state = TrainingState()
     accelerator.register_for_checkpointing(state)
 
     if accelerator.is_main_process:
@@ -235,6 +346,8 @@ def train(args: argparse.Namespace) -> Dict:
         logger.info("No checkpoint in %s; starting a new run.", args.output_dir)
     if resume_path is not None:
         load_checkpoint(accelerator, resume_path)
+        if ema is not None:  # Accelerate loads registered objects onto the CPU: the averages go back to the device
+            ema.to(accelerator.device)
         logger.info("Resumed from %s at step %d.", resume_path, state.global_step)
     global_step = state.global_step
     first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
@@ -292,6 +405,7 @@ def train(args: argparse.Namespace) -> Dict:
             x = batch["pixel_values"]
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            noise_generator.manual_seed(_noise_seed(args.seed, accelerator.process_index, global_step))
             vae_step = args.objective == "vae" or global_step < args.num_vae_steps
             c = weight_schedule(global_step - args.num_vae_steps, total_adversarial, args.schedule)
             terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=c, vae_step=vae_step,
@@ -340,12 +454,20 @@ def train(args: argparse.Namespace) -> Dict:
                                      last_logged, image_column))
         with open(os.path.join(args.output_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
+    # Shut down in an order that cannot hang. DDP's reducers hold the process group: if the last of them goes at
+    # interpreter exit, the group's destructor joins Gloo's worker threads while holding the GIL, and a worker that
+    # needs the GIL to free a finished collective never ends (the 2-rank CPU run hung so at exit, now and then). So
+    # the DDP wrappers go first, and the group then goes with `destroy_process_group` (`end_training`).
+    accelerator.wait_for_everyone()
+    del encoder, decoder
+    accelerator.free_memory()
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         from .hub import push_to_hub
 
         summary["hub_url"] = push_to_hub(args.output_dir, repo_id, token=args.hub_token,
-                                         private=args.hub_private_repo)
+                                         private=args.hub_private_repo,
+                                         ignore_patterns=training_ignore_patterns(args.output_dir, args.logging_dir))
     return summary
 
 
@@ -421,8 +543,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         summary = train(args)
-    except (NonFiniteLossError, CheckpointError, HubError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UsageError, NonFiniteLossError, CheckpointError, HubError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
     logger.info("Done in %.1f s: %s", summary["seconds"], json.dumps(summary.get("final_losses", {})))
     return 0
