@@ -29,6 +29,9 @@ from asintrovae_hf.vector_training import negative_elbo, sample_points, train_ve
 
 EVAL_POINTS = 5000
 GNELBO_POINTS = 51200
+# flags that override the reference hyper-parameters (the first seven are floats)
+OVERRIDES = ("beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "dis_scale", "learning_rate", "schedule",
+             "encoder_reduction", "decoder_reduction", "squash")
 
 
 def parse_args(argv=None):
@@ -46,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--summarize", nargs="+", default=None, metavar="RUNS_JSONL",
                    help="Only rebuild the markdown table in --output_dir from runs.jsonl files of earlier runs.")
     # overrides of the reference hyper-parameters
-    for name in ("beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "dis_scale", "learning_rate"):
+    for name in OVERRIDES[:7]:
         p.add_argument(f"--{name}", type=float, default=None)
     p.add_argument("--schedule", choices=("linear", "tanh"), default=None)
     p.add_argument("--encoder_reduction", choices=("sum", "mean"), default=None)
@@ -57,8 +60,8 @@ def parse_args(argv=None):
 
 def run_one(dataset, method, seed, args):
     hp = toy_hyperparameters(dataset, method)
-    for key in list(hp):
-        if getattr(args, key, None) is not None:
+    for key in OVERRIDES:
+        if getattr(args, key) is not None:
             hp[key] = getattr(args, key)
     learning_rate = hp.pop("learning_rate", 2e-4)
     config = ObjectiveConfig(objective=method, **hp)
