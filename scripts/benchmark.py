@@ -11,8 +11,8 @@ one per measured configuration): `as_distance` and `training`.
 `training` times whole training iterations (`asintrovae_hf.train_step`: encoder update then decoder update) of
 each objective at two configurations, `digits16` (the built-in default: 1 x 16 x 16, channels 32,64, Z 32) and
 `mnist28` (the reference MNIST network: 1 x 28 x 28, channels 64,128, Z 32), in float32 and under bf16 autocast,
-and with `--compile` also with `torch.compile`d networks. It reports the median seconds per iteration (after
-warm-up), iterations and images per second, and `as_over_soft`: the AS-IntroVAE iteration time over the
+and with `--compile` also with `torch.compile`d networks, the objectives' iterations interleaved. It reports
+the median seconds per iteration (after warm-up), iterations and images per second, and `as_over_soft`: the AS-IntroVAE iteration time over the
 Soft-IntroVAE one of the same configuration (target <= 1.10).
 
 `as_distance` times forward + backward of `asintrovae_hf.as_distance` (sum reduction, `squash=True`: the encoder
@@ -229,10 +229,8 @@ TRAINING_CONFIGS = {
 }
 
 
-def time_training(objective_name, config_name, batch_size, device, autocast_dtype=None, compile_models=False,
-                  iters=10, warmup=3, seed=0) -> Dict:
-    """Median seconds of one `train_step` of `objective_name` at `config_name` (fixed batch, c = 0.5)."""
-    from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, IntrospectiveObjective, train_step
+def _training_setup(objective_name, config_name, batch_size, device, compile_models, seed):
+    from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, IntrospectiveObjective
 
     channels, size, blocks, latent_dim = TRAINING_CONFIGS[config_name]
     torch.manual_seed(seed)
@@ -245,23 +243,47 @@ def time_training(objective_name, config_name, batch_size, device, autocast_dtyp
         encoder, decoder = torch.compile(encoder), torch.compile(decoder)
     objective = IntrospectiveObjective(objective=objective_name)
     x = torch.rand(batch_size, channels, size, size, device=device)
+    return objective, encoder, decoder, opt_e, opt_d, x, latent_dim
+
+
+def _one_step(setup, device, autocast_dtype) -> float:
+    from asintrovae_hf import train_step
+
+    objective, encoder, decoder, opt_e, opt_d, x, latent_dim = setup
     device_type = torch.device(device).type
-    times = []
+    start = time.perf_counter()
+    with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=0.5,
+                           vae_step=objective.config.objective == "vae")
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    assert all(torch.isfinite(v).all() for v in terms.values()), f"non-finite loss in {objective.config.objective}"
+    return seconds
+
+
+def time_training(objectives, config_name, batch_size, device, autocast_dtype=None, compile_models=False,
+                  iters=10, warmup=3, seed=0) -> List[Dict]:
+    """
+    Median seconds of one `train_step` per objective at `config_name` (fixed batch, c = 0.5). The objectives'
+    iterations are interleaved (one step of each in turn), so a change in the machine's load hits all of them alike
+    and their ratios stay meaningful on a shared machine.
+    """
+    setups = {name: _training_setup(name, config_name, batch_size, device, compile_models, seed) for name in objectives}
+    times = {name: [] for name in objectives}
     for i in range(warmup + iters):
-        start = time.perf_counter()
-        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=0.5,
-                               vae_step=objective_name == "vae")
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    assert all(torch.isfinite(v).all() for v in terms.values()), f"non-finite loss in {objective_name}"
-    seconds = statistics.median(times)
-    return {"config": config_name, "objective": objective_name, "batch": batch_size,
-            "precision": "bf16-autocast" if autocast_dtype is not None else "fp32",
-            "compile": "on" if compile_models else "off",
-            "s_per_iter": seconds, "iters_per_s": 1.0 / seconds, "images_per_s": batch_size / seconds}
+        for name in objectives:
+            seconds = _one_step(setups[name], device, autocast_dtype)
+            if i >= warmup:
+                times[name].append(seconds)
+    rows = []
+    for name in objectives:
+        seconds = statistics.median(times[name])
+        rows.append({"config": config_name, "objective": name, "batch": batch_size,
+                     "precision": "bf16-autocast" if autocast_dtype is not None else "fp32",
+                     "compile": "on" if compile_models else "off", "s_per_iter": seconds,
+                     "iters_per_s": 1.0 / seconds, "images_per_s": batch_size / seconds})
+    return rows
 
 
 def _section_training(args) -> List[Dict]:
@@ -270,9 +292,9 @@ def _section_training(args) -> List[Dict]:
     for config_name in args.training_configs:
         for dtype in (None, torch.bfloat16):
             for compile_models in ((False, True) if args.compile else (False,)):
-                group = [time_training(name, config_name, args.train_batch_size, args.device, dtype, compile_models,
-                                       iters=args.train_iters, warmup=args.train_warmup, seed=args.seed)
-                         for name in objectives]
+                group = time_training(objectives, config_name, args.train_batch_size, args.device, dtype,
+                                      compile_models, iters=args.train_iters, warmup=args.train_warmup,
+                                      seed=args.seed)
                 ratio = group[3]["s_per_iter"] / group[2]["s_per_iter"]
                 for row in group:
                     row["as_over_soft"] = ratio
