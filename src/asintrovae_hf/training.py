@@ -6,6 +6,7 @@ What is new here is the two-optimizer introspective update (`train_step.py`).
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -336,9 +337,7 @@ def train(args: argparse.Namespace) -> Dict:
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         remove_partial_checkpoints(args.output_dir)
-        tracker_config = {k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v)
-                          for k, v in vars(args).items() if k != "hub_token"}
-        accelerator.init_trackers("asintrovae", config=tracker_config)
+        accelerator.init_trackers("asintrovae", config=public_hyperparameters(args))
     accelerator.wait_for_everyone()
 
     resume_path = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
@@ -471,16 +470,30 @@ def train(args: argparse.Namespace) -> Dict:
     return summary
 
 
+@contextlib.contextmanager
+def ema_weights(ema: Optional[EMAModel], decoder: torch.nn.Module):
+    """Within the block the decoder holds the EMA weights (the ones that get saved); a no-op without EMA."""
+    if ema is None:
+        yield
+        return
+    ema.store(decoder.parameters())
+    ema.copy_to(decoder.parameters())
+    try:
+        yield
+    finally:
+        ema.restore(decoder.parameters())
+
+
+def public_hyperparameters(args: argparse.Namespace) -> Dict:
+    """The options as flat values for trackers and the model card; the Hub token is left out."""
+    return {k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v)
+            for k, v in vars(args).items() if k != "hub_token"}
+
+
 def _grids_with_ema(encoder, unwrapped_decoder, ema, real, noise) -> Dict[str, Image.Image]:
     """Grids drawn with the EMA decoder weights when EMA is on (the weights that will be saved)."""
-    if ema is None:
+    with ema_weights(ema, unwrapped_decoder):
         return render_grids(encoder, unwrapped_decoder, real, noise.to(real.device))
-    ema.store(unwrapped_decoder.parameters())
-    ema.copy_to(unwrapped_decoder.parameters())
-    try:
-        return render_grids(encoder, unwrapped_decoder, real, noise.to(real.device))
-    finally:
-        ema.restore(unwrapped_decoder.parameters())
 
 
 @torch.no_grad()
@@ -496,21 +509,13 @@ def _save_outputs(args, accelerator, encoder, unwrapped_decoder, ema, grid_real,
     """Save the pipeline (EMA decoder when EMA is on), the grids and the model card; reload to check."""
     from .hub import create_model_card
 
-    if ema is not None:
-        ema.store(unwrapped_decoder.parameters())
-        ema.copy_to(unwrapped_decoder.parameters())
-    try:
-        pipeline = AsIntroVAEPipeline(encoder=encoder, decoder=unwrapped_decoder)
-        pipeline.save_pretrained(args.output_dir)
+    with ema_weights(ema, unwrapped_decoder):
+        AsIntroVAEPipeline(encoder=encoder, decoder=unwrapped_decoder).save_pretrained(args.output_dir)
         grids = render_grids(encoder, unwrapped_decoder, grid_real, grid_noise.to(grid_real.device))
-    finally:
-        if ema is not None:
-            ema.restore(unwrapped_decoder.parameters())
     for name, grid in grids.items():
         grid.save(os.path.join(args.output_dir, f"{name}.png"))
 
-    hyperparameters = {k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v)
-                       for k, v in vars(args).items() if k not in ("hub_token",)}
+    hyperparameters = public_hyperparameters(args)
     hyperparameters["image_column"] = image_column
     hyperparameters["world_size"] = accelerator.num_processes
     repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
