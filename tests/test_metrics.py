@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from asintrovae_hf.metrics import (
+from asintrovae_hf.metrics import frechet_distance, frechet_distance_from_features
+from asintrovae_hf.toy.metrics import (
     LOG_EPS,
-    frechet_distance,
-    frechet_distance_from_features,
     grid_normalized_elbo,
     histogram_density,
     histogram_kl_jsd,

@@ -1,16 +1,17 @@
-"""The 2D toy benchmark: a short training run beats an untrained model, and the script's outputs."""
+"""The 2D toy benchmark: a short training run beats an untrained model, the official loop's schedule, and the
+script's outputs, resume and grids."""
 
 import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
-from asintrovae_hf.metrics import histogram_kl_jsd
-from asintrovae_hf.objectives import ObjectiveConfig
-from asintrovae_hf.toy_data import sample_toy_data, toy_eval_range
-from asintrovae_hf.toy_hparams import toy_hyperparameters
-from asintrovae_hf.vector_training import sample_points, train_vector_model
+from asintrovae_hf.objective_config import ObjectiveConfig
+from asintrovae_hf.toy import sample_points, sample_toy_data, toy_eval_range, toy_lr_milestones, train_vector_model
+from asintrovae_hf.toy import toy_objective_defaults
+from asintrovae_hf.toy.metrics import histogram_kl_jsd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,40 +31,96 @@ def jsd_of(decoder, seed=0):
 
 
 def test_short_training_beats_an_untrained_model():
-    hp = toy_hyperparameters("8gaussians", "soft-introvae")
-    lr = hp.pop("learning_rate")
-    config = ObjectiveConfig(objective="soft-introvae", **hp)
+    hp = toy_objective_defaults("8gaussians", "soft-introvae")
     sampler = lambda n, g: sample_toy_data("8gaussians", n, generator=g)  # noqa: E731
-    _, untrained, _ = train_vector_model(sampler, config, num_iter=1, num_vae_steps=1, batch_size=8,
+    untrained_config = ObjectiveConfig(objective="soft-introvae", **{**hp, "num_vae_steps": 1})
+    _, untrained, _ = train_vector_model(sampler, untrained_config, num_iter=1, batch_size=8,
                                          hidden_dims=(64, 64), learning_rate=0.0)
-    _, trained, history = train_vector_model(sampler, config, num_iter=400, num_vae_steps=150, batch_size=256,
-                                             hidden_dims=(64, 64), learning_rate=lr * 5, log_every=100)
+    config = ObjectiveConfig(objective="soft-introvae", **{**hp, "num_vae_steps": 150})
+    _, trained, history = train_vector_model(sampler, config, num_iter=400, batch_size=256, hidden_dims=(64, 64),
+                                             learning_rate=2e-4 * 5, lr_milestones=(), log_every=100)
     assert [h["iteration"] for h in history] == [100, 200, 300, 400]
     assert "exp_elbo_rec" in history[-1] and "loss" in history[0]  # warm-up then introspective terms
     assert jsd_of(trained) < 0.9 * jsd_of(untrained)  # measured: 86 vs 106
+
+
+def test_official_schedule_defaults():
+    """The official 2D loop: 2,000 plain-VAE iterations, lr x0.1 at 10,000 and 15,000 of 30,000."""
+    hp = toy_objective_defaults("8gaussians", "as-introvae")
+    assert hp["num_vae_steps"] == 2000 and (hp["beta_kl"], hp["beta_rec"], hp["beta_neg"]) == (0.3, 0.2, 0.9)
+    assert toy_lr_milestones(30000) == (10000, 15000)
+    assert toy_lr_milestones(3000) == (1000, 1500)
+    config = ObjectiveConfig(objective="as-introvae", **hp)
+    assert config.phase(1999, 30000).vae and not config.phase(2000, 30000).vae
+    assert config.phase(2000, 30000).c == 0.0  # c counts the adversarial iterations only
+
+
+def test_learning_rate_decays_at_the_milestones():
+    config = ObjectiveConfig(objective="vae", num_vae_steps=0)
+    sampler = lambda n, g: sample_toy_data("8gaussians", n, generator=g)  # noqa: E731
+    _, _, history = train_vector_model(sampler, config, num_iter=6, batch_size=8, hidden_dims=(8,),
+                                       learning_rate=1.0, lr_milestones=(2, 4), lr_gamma=0.1, log_every=1)
+    assert [h["lr"] for h in history] == pytest.approx([1.0, 0.1, 0.1, 0.01, 0.01, 0.01])
 
 
 def test_toy2d_script_outputs(tmp_path, capsys):
     toy2d = load_toy2d()
     out = tmp_path / "toy"
     assert toy2d.main(["--dataset", "8gaussians", "--methods", "vae", "as-introvae", "--seeds", "0", "1",
-                       "--num_iter", "6", "--batch_size", "64", "--gnelbo_grid", "16", "--output_dir", str(out),
-                       "--encoder_reduction", "mean"]) == 0
+                       "--num_iter", "6", "--num_vae_steps", "2", "--batch_size", "64", "--gnelbo_grid", "16",
+                       "--output_dir", str(out), "--encoder_reduction", "mean"]) == 0
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     assert len(lines) == 4
-    assert set(lines[0]) == {"dataset", "method", "seed", "num_iter", "kl", "jsd", "gnelbo", "seconds"}
+    assert set(lines[0]) >= {"dataset", "method", "seed", "num_iter", "kl", "jsd", "gnelbo", "seconds"}
     assert (out / "8gaussians.png").exists() and (out / "runs.jsonl").exists()
     table = (out / "results.md").read_text()
-    assert "| 8gaussians | vae | 2 |" in table and "| 8gaussians | as-introvae | 2 |" in table
+    assert "| 8gaussians | vae | 6 | 0, 1 |" in table and "| 8gaussians | as-introvae | 6 | 0, 1 |" in table
     # the table can be rebuilt from the JSON lines alone
     assert toy2d.main(["--summarize", str(out / "runs.jsonl"), "--output_dir", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "results.md").read_text().splitlines()[2:] == table.splitlines()[2:]
 
 
+def test_toy2d_resumes_an_interrupted_batch(tmp_path, capsys):
+    """Runs already recorded in runs.jsonl are skipped; a torn last line is redone."""
+    toy2d = load_toy2d()
+    out = tmp_path / "toy"
+    common = ["--methods", "vae", "--num_iter", "3", "--num_vae_steps", "1", "--batch_size", "16",
+              "--gnelbo_grid", "8", "--output_dir", str(out)]
+    assert toy2d.main(common + ["--seeds", "0"]) == 0
+    first = (out / "runs.jsonl").read_text()
+    with open(out / "runs.jsonl", "a") as f:
+        f.write('{"dataset": "8gaussians", "torn')  # a run killed while writing its line
+    capsys.readouterr()
+    assert toy2d.main(common + ["--seeds", "0", "1"]) == 0
+    printed = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert [r["seed"] for r in printed] == [1]  # seed 0 was not run again
+    assert (out / "runs.jsonl").read_text().startswith(first)
+
+
 def test_toy2d_flags_override_the_reference_hyperparameters():
     toy2d = load_toy2d()
-    args = toy2d.parse_args(["--num_iter", "2", "--batch_size", "16", "--gnelbo_grid", "8", "--beta_neg", "3.5",
-                             "--encoder_reduction", "mean", "--no-squash", "--schedule", "linear"])
-    _, (_, _, _, config, _) = toy2d.run_one("8gaussians", "as-introvae", 0, args)
+    args = toy2d.parse_args(["--methods", "as-introvae", "--num_iter", "2", "--beta_neg", "3.5",
+                             "--encoder_reduction", "mean", "--no-squash", "--schedule", "linear",
+                             "--include_constant", "--no-detach_rec_target", "--seeds", "0"])
+    (run,) = toy2d.plan_runs(args)
+    config = run.config
     assert (config.beta_neg, config.encoder_reduction, config.squash, config.schedule) == (3.5, "mean", False, "linear")
-    assert config.beta_kl == 0.3 and config.beta_rec == 0.2
+    assert config.include_constant and not config.detach_rec_target
+    assert config.beta_kl == 0.3 and config.beta_rec == 0.2 and config.num_vae_steps == 2000
+
+
+def test_toy2d_presets_and_grid():
+    toy2d = load_toy2d()
+    args = toy2d.parse_args(["--methods", "soft-introvae", "as-introvae:reference", "--seeds", "0",
+                             "--grid", "beta_kl=0.1,0.3", "--grid", "beta_neg=0.5,1.5,4.5"])
+    runs = toy2d.plan_runs(args)
+    assert len(runs) == 2 * 2 * 3
+    reference = [r for r in runs if r.name == "as-introvae (reference)"]
+    assert all(not r.config.detach_rec_target and r.config.squash for r in reference)
+    assert {(r.config.beta_kl, r.config.beta_neg) for r in reference} == {(a, b) for a in (0.1, 0.3)
+                                                                         for b in (0.5, 1.5, 4.5)}
+    assert all(r.overrides == {"beta_kl": r.config.beta_kl, "beta_neg": r.config.beta_neg} for r in runs)
+    with pytest.raises(SystemExit):
+        toy2d.parse_args(["--methods", "as-introvae:best"])
+    with pytest.raises(SystemExit):
+        toy2d.parse_args(["--grid", "beta_kl=high"])

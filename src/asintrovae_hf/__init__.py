@@ -3,9 +3,10 @@
 __version__ = "0.1.0"
 
 from .as_distance import as_distance
-from .losses import kl_divergence, reconstruction_error, reparameterize, weight_schedule
+from .losses import kl_divergence, reconstruction_error, reparameterize
 from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from .objectives import OBJECTIVES, IntrospectiveObjective, ObjectiveConfig
+from .objective_config import OBJECTIVES, PRESETS, ObjectiveConfig, weight_schedule
+from .objectives import IntrospectiveObjective
 from .pipeline import AsIntroVAEPipeline
 from .train_step import train_step
 
@@ -17,6 +18,7 @@ __all__ = [
     "AsIntroVAEVectorEncoder",
     "IntrospectiveObjective",
     "OBJECTIVES",
+    "PRESETS",
     "ObjectiveConfig",
     "as_distance",
     "kl_divergence",

@@ -1,18 +1,16 @@
-"""The building blocks of the objectives: reparameterisation, KL divergence, reconstruction error, `c(i)`.
+"""The building blocks of the objectives: reparameterisation, KL divergence, reconstruction error.
 
 Names and conventions follow `ALGORITHM.md`: every function returns per-sample values (shape `B`) unless it
 says otherwise, so the objectives can write `mean_b` where the equations do.
 """
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-LOSS_TYPES = ("mse", "l1", "bce")
-SCHEDULES = ("linear", "tanh")
+from .objective_config import LOSS_TYPES
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -46,16 +44,3 @@ def reconstruction_error(x: torch.Tensor, x_rec: torch.Tensor, loss_type: str = 
     else:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
     return err.flatten(1).sum(dim=1)
-
-
-def weight_schedule(step: int, total_steps: int, schedule: str = "tanh") -> float:
-    """
-    The AS-IntroVAE weight `c(i) = min(f(5 i / T), 1)`, with `f` the identity (`"linear"`, the paper) or `tanh`
-    (`"tanh"`, the reference code). `c` moves the adversarial signal from the AS-Distance to the KL divergence.
-    """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
-    if total_steps <= 0:
-        return 1.0
-    t = 5.0 * step / total_steps
-    return min(math.tanh(t) if schedule == "tanh" else t, 1.0)

@@ -13,73 +13,16 @@ Work is not done twice: the decoder weights do not change during the encoder ste
 They are computed once, with their graph, and the decoder step backpropagates through them into the decoder.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from .as_distance import as_distance
-from .losses import LOSS_TYPES, SCHEDULES, kl_divergence, reconstruction_error, reparameterize
+from .losses import kl_divergence, reconstruction_error, reparameterize
+from .objective_config import OBJECTIVES, ObjectiveConfig
 
-OBJECTIVES = ("as-introvae", "soft-introvae", "introvae", "vae")
-REDUCTIONS = ("sum", "mean")
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
-
-
-@dataclass
-class ObjectiveConfig:
-    r"""
-    Hyper-parameters of the objectives.
-
-    Args:
-        objective (`str`, defaults to `"as-introvae"`): One of `"as-introvae"`, `"soft-introvae"`,
-            `"introvae"`, `"vae"`.
-        beta_rec (`float`, defaults to 1.0): Weight of the reconstruction error.
-        beta_kl (`float`, defaults to 1.0): Weight of the KL divergence of real data.
-        beta_neg (`float`, defaults to 256.0): Weight of the adversarial (negative) terms.
-        gamma_r (`float`, defaults to 1e-8): Weight of the reconstruction of reconstructed and fake data in the
-            decoder loss.
-        margin (`float`, defaults to 10.0): IntroVAE's hinge margin `m`.
-        loss_type (`str`, defaults to `"mse"`): `"mse"`, `"l1"` or `"bce"`.
-        squash (`bool`, defaults to `True`): AS-IntroVAE only: pass `mu` and `logvar` of reconstructed and fake
-            data through `tanh` before the AS-Distance and the decoder step's KL terms (reference code; the paper
-            does not). Ignored by the other objectives.
-        schedule (`str`, defaults to `"tanh"`): `c(i)` schedule, `"tanh"` (reference code) or `"linear"` (paper).
-        encoder_reduction (`str`, defaults to `"sum"`): AS-Distance reduction in the encoder step.
-        decoder_reduction (`str`, defaults to `"mean"`): AS-Distance reduction in the decoder step.
-        dis_scale (`float`, defaults to 1.0): Factor on the AS-Distance in both steps.
-        include_constant (`bool`, defaults to `False`): Include the kernel's `(2 pi)^(-1/2)` (the paper) or not
-            (the reference code).
-    """
-
-    objective: str = "as-introvae"
-    beta_rec: float = 1.0
-    beta_kl: float = 1.0
-    beta_neg: float = 256.0
-    gamma_r: float = 1e-8
-    margin: float = 10.0
-    loss_type: str = "mse"
-    squash: bool = True
-    schedule: str = "tanh"
-    encoder_reduction: str = "sum"
-    decoder_reduction: str = "mean"
-    dis_scale: float = 1.0
-    include_constant: bool = False
-
-    def __post_init__(self):
-        _check_choice("objective", self.objective, OBJECTIVES)
-        _check_choice("loss_type", self.loss_type, LOSS_TYPES)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("encoder_reduction", self.encoder_reduction, REDUCTIONS)
-        _check_choice("decoder_reduction", self.decoder_reduction, REDUCTIONS)
-
-    def to_dict(self) -> Dict:
-        return asdict(self)
-
+__all__ = ["OBJECTIVES", "EncoderStepOutput", "IntrospectiveObjective", "ObjectiveConfig"]
 
 @dataclass
 class EncoderStepOutput:
@@ -137,7 +80,7 @@ class IntrospectiveObjective:
 
     def effective_c(self, c: float) -> float:
         """Soft-IntroVAE is AS-IntroVAE with `c = 1`; the other objectives do not use `c`."""
-        return c if self.config.objective == "as-introvae" else 1.0
+        return c if self.config.uses_c else 1.0
 
     def _squash(self, t: torch.Tensor) -> torch.Tensor:
         return torch.tanh(t) if self.squash else t
@@ -233,7 +176,8 @@ class IntrospectiveObjective:
             y_rec_f = decoder(reparameterize(mu_f, logvar_f, generator))
             kl_rec = kl_divergence(mu_r, logvar_r)
             kl_fake = kl_divergence(mu_f, logvar_f)
-            rec_rec = self._rec_err(rec.detach(), y_rec_r)
+            # R_rec's target: rec.detach() (ALGORITHM.md) or the attached rec (reference code)
+            rec_rec = self._rec_err(rec.detach() if cfg.detach_rec_target else rec, y_rec_r)
             rec_fake = self._rec_err(fake.detach(), y_rec_f)
 
             # 4. dis = AS(rec posteriors, fake posteriors); it vanishes from the loss once c = 1

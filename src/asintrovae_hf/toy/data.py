@@ -38,7 +38,7 @@ TOY_EVAL_RANGES: Dict[str, Tuple[float, float]] = {
 _ALIASES = {name.lower(): name for name in TOY_DATASETS}
 
 
-def _canonical_name(name: str) -> str:
+def canonical_name(name: str) -> str:
     key = str(name).lower()
     if key not in _ALIASES:
         raise ValueError(f"Unknown toy dataset {name!r}; choose one of {', '.join(TOY_DATASETS)}.")
@@ -55,7 +55,7 @@ def toy_eval_range(name: str) -> Tuple[float, float]:
     Returns:
         `Tuple[float, float]`: `(-2, 2)` for `8gaussians`, `(-4, 4)` for the others.
     """
-    return TOY_EVAL_RANGES[_canonical_name(name)]
+    return TOY_EVAL_RANGES[canonical_name(name)]
 
 
 def _eight_gaussians(n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -120,7 +120,7 @@ def sample_toy_data(name: str, num_samples: int, generator: Optional[torch.Gener
     Raises:
         `ValueError`: for an unknown `name` (the message lists the valid ones) or a negative `num_samples`.
     """
-    sampler = _SAMPLERS[_canonical_name(name)]
+    sampler = _SAMPLERS[canonical_name(name)]
     num_samples = int(num_samples)
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}.")

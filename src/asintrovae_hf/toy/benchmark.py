@@ -1,0 +1,337 @@
+"""Runs of the 2D toy benchmark, their records, tables and figures (the library behind `scripts/toy2d.py`).
+
+A run is fully described by a [`ToyRun`]; its [`ToyRun.key`] names it in a `runs.jsonl` file of finished runs, so a
+batch that was interrupted resumes with the runs it has not finished. The trained MLPs of a run are saved (as
+safetensors) beside the records, so the figures can be redrawn from finished runs alone.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..models import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ..objective_config import OBJECTIVES, ObjectiveConfig
+from .data import sample_toy_data, toy_eval_range
+from .hparams import BATCH_SIZE, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
+from .metrics import grid_normalized_elbo, histogram_kl_jsd
+from .training import negative_elbo, sample_points, train_vector_model
+
+EVAL_POINTS = 5000
+GNELBO_POINTS = 51200
+
+
+@dataclasses.dataclass
+class ToyRun:
+    r"""
+    One training run of the toy benchmark and how it is evaluated.
+
+    Args:
+        dataset (`str`): A toy dataset.
+        name (`str`): The row label of the method in tables, e.g. `"as-introvae (reference)"`.
+        config (`ObjectiveConfig`): The objective.
+        seed (`int`): Seeds the weights, the data and the noise.
+        num_iter (`int`): Iterations, the warm-up included.
+        batch_size, learning_rate, lr_milestones, lr_gamma: The loop (see [`train_vector_model`]).
+        overrides (`Dict`): The grid values of this run (for robustness grids), `{}` otherwise.
+        eval_seed (`int`), gnelbo_grid (`int`): The evaluation draws and the gnELBO grid size.
+    """
+
+    dataset: str
+    name: str
+    config: ObjectiveConfig
+    seed: int
+    num_iter: int
+    batch_size: int = BATCH_SIZE
+    learning_rate: float = LEARNING_RATE
+    lr_milestones: Optional[Tuple[int, ...]] = None
+    lr_gamma: float = LR_GAMMA
+    overrides: Dict = dataclasses.field(default_factory=dict)
+    eval_seed: int = 1234
+    gnelbo_grid: int = 1024
+
+    def __post_init__(self):
+        if self.lr_milestones is None:
+            self.lr_milestones = toy_lr_milestones(self.num_iter)
+        self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+
+    def settings(self) -> Dict:
+        """Everything that determines the result (the `name` aside)."""
+        return {"dataset": self.dataset, "seed": self.seed, "num_iter": self.num_iter,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "lr_milestones": list(self.lr_milestones), "lr_gamma": self.lr_gamma, "eval_seed": self.eval_seed,
+                "gnelbo_grid": self.gnelbo_grid, "config": self.config.to_dict()}
+
+    def key(self) -> str:
+        return json.dumps(self.settings(), sort_keys=True)
+
+    def run_id(self) -> str:
+        digest = hashlib.sha1(self.key().encode()).hexdigest()[:10]
+        return f"{self.dataset}-{self.config.objective}-seed{self.seed}-{digest}"
+
+
+def run_toy(run: ToyRun, model_dir: Optional[str] = None) -> Dict:
+    """
+    Train and evaluate one run; return its record (a JSON-able dict). With `model_dir`, the encoder and decoder are
+    saved to `model_dir/<run_id>/{encoder,decoder}` (safetensors).
+    """
+    started = time.time()
+    encoder, decoder, history = train_vector_model(
+        lambda n, g: sample_toy_data(run.dataset, n, generator=g),
+        run.config,
+        num_iter=run.num_iter,
+        batch_size=run.batch_size,
+        learning_rate=run.learning_rate,
+        lr_milestones=run.lr_milestones,
+        lr_gamma=run.lr_gamma,
+        seed=run.seed,
+        log_every=max(run.num_iter // 20, 1),
+    )
+    kl, jsd, gnelbo = evaluate_toy_model(encoder, decoder, run.dataset, run.config.loss_type, run.eval_seed,
+                                         run.gnelbo_grid)
+    if model_dir is not None:
+        folder = os.path.join(model_dir, run.run_id())
+        encoder.save_pretrained(os.path.join(folder, "encoder"))
+        decoder.save_pretrained(os.path.join(folder, "decoder"))
+    last = history[-1] if history else {}
+    return {
+        "dataset": run.dataset, "method": run.config.objective, "name": run.name, "seed": run.seed,
+        "num_iter": run.num_iter, "kl": kl, "jsd": jsd, "gnelbo": gnelbo,
+        "seconds": round(time.time() - started, 1), "overrides": run.overrides, "run_id": run.run_id(),
+        "final_terms": {k: v for k, v in last.items() if isinstance(v, float)},
+        "settings": run.settings(),
+    }
+
+
+def record_key(record: Dict) -> Optional[str]:
+    """The [`ToyRun.key`] of a finished run's record (`None` for records written before settings were kept)."""
+    return json.dumps(record["settings"], sort_keys=True) if "settings" in record else None
+
+
+@torch.no_grad()
+def evaluate_toy_model(encoder, decoder, dataset: str, loss_type: str = "mse", eval_seed: int = 1234,
+                       gnelbo_grid: int = 1024) -> Tuple[float, float, float]:
+    """KL, JSD (5,000 real vs 5,000 generated points) and the grid-normalized ELBO (51,200 real points)."""
+    encoder.eval(), decoder.eval()
+    eval_gen = torch.Generator().manual_seed(eval_seed)
+    real = sample_toy_data(dataset, EVAL_POINTS, generator=eval_gen)
+    fake = sample_points(decoder, EVAL_POINTS, generator=eval_gen)
+    square = toy_eval_range(dataset)
+    kl, jsd = histogram_kl_jsd(real.numpy(), fake.numpy(), bins=100, range_=square)
+    gn_real = sample_toy_data(dataset, GNELBO_POINTS, generator=eval_gen)
+    gnelbo = grid_normalized_elbo(lambda pts: negative_elbo(encoder, decoder, pts, loss_type), gn_real,
+                                  grid_size=gnelbo_grid, range_=square)
+    return float(kl), float(jsd), float(gnelbo)
+
+
+def read_records(paths: Iterable[str]) -> List[Dict]:
+    """The records of finished runs in `runs.jsonl` files (missing files are skipped; a torn last line too)."""
+    records = []
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a run killed while writing its line: that run is redone
+                    continue
+    return records
+
+
+def append_record(path: str, record: Dict) -> None:
+    """Append one JSON line and flush it to disk, so a killed batch keeps every finished run."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_run_models(model_dir: str, run_id: str):
+    folder = os.path.join(model_dir, run_id)
+    if not os.path.isdir(folder):
+        return None
+    encoder = AsIntroVAEVectorEncoder.from_pretrained(os.path.join(folder, "encoder")).eval()
+    decoder = AsIntroVAEVectorDecoder.from_pretrained(os.path.join(folder, "decoder")).eval()
+    return encoder, decoder
+
+
+# ---- tables ----------------------------------------------------------------------------------------------------
+
+
+def _mean_std(values: Sequence[float], fmt: str = ".2f") -> str:
+    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
+
+
+def _group(records: List[Dict], with_overrides: bool) -> Dict[Tuple, List[Dict]]:
+    groups: Dict[Tuple, List[Dict]] = {}
+    for r in records:
+        extra = json.dumps(r.get("overrides", {}), sort_keys=True) if with_overrides else ""
+        groups.setdefault((r["dataset"], r.get("name", r["method"]), r["num_iter"], extra), []).append(r)
+    return groups
+
+
+def _method_order(name: str) -> Tuple[int, str]:
+    method = name.split(" ")[0]
+    return (OBJECTIVES[::-1].index(method) if method in OBJECTIVES else len(OBJECTIVES), name)
+
+
+def markdown_table(records: List[Dict]) -> str:
+    """Mean ± std over seeds of KL, JSD and gnELBO, one row per dataset, method and budget."""
+    rows = ["| dataset | method | iterations | seeds | KL (mean ± std) | JSD (mean ± std) | gnELBO (mean ± std) "
+            "| s/run |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    groups = _group([r for r in records if not r.get("overrides")], with_overrides=False)
+    for (dataset, name, num_iter, _), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2],
+                                                                                  _method_order(kv[0][1]))):
+        seeds = ", ".join(str(s) for s in sorted(r["seed"] for r in rs))
+        rows.append(f"| {dataset} | {name} | {num_iter} | {seeds} | {_mean_std([r['kl'] for r in rs])} | "
+                    f"{_mean_std([r['jsd'] for r in rs])} | {_mean_std([r['gnelbo'] for r in rs], '.3e')} | "
+                    f"{np.mean([r['seconds'] for r in rs]):.0f} |")
+    return "\n".join(rows) + "\n"
+
+
+def grid_cells(records: List[Dict]) -> Dict[Tuple[str, str], Dict[Tuple, float]]:
+    """`(dataset, name) -> {(value of each grid option, ...): mean KL over seeds}` for runs with grid overrides."""
+    cells: Dict[Tuple[str, str], Dict[Tuple, List[float]]] = {}
+    for r in records:
+        if r.get("overrides"):
+            key = tuple(sorted(r["overrides"].items()))
+            cells.setdefault((r["dataset"], r.get("name", r["method"])), {}).setdefault(key, []).append(r["kl"])
+    return {k: {cell: float(np.mean(v)) for cell, v in c.items()} for k, c in cells.items()}
+
+
+def grid_table(records: List[Dict], factor: float = 2.0) -> str:
+    r"""
+    The robustness grid: KL per cell and method, and per method the fraction of cells within `factor` x of the best
+    cell (the best of all methods on that dataset, and the method's own best).
+    """
+    cells = grid_cells(records)
+    if not cells:
+        return ""
+    out = []
+    for dataset in sorted({d for d, _ in cells}):
+        names = sorted((n for d, n in cells if d == dataset), key=_method_order)
+        keys = sorted({k for n in names for k in cells[(dataset, n)]})
+        best = min(v for n in names for v in cells[(dataset, n)].values())
+        options = [name for name, _ in keys[0]]
+        out.append(f"| {' | '.join(options)} | " + " | ".join(f"{n} KL" for n in names) + " |")
+        out.append("| " + " | ".join("---" for _ in options + names) + " |")
+        for key in keys:
+            values = [cells[(dataset, n)].get(key) for n in names]
+            out.append("| " + " | ".join(f"{v:g}" for _, v in key) + " | " +
+                       " | ".join("" if v is None else f"{v:.2f}" for v in values) + " |")
+        out.append("")
+        out.append(f"| {dataset}: method | cells | best cell KL | within {factor:g}x of the best cell of all methods "
+                   f"| within {factor:g}x of its own best cell |")
+        out.append("| --- | --- | --- | --- | --- |")
+        for n in names:
+            vals = list(cells[(dataset, n)].values())
+            own = min(vals)
+            out.append(f"| {n} | {len(vals)} | {own:.2f} | {sum(v <= factor * best for v in vals)}/{len(vals)} | "
+                       f"{sum(v <= factor * own for v in vals)}/{len(vals)} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+# ---- figures ---------------------------------------------------------------------------------------------------
+
+
+def _colormap(values: np.ndarray) -> np.ndarray:
+    """A perceptual dark-blue -> teal -> yellow ramp for `values` in [0, 1] (H x W -> H x W x 3 uint8)."""
+    stops = np.array([[0.05, 0.03, 0.25], [0.13, 0.45, 0.56], [0.2, 0.72, 0.47], [0.99, 0.9, 0.14]])
+    pos = np.clip(values, 0, 1) * (len(stops) - 1)
+    low = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    frac = (pos - low)[..., None]
+    return ((stops[low] * (1 - frac) + stops[low + 1] * frac) * 255).astype(np.uint8)
+
+
+def _points_panel(points: np.ndarray, square, size: int = 256) -> Image.Image:
+    lo, hi = square
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    px = (points - lo) / (hi - lo) * (size - 1)
+    for x, y in px:
+        if 0 <= x < size and 0 <= y < size:
+            draw.point((x, size - 1 - y), fill=(30, 80, 200))
+    return img
+
+
+@torch.no_grad()
+def _density_panel(encoder, decoder, loss_type, square, size: int = 256) -> Image.Image:
+    lo, hi = square
+    axis = torch.linspace(lo, hi, size)
+    gx, gy = torch.meshgrid(axis, axis.flip(0), indexing="xy")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+    density = torch.exp(-negative_elbo(encoder, decoder, grid, loss_type)).reshape(size, size).numpy()
+    density = density / max(density.max(), 1e-30)
+    return Image.fromarray(_colormap(density))
+
+
+def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: int = 1234) -> None:
+    """One column per method (`panels[name] = (encoder, decoder)`): generated points above the model density."""
+    size, pad, label = 256, 8, 24
+    fig = Image.new("RGB", (len(panels) * (size + pad) + pad, 2 * (size + pad) + label + pad), "white")
+    draw = ImageDraw.Draw(fig)
+    square = toy_eval_range(dataset)
+    for i, (name, (encoder, decoder)) in enumerate(panels.items()):
+        x = pad + i * (size + pad)
+        draw.text((x, 6), f"{name} ({dataset})", fill="black")
+        fake = sample_points(decoder, EVAL_POINTS, generator=torch.Generator().manual_seed(eval_seed)).numpy()
+        fig.paste(_points_panel(fake, square), (x, label))
+        fig.paste(_density_panel(encoder, decoder, "mse", square), (x, label + size + pad))
+    fig.save(path)
+
+
+def save_grid_heatmap(records: List[Dict], dataset: str, path: str, cell: int = 72) -> bool:
+    """
+    A heat map of KL per grid cell (`log10` colour scale shared by the methods), one panel per method, the value
+    written in each cell. Returns `False` when the records hold no 2-option grid for `dataset`.
+    """
+    cells = {n: c for (d, n), c in grid_cells(records).items() if d == dataset}
+    if not cells:
+        return False
+    names = sorted(cells, key=_method_order)
+    keys = sorted({k for c in cells.values() for k in c})
+    options = [name for name, _ in keys[0]]
+    if len(options) != 2:
+        return False
+    rows_v = sorted({dict(k)[options[0]] for k in keys})
+    cols_v = sorted({dict(k)[options[1]] for k in keys})
+    values = [v for c in cells.values() for v in c.values()]
+    lo, hi = math.log10(max(min(values), 1e-3)), math.log10(max(max(values), 1e-3))
+    margin_left, margin_top, gap = 90, 40, 24
+    width = margin_left + len(names) * (len(cols_v) * cell + gap)
+    height = margin_top + len(rows_v) * cell + 40
+    fig = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(fig)
+    for p, name in enumerate(names):
+        x0 = margin_left + p * (len(cols_v) * cell + gap)
+        draw.text((x0, 4), f"{name}: KL ({dataset})", fill="black")
+        for j, cv in enumerate(cols_v):
+            draw.text((x0 + j * cell + 4, margin_top - 14), f"{options[1]}={cv:g}", fill="black")
+        for i, rv in enumerate(rows_v):
+            if p == 0:
+                draw.text((4, margin_top + i * cell + cell // 2 - 6), f"{options[0]}={rv:g}", fill="black")
+            for j, cv in enumerate(cols_v):
+                v = cells[name].get(tuple(sorted({options[0]: rv, options[1]: cv}.items())))
+                box = (x0 + j * cell, margin_top + i * cell, x0 + (j + 1) * cell - 2, margin_top + (i + 1) * cell - 2)
+                if v is None:
+                    draw.rectangle(box, outline=(180, 180, 180))
+                    continue
+                t = 0.0 if hi == lo else (math.log10(max(v, 1e-3)) - lo) / (hi - lo)
+                colour = tuple(int(c) for c in _colormap(np.array([1 - t]))[0])  # bright = low KL = good
+                draw.rectangle(box, fill=colour)
+                draw.text((box[0] + 6, box[1] + cell // 2 - 6), f"{v:.1f}", fill="black" if t < 0.5 else "white")
+    draw.text((4, height - 20), "colour: log10 KL, bright = lower (better); one seed per cell", fill="black")
+    fig.save(path)
+    return True
