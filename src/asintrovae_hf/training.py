@@ -38,9 +38,9 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .data import ImageTransform, collate_fn, load_image_dataset, make_train_dataset, resolve_image_column
-from .losses import weight_schedule
 from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size
-from .objectives import IntrospectiveObjective, ObjectiveConfig
+from .objective_config import ObjectiveConfig, option_names
+from .objectives import IntrospectiveObjective
 from .pipeline import AsIntroVAEPipeline
 from .train_step import train_step
 from .hub import HubError, _network_errors, training_ignore_patterns
@@ -132,20 +132,8 @@ def _noise_seed(seed: int, process_index: int, step: int) -> int:
 
 
 def objective_config_from_args(args: argparse.Namespace) -> ObjectiveConfig:
-    return ObjectiveConfig(
-        objective=args.objective,
-        beta_rec=args.beta_rec,
-        beta_kl=args.beta_kl,
-        beta_neg=args.beta_neg,
-        gamma_r=args.gamma_r,
-        margin=args.margin,
-        loss_type=args.loss_type,
-        squash=args.squash,
-        schedule=args.schedule,
-        encoder_reduction=args.encoder_reduction,
-        decoder_reduction=args.decoder_reduction,
-        dis_scale=args.dis_scale,
-    )
+    """The objective of the parsed options (`parse_args` has resolved the preset into the fields)."""
+    return ObjectiveConfig(**{name: getattr(args, name) for name in option_names()})
 
 
 def build_models(args: argparse.Namespace):
@@ -351,7 +339,6 @@ def train(args: argparse.Namespace) -> Dict:
     global_step = state.global_step
     first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
 
-    total_adversarial = max(max_train_steps - args.num_vae_steps, 1)
     latent_dim = args.latent_dim
     grid_noise = torch.randn(args.num_grid_images, latent_dim, generator=torch.Generator().manual_seed(args.seed))
     grid_real = grid_real.to(accelerator.device)
@@ -405,10 +392,9 @@ def train(args: argparse.Namespace) -> Dict:
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             noise_generator.manual_seed(_noise_seed(args.seed, accelerator.process_index, global_step))
-            vae_step = args.objective == "vae" or global_step < args.num_vae_steps
-            c = weight_schedule(global_step - args.num_vae_steps, total_adversarial, args.schedule)
-            terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=c, vae_step=vae_step,
-                               backward=accelerator.backward, generator=noise_generator)
+            phase = objective.config.phase(global_step, max_train_steps)
+            terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=phase.c,
+                               vae_step=phase.vae, backward=accelerator.backward, generator=noise_generator)
             sched_e.step()
             sched_d.step()
             if ema is not None:

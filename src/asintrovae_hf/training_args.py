@@ -3,8 +3,7 @@
 import argparse
 from typing import List, Optional
 
-from .losses import LOSS_TYPES, SCHEDULES
-from .objectives import OBJECTIVES, REDUCTIONS
+from .objective_config import ObjectiveConfig
 
 
 def _channels(text: str) -> tuple:
@@ -43,20 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Comma-separated channels per block, e.g. '64,128' (MNIST) or '64,128,256' (CIFAR-10).")
 
     objective = parser.add_argument_group("objective")
-    objective.add_argument("--objective", type=str, default="as-introvae", choices=OBJECTIVES)
-    objective.add_argument("--beta_rec", type=float, default=1.0)
-    objective.add_argument("--beta_kl", type=float, default=1.0)
-    objective.add_argument("--beta_neg", type=float, default=256.0)
-    objective.add_argument("--gamma_r", type=float, default=1e-8)
-    objective.add_argument("--margin", type=float, default=10.0, help="IntroVAE's hinge margin m.")
-    objective.add_argument("--loss_type", type=str, default="mse", choices=LOSS_TYPES)
-    objective.add_argument("--num_vae_steps", type=int, default=0,
-                           help="Plain-VAE warm-up iterations before the adversarial phase.")
-    objective.add_argument("--schedule", type=str, default="tanh", choices=SCHEDULES)
-    objective.add_argument("--squash", action=argparse.BooleanOptionalAction, default=True)
-    objective.add_argument("--encoder_reduction", type=str, default="sum", choices=REDUCTIONS)
-    objective.add_argument("--decoder_reduction", type=str, default="mean", choices=REDUCTIONS)
-    objective.add_argument("--dis_scale", type=float, default=1.0)
+    ObjectiveConfig.add_arguments(objective)
 
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", type=str, default="as-introvae-digits")
@@ -118,8 +104,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if args.max_train_steps is not None and args.max_train_steps <= 0:
         parser.error(f"--max_train_steps must be positive, got {args.max_train_steps}")
-    if args.num_vae_steps < 0:
-        parser.error(f"--num_vae_steps must be >= 0, got {args.num_vae_steps}")
+    try:
+        config = ObjectiveConfig.from_namespace(args)
+    except ValueError as err:
+        parser.error(str(err))
+    vars(args).update(config.to_dict(), preset=args.preset or "recommended")  # the values that apply, for logs
     if args.encoder_learning_rate is None:
         args.encoder_learning_rate = args.learning_rate
     if args.decoder_learning_rate is None:
