@@ -279,32 +279,50 @@ def test_image_size_the_package_cannot_represent_is_refused(tmp_path, capsys):
     assert "its fc layer fits 32x32" in err and "multiple of 8" in err
 
 
-def test_code_executing_pickle_is_refused_and_never_run(tmp_path):
-    class Payload:
-        def __init__(self, marker):
-            self.marker = str(marker)
+class Payload:
+    """Unpickling this runs `exec`, which writes `marker`."""
 
-        def __reduce__(self):
-            return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+    def __init__(self, marker):
+        self.marker = str(marker)
 
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def write_evil_checkpoint(tmp_path):
     # control: the payload does run when unpickled without restrictions
     control = tmp_path / "control-marker"
     pickle.loads(pickle.dumps(Payload(control)))
     assert control.exists()
+    marker, path = tmp_path / "marker", tmp_path / "evil.pth"
+    torch.save({"epoch": 1, "model": make_reference("1ch-16px").state_dict(), "extra": Payload(marker)}, path)
+    return path, marker
 
-    marker = tmp_path / "marker"
-    path = tmp_path / "evil.pth"
-    state_dict = make_reference("1ch-16px").state_dict()
-    torch.save({"epoch": 1, "model": state_dict, "extra": Payload(marker)}, path)
+
+def assert_refused_pickle(err):
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("error: refused to load") and "exec" in err and "weights_only=True" in err, err
+
+
+def test_code_executing_pickle_is_refused_and_never_run(tmp_path, capsys):
+    path, marker = write_evil_checkpoint(tmp_path)
+    out = tmp_path / "pipeline"
+    code = convert_script.main(["--checkpoint_path", str(path), "--output_dir", str(out)])
+    assert code == 1
+    assert_refused_pickle(capsys.readouterr().err.strip())
+    assert not marker.exists() and not out.exists()
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and diffusers: 5-15 s
+def test_command_line_refuses_code_executing_pickle(tmp_path):
+    path, marker = write_evil_checkpoint(tmp_path)
     out = tmp_path / "pipeline"
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--checkpoint_path", str(path), "--output_dir", str(out)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 1, result.stderr
-    err = result.stderr.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    assert err.startswith("error: refused to load") and "exec" in err and "weights_only=True" in err, err
+    assert_refused_pickle(result.stderr.strip())
     assert not marker.exists() and not out.exists()
 
 
