@@ -56,7 +56,8 @@ def test_training_writes_pipeline_card_grids_checkpoints_and_logs(tmp_path):
     assert {"loss_encoder", "loss_decoder", "loss_rec", "kl_real", "c"} <= set(summary["final_losses"])
     for name in ["model_index.json", "README.md", "samples.png", "reconstructions.png", "samples_from_pretrained.png",
                  "samples-000003.png", "reconstructions-000006.png", "train_summary.json",
-                 "checkpoint-3/model.safetensors", "checkpoint-6/model_1.safetensors"]:
+                 "checkpoint-3/encoder/diffusion_pytorch_model.safetensors", "checkpoint-3/decoder/config.json",
+                 "checkpoint-6/decoder_ema/diffusion_pytorch_model.safetensors", "checkpoint-6/training_state.json"]:
         assert (out / name).exists(), name
     assert list((out / "logs").rglob("events.out.tfevents*")), "no tensorboard event file"
     card = (out / "README.md").read_text()
@@ -98,7 +99,7 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatc
     assert "checkpoint-3" in message
     assert (out / "checkpoint-3").is_dir() and not (out / "checkpoint-6").exists()
     assert not (out / "model_index.json").exists()
-    good = load_file(out / "checkpoint-3" / "model.safetensors")
+    good = load_file(out / "checkpoint-3" / "encoder" / "diffusion_pytorch_model.safetensors")
     assert all(torch.isfinite(v).all() for v in good.values())
 
 
@@ -190,7 +191,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 def test_corrupt_checkpoint_gives_clear_error(tmp_path, capsys):
     out = tmp_path / "c"
     train(parse_args(TINY + ["--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "2"]))
-    weights = out / "checkpoint-4" / "model.safetensors"
+    weights = out / "checkpoint-4" / "encoder" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     from accelerate.state import AcceleratorState
 

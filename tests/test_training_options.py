@@ -56,8 +56,7 @@ def saved_weights(output_dir):
 
 
 def checkpoint_weights(checkpoint):
-    return {**{f"encoder.{k}": v for k, v in load_file(Path(checkpoint) / "model.safetensors").items()},
-            **{f"decoder.{k}": v for k, v in load_file(Path(checkpoint) / "model_1.safetensors").items()}}
+    return saved_weights(checkpoint)  # a checkpoint holds encoder/ and decoder/ in save_pretrained format
 
 
 def assert_plain_keys(weights):

@@ -1,40 +1,90 @@
-"""Crash-safe training checkpoints on top of `accelerator.save_state` / `load_state`.
+"""Training checkpoints: crash-safe, readable with `from_pretrained`, and never a source of code execution.
 
-Accelerate writes the state (models, optimizers, schedulers, EMA, RNG states, the step) but not atomically: a
-crash in the middle of `save_state` leaves a folder that looks like a checkpoint and cannot be loaded. So each
-checkpoint is written to `checkpoint-N.partial` and renamed to `checkpoint-N` only once every process has
-finished; a rename within one directory is atomic, so `latest` always names a complete checkpoint.
+A checkpoint `checkpoint-N/` holds:
+
+- `encoder/`, `decoder/` and, with EMA, `decoder_ema/`: the networks in `save_pretrained` format (safetensors and
+  JSON; `AsIntroVAEDecoder.from_pretrained("checkpoint-N", subfolder="decoder_ema")` opens one). They are written by
+  Accelerate save/load hooks, as diffusers' training examples do, in place of Accelerate's own `model*.safetensors`.
+- `training_state.json`: the step and the options of the run that wrote it.
+- Accelerate's optimizer, scheduler and RNG files (`*.bin`, `random_states_*.pkl`), which torch pickles.
+
+Loading never runs code from the checkpoint: nothing is registered with `register_for_checkpointing` (Accelerate
+reloads those pickles with `weights_only=False`), and before `load_state` every pickle in the folder must load with
+`torch.load(weights_only=True)`, which refuses a pickle that would call anything but tensor and plain-data
+constructors (Accelerate would skip a refused RNG file silently, and the resumed run would differ).
+
+Writes are atomic: a checkpoint is written to `checkpoint-N.partial` and renamed once every process has finished,
+so `latest` always names a complete checkpoint, and a failed write (a full disk) leaves the previous one intact.
 """
 
+import json
 import logging
 import os
 import re
 import shutil
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from accelerate import Accelerator
+
+from .errors import CheckpointError, one_line
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 PARTIAL_SUFFIX = ".partial"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or corrupt."""
+STATE_FILE = "training_state.json"
+COMPONENTS = ("encoder", "decoder")
+EMA_FOLDER = "decoder_ema"
+# Files Accelerate writes with torch's pickle format; every other file type in a checkpoint is refused.
+PICKLE_PATTERN = re.compile(r"^(optimizer(_\d+)?\.bin|scheduler(_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt)$")
 
 
 class TrainingState:
-    """The loop state Accelerate does not know about: the step (the noise is re-seeded from it at each step)."""
+    """The loop state Accelerate does not know about: the step, and the options of the run (for resume checks)."""
 
-    def __init__(self):
-        self.global_step = 0
+    def __init__(self, global_step: int = 0, options: Optional[Dict[str, Any]] = None):
+        self.global_step = global_step
+        self.options = dict(options or {})
 
-    def state_dict(self) -> dict:
-        return {"global_step": self.global_step}
+    def save(self, folder: str) -> None:
+        with open(os.path.join(folder, STATE_FILE), "w") as f:
+            json.dump({"global_step": self.global_step, "options": self.options}, f, indent=2, sort_keys=True)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.global_step = int(state["global_step"])
+    @classmethod
+    def load(cls, folder: str) -> "TrainingState":
+        path = os.path.join(folder, STATE_FILE)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            return cls(int(data["global_step"]), data.get("options", {}))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"Checkpoint {folder!r}: {STATE_FILE} is missing or unreadable ({one_line(err)}).")
+
+
+# Options a resumed run cannot honour: they shape the networks or the stream of batches that the checkpoint's step
+# points into. Changing one on resume is refused; every other changed option is applied (and logged).
+FIXED_ON_RESUME = ("resolution", "num_channels", "latent_dim", "block_out_channels", "dataset_name",
+                   "dataset_config_name", "train_data_dir", "image_column", "max_train_samples", "center_crop",
+                   "random_flip", "train_batch_size", "gradient_accumulation_steps", "seed", "use_ema",
+                   "mixed_precision", "world_size")
+# Options that only say where things go or how they are shown: not compared.
+NOT_COMPARED = ("output_dir", "resume_from_checkpoint", "logging_dir", "report_to", "tracker_project_name",
+                "cache_dir", "dataloader_num_workers", "push_to_hub", "hub_model_id", "hub_private_repo", "preset",
+                "pretrained_model_name_or_path", "logging_steps", "checkpointing_steps", "checkpoints_total_limit",
+                "save_images_steps", "num_grid_images", "compile", "channels_last")
+
+
+def compare_options(saved: Dict[str, Any], current: Dict[str, Any]):
+    """
+    `(refused, applied)`: the options that differ between the checkpoint's run and this one, as
+    `(name, saved value, current value)`, split into those a resume cannot honour and those it applies.
+    """
+    refused, applied = [], []
+    for name in sorted(set(saved) & set(current)):
+        if name in NOT_COMPARED or saved[name] == current[name]:
+            continue
+        (refused if name in FIXED_ON_RESUME else applied).append((name, saved[name], current[name]))
+    return refused, applied
 
 
 def list_checkpoints(output_dir: str) -> List[str]:
@@ -65,6 +115,75 @@ def resolve_checkpoint(resume_from_checkpoint: Optional[str], output_dir: str) -
     return path
 
 
+def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: TrainingState, ema=None) -> None:
+    r"""
+    Make `accelerator.save_state` / `load_state` write and read the networks as `encoder/` and `decoder/`
+    (`save_pretrained` format), the EMA decoder as `decoder_ema/` and the [`TrainingState`] as JSON.
+
+    Args:
+        accelerator (`Accelerator`): Its prepared models must be the encoder and the decoder, in that order.
+        model_classes (`Sequence[type]`): The encoder and decoder classes.
+        state (`TrainingState`): Saved and loaded in place.
+        ema (`EMAModel`, *optional*): The decoder's EMA.
+    """
+    from diffusers.training_utils import EMAModel
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for name, model in zip(COMPONENTS, models):
+                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, name))
+            if ema is not None:
+                ema.save_pretrained(os.path.join(output_dir, EMA_FOLDER))
+            state.save(output_dir)
+        del weights[:]  # saved above: Accelerate writes no model.safetensors of its own
+
+    def load_hook(models, input_dir):
+        for name, model_cls, model in zip(COMPONENTS, model_classes, list(models)):
+            loaded = model_cls.from_pretrained(input_dir, subfolder=name)
+            accelerator.unwrap_model(model).load_state_dict(loaded.state_dict())
+        del models[:]
+        if ema is not None:
+            if not os.path.isdir(os.path.join(input_dir, EMA_FOLDER)):
+                raise CheckpointError(f"Checkpoint {input_dir!r} has no {EMA_FOLDER}/ (it was written without "
+                                      f"--use_ema); resume with --no-use_ema, or start a new run.")
+            loaded = EMAModel.from_pretrained(os.path.join(input_dir, EMA_FOLDER), model_classes[1])
+            ema.load_state_dict(loaded.state_dict())
+        loaded_state = TrainingState.load(input_dir)
+        state.global_step, state.options = loaded_state.global_step, loaded_state.options
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def check_checkpoint_files(path: str) -> None:
+    """
+    Refuse a checkpoint holding anything that could run code when loaded: every file must be safetensors, JSON, or
+    one of Accelerate's pickles that loads with `weights_only=True`.
+    """
+    from accelerate.utils import load as accelerate_load
+
+    for root, _, files in os.walk(path):
+        for name in files:
+            file = os.path.join(root, name)
+            relative = os.path.relpath(file, path)
+            if name.endswith((".safetensors", ".json")):
+                continue
+            if root != path or not PICKLE_PATTERN.match(name):
+                raise CheckpointError(
+                    f"Checkpoint {path!r} holds {relative!r}, which is not one of its files (safetensors, JSON, and "
+                    f"Accelerate's optimizer, scheduler and RNG states); refusing to load it. Remove the file, or "
+                    f"resume from another checkpoint."
+                )
+            try:  # Accelerate's loader: weights_only=True, with the numpy types of RNG states allowed
+                accelerate_load(file, map_location="cpu", weights_only=True)
+            except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+                raise CheckpointError(
+                    f"Checkpoint {path!r}: {relative} cannot be loaded safely ({type(err).__name__}: "
+                    f"{one_line(err, 160)}). It is corrupt, or holds more than tensors and plain data (a pickle that "
+                    f"would run code); it is never loaded otherwise. Resume from another checkpoint."
+                ) from None
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: Optional[int] = None) -> str:
     """Write `checkpoint-{step}` atomically (call on every process) and keep at most `total_limit` of them."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
@@ -72,7 +191,16 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(partial)
+    try:
+        accelerator.save_state(partial)
+    except OSError as err:  # a full disk, a folder that went read-only
+        shutil.rmtree(partial, ignore_errors=True)
+        previous = list_checkpoints(output_dir)
+        raise CheckpointError(
+            f"Cannot write checkpoint {final!r}: {one_line(err)}. The previous checkpoint "
+            f"{previous[-1] if previous else '(none)'!r} is intact; free space and resume with "
+            f"--resume_from_checkpoint latest."
+        ) from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _fsync_tree(partial)
@@ -89,14 +217,17 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
 
 
 def load_checkpoint(accelerator: Accelerator, path: str) -> None:
-    """`accelerator.load_state(path)`, with an error that names the checkpoint when it cannot be loaded."""
+    """Check the checkpoint's files, then `accelerator.load_state(path)`; failures name the checkpoint."""
+    check_checkpoint_files(path)
     try:
         accelerator.load_state(path)
-    except Exception as err:  # torch, safetensors and pickle raise many types for a damaged file
+    except CheckpointError:
+        raise
+    except Exception as err:  # torch, safetensors and diffusers raise many types for a damaged file
         raise CheckpointError(
-            f"Checkpoint {path!r} cannot be loaded: {type(err).__name__}: {err}. It is corrupt, incomplete, or was "
-            f"written with other model options. Delete it to resume from an earlier checkpoint, or pass another "
-            f"folder with --resume_from_checkpoint."
+            f"Checkpoint {path!r} cannot be loaded: {type(err).__name__}: {one_line(err, 300)}. It is corrupt, "
+            f"incomplete, or was written with other model options. Delete it to resume from an earlier checkpoint, "
+            f"or pass another folder with --resume_from_checkpoint."
         ) from err
 
 

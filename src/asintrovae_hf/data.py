@@ -5,6 +5,7 @@ transform is PIL + torch, and its randomness comes from torch's global RNG, so t
 `save_state`/`load_state` make it reproducible.
 """
 
+import io
 import os
 from typing import Dict, List, Optional
 
@@ -319,3 +320,36 @@ def collate_fn(examples: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tenso
         raise ValueError("collate_fn needs at least one example.")
     pixel_values = torch.stack([example["pixel_values"] for example in examples])
     return {"pixel_values": pixel_values.to(memory_format=torch.contiguous_format).float()}
+
+
+def _is_readable(value) -> bool:
+    """Whether PIL can open an undecoded `datasets.Image` value and its data pass PIL's integrity check."""
+    try:
+        source = value["path"] if value.get("bytes") is None else io.BytesIO(value["bytes"])
+        with PIL.Image.open(source) as image:
+            image.verify()
+        return True
+    except Exception:  # PIL raises many types for damaged files: UnidentifiedImageError, SyntaxError, OSError...
+        return False
+
+
+def drop_unreadable_images(dataset: datasets.Dataset, image_column: str):
+    r"""
+    The rows whose image PIL can open, and the names of the others, checked once before training so that a damaged
+    file in an image folder never stops a run mid-way.
+
+    Args:
+        dataset (`datasets.Dataset`): The images.
+        image_column (`str`): Their column (a `datasets.Image` feature).
+
+    Returns:
+        `Tuple[datasets.Dataset, List[str]]`: the readable rows, and the file names (or row numbers) dropped.
+    """
+    raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+    keep, dropped = [], []
+    for index, value in enumerate(raw[image_column]):
+        if _is_readable(value):
+            keep.append(index)
+        else:
+            dropped.append(os.path.basename(value["path"]) if value.get("path") else f"row {index}")
+    return (dataset if not dropped else dataset.select(keep)), dropped

@@ -1,19 +1,17 @@
 """The Hugging Face Hub: the model card of a trained pipeline, and its upload.
 
 The card is filled from `model_cards/model_card_template.md`, shipped inside the package as
-`asintrovae_hf/assets/model_card_template.md` (a test keeps the two identical). Network and login failures become a
+`asintrovae_hf/assets/model_card_template.md` (a link to it in the source tree, a copy in a built wheel). Network and login failures become a
 [`HubError`] with a one-line message instead of a traceback from deep inside the HTTP stack.
 """
 
-import functools
 import glob
-import importlib
 import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+from huggingface_hub import ModelCard, ModelCardData, RepoUrl, create_repo, upload_folder
 from huggingface_hub.utils import (
     DEFAULT_IGNORE_PATTERNS,
     HfHubHTTPError,
@@ -22,6 +20,8 @@ from huggingface_hub.utils import (
     OfflineModeIsEnabled,
     filter_repo_objects,
 )
+
+from .errors import HubError, network_errors, one_line
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_template.md"
 
@@ -60,12 +60,11 @@ OBJECTIVE_DESCRIPTIONS = {
     "vae": "A plain VAE (Kingma & Welling, 2014): reconstruction error plus the KL divergence to the prior `N(0, I)`.",
 }
 
+PAPER_URL = "https://arxiv.org/abs/2206.13903"
+PACKAGE_URL = "https://pypi.org/project/asintrovae-hf/"
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _LOGIN_HINT = "log in with `hf auth login` (`huggingface-cli login` in older huggingface_hub) or pass --hub_token"
-
-
-class HubError(RuntimeError):
-    """A Hub operation failed (no network, offline mode, no or bad token): the message says what to check."""
 
 
 # ---- model card -------------------------------------------------------------------------------------------------
@@ -118,6 +117,7 @@ def create_model_card(
     objective: str = "as-introvae",
     license: str = "apache-2.0",
     template_path: Optional[str] = None,
+    model_classes: Tuple[str, str] = ("AsIntroVAEEncoder", "AsIntroVAEDecoder"),
 ) -> ModelCard:
     r"""
     Write the model card (`README.md`) of a trained pipeline into `output_dir`.
@@ -133,6 +133,7 @@ def create_model_card(
         objective (`str`, *optional*, defaults to `"as-introvae"`): One of `asintrovae_hf.OBJECTIVES`.
         license (`str`, *optional*, defaults to `"apache-2.0"`): The card's license.
         template_path (`str`, *optional*): A Jinja template; defaults to the packaged `model_card_template.md`.
+        model_classes (`Tuple[str, str]`, *optional*): The encoder and decoder class names.
 
     Returns:
         `huggingface_hub.ModelCard`: the card, also saved as `output_dir/README.md`.
@@ -158,6 +159,10 @@ def create_model_card(
         hyperparameters=[(name, _cell(value)) for name, value in hyperparameters.items()],
         final_losses=[(name, _cell(value, short_floats=True)) for name, value in (final_losses or {}).items()],
         sample_grid=sample_grid,
+        package_url=PACKAGE_URL,
+        paper_url=PAPER_URL,
+        encoder_class=model_classes[0],
+        decoder_class=model_classes[1],
     )
     os.makedirs(output_dir, exist_ok=True)
     card.save(os.path.join(output_dir, "README.md"))
@@ -206,11 +211,6 @@ def training_ignore_patterns(output_dir: str, logging_dir: Optional[str] = None)
     return patterns
 
 
-def _one_line(err: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _hub_error(action: str, repo_id: str, err: BaseException) -> HubError:
     where = f"Could not {action} the Hub repo {repo_id!r}"
     if isinstance(err, OfflineModeIsEnabled):
@@ -219,36 +219,23 @@ def _hub_error(action: str, repo_id: str, err: BaseException) -> HubError:
     if isinstance(err, LocalTokenNotFoundError):
         return HubError(f"{where}: no Hugging Face token found; {_LOGIN_HINT}.")
     if isinstance(err, HFValidationError):
-        return HubError(f"{where}: invalid repo id ({_one_line(err)}). Use 'name' or 'namespace/name'.")
+        return HubError(f"{where}: invalid repo id ({one_line(err, 200)}). Use 'name' or 'namespace/name'.")
     if isinstance(err, HfHubHTTPError):
         status = getattr(getattr(err, "response", None), "status_code", None)
         if status in (401, 403):
             return HubError(f"{where}: the Hub refused the credentials (HTTP {status}); {_LOGIN_HINT} with a token "
                             f"that can write to {repo_id.split('/')[0]!r}.")
-        return HubError(f"{where}: the Hub answered HTTP {status} ({_one_line(err)}). Check the repo id, the network "
+        return HubError(f"{where}: the Hub answered HTTP {status} ({one_line(err, 200)}). Check the repo id, the network "
                         f"connection, and {_LOGIN_HINT}.")
-    return HubError(f"{where}: cannot reach the Hub ({type(err).__name__}: {_one_line(err)}). Check the network "
+    return HubError(f"{where}: cannot reach the Hub ({type(err).__name__}: {one_line(err, 200)}). Check the network "
                     f"connection (and HF_ENDPOINT or proxy settings), and {_LOGIN_HINT}.")
 
 
-@functools.lru_cache(maxsize=None)
-def _network_errors() -> Tuple[type, ...]:
-    """Exceptions that mean the Hub could not be reached or refused us, whichever HTTP library huggingface_hub uses."""
-    errors = [HfHubHTTPError, OfflineModeIsEnabled, LocalTokenNotFoundError, HFValidationError, ConnectionError,
-              TimeoutError]
-    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
-                         ("requests.exceptions", "RequestException")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
-def ensure_repo(repo_id: str, token: Optional[str] = None, private: bool = False) -> str:
+def ensure_repo(repo_id: str, token: Optional[str] = None, private: bool = False) -> RepoUrl:
     r"""
     Create the model repo if it does not exist (`create_repo(..., exist_ok=True)`): run it before training to fail
-    early without a network or a login.
+    early without a network or a login. Its `.repo_id` is the full id, with the namespace the Hub filled in when
+    `repo_id` was a bare name.
 
     Args:
         repo_id (`str`): `"name"` or `"namespace/name"`.
@@ -256,14 +243,15 @@ def ensure_repo(repo_id: str, token: Optional[str] = None, private: bool = False
         private (`bool`, *optional*, defaults to `False`): Create the repo private.
 
     Returns:
-        `str`: the repo URL.
+        `huggingface_hub.RepoUrl`: the repo URL (a `str`), with `.repo_id`.
 
     Raises:
         [`HubError`]: no network, offline mode, no or bad token, or an invalid repo id.
     """
     try:
-        return str(create_repo(repo_id, exist_ok=True, private=private, token=token))
-    except _network_errors() as err:
+        url = create_repo(repo_id, exist_ok=True, private=private, token=token)
+        return url if isinstance(url, RepoUrl) else RepoUrl(str(url))
+    except network_errors() as err:
         raise _hub_error("create", repo_id, err) from None
 
 
@@ -297,10 +285,11 @@ def push_to_hub(
     if not os.path.isdir(output_dir):
         raise FileNotFoundError(f"Cannot upload {output_dir!r} to the Hub: no such directory.")
     url = ensure_repo(repo_id, token=token, private=private)
+    repo_id = url.repo_id  # the namespace filled in by the Hub
     patterns = list(HUB_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns)
     try:  # a fresh list: upload_folder appends its own defaults to the list it is given
         upload_folder(repo_id=repo_id, folder_path=output_dir, commit_message=commit_message, token=token,
                       ignore_patterns=patterns)
-    except _network_errors() as err:
+    except network_errors() as err:
         raise _hub_error("upload to", repo_id, err) from None
     return url

@@ -33,6 +33,7 @@ class EncoderStepOutput:
         loss (`torch.Tensor`): `L_E`.
         terms (`Dict[str, torch.Tensor]`): Detached loss terms for logging.
         z (`torch.Tensor`): The latents of the real batch (`reparam(E(x))`).
+        z_f (`torch.Tensor`): The noise batch.
         rec (`torch.Tensor`): `G(z)`, with its graph into the decoder.
         fake (`torch.Tensor`): `G(z_f)`, with its graph into the decoder.
         loss_rec (`torch.Tensor`): `L_rec = mean_b rec_err(x, rec)`, with its graph.
@@ -41,9 +42,15 @@ class EncoderStepOutput:
     loss: torch.Tensor
     terms: Dict[str, torch.Tensor]
     z: torch.Tensor
-    rec: torch.Tensor
+    z_f: Optional[torch.Tensor] = None
+    rec: Optional[torch.Tensor] = None
     fake: Optional[torch.Tensor] = None
     loss_rec: Optional[torch.Tensor] = None
+
+    def without_graph(self) -> "EncoderStepOutput":
+        """Only the latents (`z` detached, `z_f`): the decoder step then recomputes `G(z_f)`, `G(z)` and `L_rec`, so
+        no graph stays alive in between (gradient accumulation over several micro-batches)."""
+        return EncoderStepOutput(loss=self.loss.detach(), terms=self.terms, z=self.z.detach(), z_f=self.z_f)
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -203,7 +210,7 @@ class IntrospectiveObjective:
             )
         terms["loss_encoder"] = loss
         terms = {k: v.detach() for k, v in terms.items()}
-        return EncoderStepOutput(loss=loss, terms=terms, z=z, rec=rec, fake=fake, loss_rec=loss_rec)
+        return EncoderStepOutput(loss=loss, terms=terms, z=z, z_f=z_f, rec=rec, fake=fake, loss_rec=loss_rec)
 
     def decoder_step(
         self,
@@ -221,7 +228,8 @@ class IntrospectiveObjective:
             encoder, decoder: The networks.
             x (`torch.Tensor`): The real batch.
             encoder_output (`EncoderStepOutput`): The encoder step's output; its `rec`, `fake` and `loss_rec`
-                are this step's `G(z.detach())`, `G(z_f)` and `L_rec` (same decoder weights).
+                are this step's `G(z.detach())`, `G(z_f)` and `L_rec` (same decoder weights), recomputed from its
+                `z` and `z_f` when it holds no graph ([`EncoderStepOutput.without_graph`]).
             c (`float`, defaults to 1.0): The schedule weight `c(i)`.
             generator (`torch.Generator`, *optional*): Source of the reparameterisation noise.
         """
@@ -231,6 +239,9 @@ class IntrospectiveObjective:
 
         # 1. fake = G(z_f); rec = G(z.detach()); L_rec = mean_b rec_err(x, rec)
         fake, rec, loss_rec = encoder_output.fake, encoder_output.rec, encoder_output.loss_rec
+        if rec is None:
+            fake, rec = decoder(encoder_output.z_f), decoder(encoder_output.z.detach())
+            loss_rec = self._rec_err(x, rec).mean()
 
         # 2. (mu_r, logvar_r) = E(rec), (mu_f, logvar_f) = E(fake)
         mu_r, logvar_r = self._encode(encoder, rec)

@@ -4,14 +4,24 @@ Neither network is frozen with `requires_grad_(False)`. Each backward pass is re
 network it trains (`backward(inputs=...)`): autograd then skips the other network's weight gradients entirely,
 and under DDP every wrapped network sees either all of its gradient hooks fire or none, which keeps gradient
 synchronisation correct without `find_unused_parameters`.
+
+Gradient accumulation: an iteration may take several micro-batches. The encoder's gradient is accumulated over all
+of them before the encoder update, then the decoder's (computed with the updated encoder) before the decoder
+update, each micro-batch's loss divided by their number. The noise batch `z_f` is drawn once for the whole
+iteration and split. With per-sample generators (a list, one per sample) every sample draws the same noise whether
+it sits in one batch or in a micro-batch, and the update equals the big batch's exactly for the objectives whose
+losses are batch means of per-sample terms (VAE, Soft-IntroVAE); IntroVAE's hinge acts on batch means and
+AS-IntroVAE's distance on the whole batch, so for them (and for BatchNorm statistics) accumulation approximates it.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .objectives import IntrospectiveObjective
+
+Generator = Optional[Union[torch.Generator, List[torch.Generator]]]
 
 
 def _default_backward(loss: torch.Tensor, **kwargs) -> None:
@@ -22,18 +32,35 @@ def _trainable(module: torch.nn.Module) -> list:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def _split_generator(generator: Generator, sizes: Sequence[int]) -> List[Generator]:
+    if not isinstance(generator, list):
+        return [generator] * len(sizes)
+    if len(generator) != sum(sizes):
+        raise ValueError(f"Got {len(generator)} generators for {sum(sizes)} samples; give one per sample.")
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [generator[s : s + n] for s, n in zip(starts, sizes)]
+
+
+def _mean_terms(all_terms: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    if len(all_terms) == 1:
+        return all_terms[0]
+    return {k: torch.stack([t[k] for t in all_terms]).mean() for k in all_terms[0]}
+
+
 def train_step(
     objective: IntrospectiveObjective,
     encoder: torch.nn.Module,
     decoder: torch.nn.Module,
     encoder_optimizer: torch.optim.Optimizer,
     decoder_optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
+    x: Union[torch.Tensor, Sequence[torch.Tensor]],
     latent_dim: int,
     c: float = 1.0,
     vae_step: bool = False,
     backward: Optional[Callable] = None,
-    generator: Optional[torch.Generator] = None,
+    generator: Generator = None,
+    max_grad_norm: Optional[float] = None,
+    clip_grad_norm: Optional[Callable] = None,
 ) -> Dict[str, torch.Tensor]:
     """
     Run one iteration and return its detached loss terms (device tensors: no host sync here).
@@ -42,40 +69,65 @@ def train_step(
         objective (`IntrospectiveObjective`): The losses.
         encoder, decoder (`torch.nn.Module`): The networks, possibly wrapped (DDP, `torch.compile`).
         encoder_optimizer, decoder_optimizer (`torch.optim.Optimizer`): One optimizer per network.
-        x (`torch.Tensor`): The real batch.
+        x (`torch.Tensor` or a sequence of them): The real batch, or its micro-batches (gradient accumulation).
         latent_dim (`int`): Size of the latent vector, for the noise batch `z_f`.
         c (`float`, defaults to 1.0): The schedule weight `c(i)`.
         vae_step (`bool`, defaults to `False`): Train a plain VAE this iteration (warm-up, or the `vae`
             objective): one loss, both networks updated together.
         backward (`Callable`, *optional*): `accelerator.backward`, or `loss.backward` when omitted.
-        generator (`torch.Generator`, *optional*): Source of all noise in the iteration.
+        generator (`torch.Generator` or `List[torch.Generator]`, *optional*): Source of all noise in the iteration;
+            a list gives each sample its own generator.
+        max_grad_norm (`float`, *optional*): Clip each network's gradient to this norm before its update.
+        clip_grad_norm (`Callable`, *optional*): `accelerator.clip_grad_norm_` (unscales fp16 gradients first), or
+            `torch.nn.utils.clip_grad_norm_` when omitted.
     """
     backward = backward or _default_backward
+    clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
+    micro_batches = [x] if torch.is_tensor(x) else list(x)
+    sizes = [len(m) for m in micro_batches]
+    generators = _split_generator(generator, sizes)
+    scale = 1.0 / len(micro_batches)
+
+    def update(optimizer, module):
+        if max_grad_norm is not None:
+            clip_grad_norm(_trainable(module), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     if vae_step or not objective.is_introspective:
-        loss, terms = objective.vae_loss(encoder, decoder, x, generator)
         encoder_optimizer.zero_grad(set_to_none=True)
         decoder_optimizer.zero_grad(set_to_none=True)
-        backward(loss)
-        encoder_optimizer.step()
-        decoder_optimizer.step()
-        return terms
+        all_terms = []
+        for xk, gk in zip(micro_batches, generators):
+            loss, terms = objective.vae_loss(encoder, decoder, xk, gk)
+            backward(loss * scale if scale != 1.0 else loss)
+            all_terms.append(terms)
+        update(encoder_optimizer, encoder)
+        update(decoder_optimizer, decoder)
+        return _mean_terms(all_terms)
 
-    z_f = randn_tensor((x.shape[0], latent_dim), generator=generator, device=x.device, dtype=torch.float32)
+    device = micro_batches[0].device
+    z_f = randn_tensor((sum(sizes), latent_dim), generator=generator, device=device, dtype=torch.float32)
+    z_fs = z_f.split(sizes)
 
-    encoder_output = objective.encoder_step(encoder, decoder, x, z_f, c, generator)
     encoder_optimizer.zero_grad(set_to_none=True)
-    # The graph stays alive: the decoder step reuses G(z_f), G(z) and L_rec from it.
-    backward(encoder_output.loss, inputs=_trainable(encoder), retain_graph=True)
-    encoder_optimizer.step()
-    encoder_optimizer.zero_grad(set_to_none=True)  # frees the gradients before the decoder step
+    outputs = []
+    for xk, zk, gk in zip(micro_batches, z_fs, generators):
+        out = objective.encoder_step(encoder, decoder, xk, zk, c, gk)
+        single = len(micro_batches) == 1
+        # One micro-batch: the graph stays alive, the decoder step reuses G(z_f), G(z) and L_rec from it.
+        backward(out.loss if single else out.loss * scale, inputs=_trainable(encoder), retain_graph=single)
+        outputs.append(out if single else out.without_graph())
+    update(encoder_optimizer, encoder)  # also frees the gradients before the decoder step
 
-    loss_decoder, decoder_terms = objective.decoder_step(encoder, decoder, x, encoder_output, c, generator)
     decoder_optimizer.zero_grad(set_to_none=True)
-    backward(loss_decoder, inputs=_trainable(decoder))
-    decoder_optimizer.step()
-    decoder_optimizer.zero_grad(set_to_none=True)
+    all_terms = []
+    for out, xk, gk in zip(outputs, micro_batches, generators):
+        loss_decoder, decoder_terms = objective.decoder_step(encoder, decoder, xk, out, c, gk)
+        backward(loss_decoder * scale if scale != 1.0 else loss_decoder, inputs=_trainable(decoder))
+        all_terms.append({**out.terms, **decoder_terms})
+    update(decoder_optimizer, decoder)
 
-    terms = dict(encoder_output.terms)
-    terms.update(decoder_terms)
+    terms = _mean_terms(all_terms)
     terms["c"] = torch.tensor(objective.effective_c(c))
     return terms

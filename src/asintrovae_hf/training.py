@@ -1,12 +1,14 @@
 """The training loop behind `accelerate launch scripts/train_as_introvae.py`.
 
 Shaped like diffusers' `train_unconditional.py`: Accelerate for devices, processes and mixed precision; diffusers'
-`EMAModel` and `get_scheduler`; `accelerator.save_state` checkpoints (made crash-safe in `checkpointing.py`).
-What is new here is the two-optimizer introspective update (`train_step.py`).
+`EMAModel` and `get_scheduler`; `accelerator.save_state` checkpoints (safe and crash-proof in `checkpointing.py`).
+What is new here is the two-optimizer introspective update (`train_step.py`). [`train`] reads as set-up, resume, the
+loop (batch -> objective and optimizer steps -> log and checkpoint) and finish.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -14,61 +16,89 @@ import math
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-import datasets
-import numpy as np
-import PIL
-import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from diffusers.utils import make_image_grid
-from diffusers.utils.torch_utils import is_compiled_module
-from PIL import Image, ImageOps
-from tqdm.auto import tqdm
+from .errors import require
 
-from .checkpointing import (
-    CheckpointError,
+require("accelerate", "datasets", "tqdm", purpose="Training")
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import PIL  # noqa: E402
+import torch  # noqa: E402
+from accelerate import Accelerator  # noqa: E402
+from accelerate.utils import ProjectConfiguration, set_seed  # noqa: E402
+from diffusers.optimization import get_scheduler  # noqa: E402
+from diffusers.training_utils import EMAModel  # noqa: E402
+from diffusers.utils.torch_utils import is_compiled_module  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from .checkpointing import (  # noqa: E402
     TrainingState,
+    compare_options,
     load_checkpoint,
+    register_checkpoint_hooks,
     remove_partial_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
-from .data import ImageTransform, collate_fn, load_image_dataset, make_train_dataset, resolve_image_column
-from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size
-from .objective_config import ObjectiveConfig, option_names
-from .objectives import IntrospectiveObjective
-from .pipeline import AsIntroVAEPipeline
-from .train_step import train_step
-from .hub import HubError, _network_errors, training_ignore_patterns
-from .training_args import parse_args
+from .data import (  # noqa: E402
+    ImageTransform,
+    collate_fn,
+    drop_unreadable_images,
+    load_image_dataset,
+    make_train_dataset,
+    resolve_image_column,
+)
+from .errors import EXPECTED_ERRORS, NonFiniteLossError, UsageError, network_errors, one_line  # noqa: E402
+from .hub import training_ignore_patterns  # noqa: E402
+from .image_grids import images_to_grid, log_images, render_grids  # noqa: E402
+from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size  # noqa: E402
+from .objective_config import ObjectiveConfig, option_names  # noqa: E402
+from .objectives import IntrospectiveObjective  # noqa: E402
+from .pipeline import AsIntroVAEPipeline  # noqa: E402
+from .train_step import train_step  # noqa: E402
+from .training_args import parse_args  # noqa: E402
+from .training_log import LossBuffer  # noqa: E402
 
 logger = logging.getLogger("asintrovae_hf.training")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
-
-
-class UsageError(RuntimeError):
-    """
-    An expected failure caused by the options or the environment (bad option values, data that cannot be found or
-    reached, a missing tracker package or compiler): `main` prints its message on one line, without a traceback.
-    Only the setup steps convert errors into it, so an error raised by a bug in the training loop keeps its traceback.
-    """
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
 
 # What loading the data raises when the cause is the data or the network, not this code.
 _DATA_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError,
                 datasets.exceptions.DatasetsError, PIL.UnidentifiedImageError)
 
+@dataclasses.dataclass
+class TrainingRun:
+    """Everything the loop works with, built by [`setup`]."""
+
+    args: argparse.Namespace
+    accelerator: Accelerator
+    encoder: torch.nn.Module  # prepared (DDP, compiled)
+    decoder: torch.nn.Module
+    bare_encoder: torch.nn.Module  # the modules inside the wrappers: grids and saving
+    bare_decoder: torch.nn.Module
+    opt_e: Any
+    opt_d: Any
+    sched_e: Any
+    sched_d: Any
+    loader: Any
+    shuffle_generator: torch.Generator  # re-seeded each epoch, so a resumed run sees the same order
+    objective: IntrospectiveObjective
+    ema: Optional[EMAModel]
+    state: TrainingState
+    steps_per_epoch: int
+    max_train_steps: int
+    num_epochs: int
+    num_images: int
+    image_column: str
+    grid_real: torch.Tensor
+    grid_noise: torch.Tensor
+    repo_id: Optional[str] = None
+    last_checkpoint: Optional[str] = None
+    last_logged: Dict[str, float] = dataclasses.field(default_factory=dict)
+    progress: Any = None
+
+# ---- set-up ------------------------------------------------------------------------------------------------------
 
 def _load_data(args: argparse.Namespace):
     """The dataset and its image column; an unusable source becomes a [`UsageError`] that names it."""
@@ -76,15 +106,23 @@ def _load_data(args: argparse.Namespace):
     try:
         dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.dataset_config_name,
                                      args.cache_dir)
-        return dataset, resolve_image_column(dataset, args.image_column)
-    except _DATA_ERRORS + _network_errors() as err:
+        image_column = resolve_image_column(dataset, args.image_column)
+    except _DATA_ERRORS + network_errors() as err:
         hint = ""
-        if isinstance(err, (ConnectionError, TimeoutError)) or isinstance(err, _network_errors()):
+        if isinstance(err, (ConnectionError, TimeoutError)) or isinstance(err, network_errors()):
             hint = (" Check the network connection (with HF_HUB_OFFLINE=1 or HF_DATASETS_OFFLINE=1 only datasets "
                     "already in the cache load), or train from a local copy: --train_data_dir, or a folder written "
                     "by `save_to_disk` as --dataset_name.")
-        raise UsageError(f"Cannot use the training data {source!r}: {_one_line(err)}{hint}") from err
-
+        raise UsageError(f"Cannot use the training data {source!r}: {one_line(err)}{hint}") from err
+    if args.train_data_dir is not None:  # image folders are where damaged files turn up: check them once, now
+        dataset, dropped = drop_unreadable_images(dataset, image_column)
+        for name in dropped[:20]:
+            logger.warning("Skipping %s in %s: PIL cannot read it.", name, args.train_data_dir)
+        if len(dropped) > 20:
+            logger.warning("... and %d more unreadable files skipped.", len(dropped) - 20)
+        if len(dataset) == 0:
+            raise UsageError(f"No readable image in {args.train_data_dir!r} ({len(dropped)} unreadable files).")
+    return dataset, image_column
 
 def _check_trackers(report_to: str) -> None:
     """Accelerate silently drops a tracker whose package is missing: say so instead."""
@@ -93,7 +131,6 @@ def _check_trackers(report_to: str) -> None:
         if importlib.util.find_spec(package) is None:
             raise UsageError(f"--report_to {report_to} needs the {package!r} package: `pip install {package}`, or "
                              f"pass --report_to none.")
-
 
 def _check_compile_backend(device: torch.device) -> None:
     """`torch.compile` on CPU (TorchInductor) builds C++ kernels: fail before training when no compiler works."""
@@ -107,10 +144,18 @@ def _check_compile_backend(device: torch.device) -> None:
     try:
         get_cpp_compiler()
     except InvalidCxxCompiler as err:
-        raise UsageError(f"--compile on CPU needs a working C++ compiler for TorchInductor ({_one_line(err)}). "
+        raise UsageError(f"--compile on CPU needs a working C++ compiler for TorchInductor ({one_line(err)}). "
                          f"Install g++ (or point the CXX environment variable at a compiler), or drop --compile."
                          ) from None
 
+def _make_output_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as err:
+        raise UsageError(f"Cannot write to the output folder {path!r}: {one_line(err)}.") from None
 
 def _bare_module(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """
@@ -124,20 +169,41 @@ def _bare_module(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.M
         model = model._orig_mod
     return accelerator.unwrap_model(model)
 
-
 def _noise_seed(seed: int, process_index: int, step: int) -> int:
     """The seed of the noise generator at `step` on process `process_index`: a function of these alone."""
     entropy = [seed & 0xFFFFFFFFFFFFFFFF, process_index, step]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
 
-
 def objective_config_from_args(args: argparse.Namespace) -> ObjectiveConfig:
     """The objective of the parsed options (`parse_args` has resolved the preset into the fields)."""
     return ObjectiveConfig(**{name: getattr(args, name) for name in option_names()})
 
-
 def build_models(args: argparse.Namespace):
-    """The encoder and decoder the options describe; an unsupported `--resolution` fails here, before any data."""
+    """
+    The encoder and decoder: from `--pretrained_model_name_or_path` (whose configuration then replaces the model
+    options), or new ones as the options describe. An unsupported `--resolution` fails here, before any data.
+    """
+    if args.pretrained_model_name_or_path:
+        try:
+            pipe = AsIntroVAEPipeline.from_pretrained(args.pretrained_model_name_or_path, cache_dir=args.cache_dir,
+                                                      token=args.hub_token)
+        except (OSError, ValueError) + network_errors() as err:
+            raise UsageError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} cannot be "
+                             f"loaded: {one_line(err, 300)}") from None
+        encoder, decoder = pipe.encoder, pipe.decoder
+        if not hasattr(encoder.config, "in_channels"):
+            raise UsageError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} holds vector "
+                             f"models; the training script trains image models.")
+        config = decoder.config
+        if config.output_activation != ("sigmoid" if args.loss_type == "bce" else None):
+            logger.warning("The pretrained decoder's output activation is %s; --loss_type is %s.",
+                           config.output_activation, args.loss_type)
+        args.resolution, args.latent_dim = config.sample_size, config.latent_dim
+        args.block_out_channels, args.num_channels = tuple(config.block_out_channels), config.out_channels
+        logger.info("Starting from %s: resolution %d, latent_dim %d, block_out_channels %s, %d channel(s).",
+                    args.pretrained_model_name_or_path, args.resolution, args.latent_dim,
+                    ",".join(map(str, args.block_out_channels)), args.num_channels)
+        return encoder.train(), decoder.train()
     try:
         check_sample_size(args.resolution, args.block_out_channels)
     except ValueError as err:
@@ -149,81 +215,57 @@ def build_models(args: argparse.Namespace):
     )
     return encoder, decoder
 
+def _check_batch_norm_batch(args: argparse.Namespace) -> None:
+    """BatchNorm in training mode needs more than one value per channel: refuse a 1x1 map of batches of one."""
+    final = args.resolution // 2 ** len(args.block_out_channels)
+    if args.train_batch_size * final * final < 2:
+        raise UsageError(
+            f"--train_batch_size {args.train_batch_size} with --resolution {args.resolution} and "
+            f"{len(args.block_out_channels)} blocks leaves BatchNorm one value per channel (a {final}x{final} final "
+            f"feature map): use --train_batch_size 2 or more, or a larger --resolution."
+        )
 
-def images_to_grid(images: torch.Tensor, cols: int = 8, min_tile: int = 48) -> Image.Image:
+def public_options(args: argparse.Namespace, output_dir: Optional[str] = None) -> Dict:
     """
-    `B x C x H x W` images in `[0, 1]` -> one PIL grid, `cols` wide (diffusers' `make_image_grid`). Small images
-    are enlarged (nearest neighbour) to at least `min_tile` pixels and framed, so a grid of 16x16 digits is legible.
+    The options as flat values for trackers, checkpoints and the model card: the Hub token left out, and local
+    paths made portable (relative to the output folder when inside it, else their last component).
     """
-    arr = (images.detach().float().clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    mode = "L" if arr.shape[-1] == 1 else "RGB"
-    scale = max(1, math.ceil(min_tile / max(arr.shape[1], arr.shape[2])))
-    pil = [Image.fromarray(a[..., 0] if mode == "L" else a, mode) for a in arr]
-    pil = [ImageOps.expand(p.resize((p.width * scale, p.height * scale), Image.NEAREST), border=2, fill=128)
-           for p in pil]
-    cols = min(cols, len(pil))
-    rows = math.ceil(len(pil) / cols)
-    pil += [Image.new(mode, pil[0].size)] * (rows * cols - len(pil))
-    return make_image_grid(pil, rows=rows, cols=cols)
+    output_dir = os.path.abspath(output_dir or args.output_dir)
+    out = {}
+    for key, value in vars(args).items():
+        if key == "hub_token":
+            continue
+        if isinstance(value, (tuple, list)):
+            value = ",".join(map(str, value))
+        elif isinstance(value, str) and key in ("output_dir", "train_data_dir", "cache_dir", "logging_dir",
+                                                "dataset_name", "pretrained_model_name_or_path",
+                                                "resume_from_checkpoint"):
+            value = _portable_path(value, output_dir)
+        out[key] = value
+    return out
 
+def _portable_path(value: str, output_dir: str) -> str:
+    looks_local = os.path.isabs(value) or value.startswith((".", "~")) or os.path.exists(value)
+    if not looks_local:
+        return value  # a Hub id, or a name such as "latest" or "logs"
+    path = os.path.abspath(os.path.expanduser(value))
+    if path == output_dir or path.startswith(output_dir + os.sep):
+        return os.path.relpath(path, output_dir)
+    return os.path.basename(os.path.normpath(path))
 
-@torch.no_grad()
-def render_grids(encoder, decoder, real: torch.Tensor, noise: torch.Tensor, cols: int = 8) -> Dict[str, Image.Image]:
-    """Samples from fixed noise; rows of real images above rows of their reconstructions. Eval mode."""
-    was_training = encoder.training, decoder.training
-    encoder.eval(), decoder.eval()
-    samples = decoder(noise.to(real.device))
-    cols = min(cols, len(real))
-    real = real[: (len(real) // cols) * cols]
-    recs = decoder(encoder(real)[0])
-    encoder.train(was_training[0]), decoder.train(was_training[1])
-    return {
-        "samples": images_to_grid(samples, cols),
-        "reconstructions": images_to_grid(torch.cat([real, recs]), cols),
-    }
-
-
-def _log_images(accelerator: Accelerator, grids: Dict[str, Image.Image], step: int) -> None:
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            for name, grid in grids.items():
-                arr = np.asarray(grid)
-                tracker.writer.add_image(name, arr if arr.ndim == 3 else arr[..., None], step, dataformats="HWC")
-        elif tracker.name == "wandb":
-            import wandb
-
-            tracker.log({name: wandb.Image(grid) for name, grid in grids.items()}, step=step)
-
-
-def _host_terms(recent: List[Dict[str, torch.Tensor]]) -> List[Dict[str, float]]:
-    return [{k: float(v) for k, v in terms.items()} for terms in recent]
-
-
-def _first_non_finite(steps: List[int], terms: List[Dict[str, float]]):
-    for step, values in zip(steps, terms):
-        if not all(math.isfinite(v) for v in values.values()):
-            return step, values
-    return None
-
-
-def train(args: argparse.Namespace) -> Dict:
-    """
-    Train with the parsed options and save the pipeline to `args.output_dir`.
-
-    Returns:
-        `dict`: A summary: steps, world size, final loss terms, output paths, timings.
-    """
-    started = time.time()
-    logging_dir = os.path.join(args.output_dir, args.logging_dir)
+def setup(args: argparse.Namespace) -> TrainingRun:
+    """Accelerate, the output folder, the networks, the data, optimizers, schedulers, EMA and checkpoint hooks."""
     _check_trackers(args.report_to)
     try:
         accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
+            gradient_accumulation_steps=1,  # train_step accumulates itself: an iteration has two updates
             log_with=None if args.report_to == "none" else args.report_to,
-            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+            project_config=ProjectConfiguration(project_dir=args.output_dir,
+                                                logging_dir=os.path.join(args.output_dir, args.logging_dir)),
         )
     except ValueError as err:  # e.g. bf16 where the hardware has none
-        raise UsageError(f"Cannot set up Accelerate with these options: {_one_line(err)}") from err
+        raise UsageError(f"Cannot set up Accelerate with these options: {one_line(err)}") from err
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
@@ -236,69 +278,70 @@ def train(args: argparse.Namespace) -> Dict:
         objective = IntrospectiveObjective(objective_config_from_args(args))
     except ValueError as err:
         raise UsageError(str(err)) from err
+    _check_batch_norm_batch(args)
+    if accelerator.is_main_process:
+        _make_output_dir(args.output_dir)
 
+    repo_id = None
     if args.push_to_hub:
         from .hub import ensure_repo
 
         repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
         if accelerator.is_main_process:
-            ensure_repo(repo_id, token=args.hub_token, private=args.hub_private_repo)
+            repo_id = ensure_repo(repo_id, token=args.hub_token, private=args.hub_private_repo).repo_id
 
-    # ---- data ------------------------------------------------------------------------------------------------
+    # ---- data
     dataset, image_column = _load_data(args)
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
     transform = ImageTransform(args.resolution, args.num_channels, center_crop=args.center_crop,
                                random_flip=args.random_flip)
     train_dataset = make_train_dataset(dataset, image_column, transform)
-    if len(train_dataset) < args.train_batch_size * accelerator.num_processes:
+    per_step = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    if len(train_dataset) < per_step:
         raise UsageError(
-            f"The dataset has {len(train_dataset)} images, fewer than one batch of "
-            f"{args.train_batch_size} x {accelerator.num_processes} process(es)."
+            f"The dataset has {len(train_dataset)} images, fewer than one batch of {args.train_batch_size} x "
+            f"{args.gradient_accumulation_steps} accumulation step(s) x {accelerator.num_processes} process(es)."
         )
     # Shuffling uses its own generator, re-seeded each epoch, so a resumed run sees the same order.
     shuffle_generator = torch.Generator().manual_seed(args.seed)
-    train_dataloader = torch.utils.data.DataLoader(
-        train_dataset,
-        batch_size=args.train_batch_size,
-        shuffle=True,
-        generator=shuffle_generator,
+    loader = torch.utils.data.DataLoader(
+        train_dataset, batch_size=args.train_batch_size, shuffle=True, generator=shuffle_generator,
         collate_fn=collate_fn,
-        num_workers=args.dataloader_num_workers,
-        drop_last=True,
+        num_workers=args.dataloader_num_workers, drop_last=True,
     )
-    grid_real = collate_fn([train_dataset[i] for i in range(min(args.num_grid_images // 2, len(train_dataset)))])[
-        "pixel_values"
-    ]
+    num_grid_real = min(args.num_grid_images // 2, len(train_dataset))
+    grid_real = collate_fn([train_dataset[i] for i in range(num_grid_real)])["pixel_values"]
 
-    # ---- optimisation ----------------------------------------------------------------------------------------
-    opt_e = torch.optim.Adam(encoder.parameters(), lr=args.encoder_learning_rate,
-                             betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay)
-    opt_d = torch.optim.Adam(decoder.parameters(), lr=args.decoder_learning_rate,
-                             betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay)
-    # Batches per process and epoch once Accelerate shards the loader: with `drop_last` it drops the batches that
-    # do not fill a round over all processes (checked after `prepare`).
-    steps_per_epoch = len(train_dataloader) // accelerator.num_processes
+    # ---- optimisation
+    def adam(module, lr):
+        return torch.optim.Adam(module.parameters(), lr=lr, betas=(args.adam_beta1, args.adam_beta2),
+                                eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
+
+    opt_e, opt_d = adam(encoder, args.encoder_learning_rate), adam(decoder, args.decoder_learning_rate)
+    # Optimizer steps per process and epoch once Accelerate shards the loader: with `drop_last` it drops the batches
+    # that do not fill a round over all processes (checked after `prepare`); an epoch's leftover batches that do not
+    # fill a whole accumulation are skipped.
+    batches_per_epoch = len(loader) // accelerator.num_processes
+    steps_per_epoch = batches_per_epoch // args.gradient_accumulation_steps
     max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
     # A prepared scheduler steps once per process at each step (Accelerate's convention), hence the factors.
     sched_e, sched_d = (
         get_scheduler(args.lr_scheduler, opt, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                       num_training_steps=max_train_steps * accelerator.num_processes)
         for opt in (opt_e, opt_d)
     )
-
     if args.channels_last:
         encoder.to(memory_format=torch.channels_last)
         decoder.to(memory_format=torch.channels_last)
-    encoder, decoder, opt_e, opt_d, train_dataloader, sched_e, sched_d = accelerator.prepare(
-        encoder, decoder, opt_e, opt_d, train_dataloader, sched_e, sched_d
+    encoder, decoder, opt_e, opt_d, loader, sched_e, sched_d = accelerator.prepare(
+        encoder, decoder, opt_e, opt_d, loader, sched_e, sched_d
     )
-    if len(train_dataloader) != steps_per_epoch:
-        raise RuntimeError(f"Expected {steps_per_epoch} batches per process and epoch, the prepared loader has "
-                           f"{len(train_dataloader)}: the step counts (schedulers, epochs, resume) would be wrong.")
+    if len(loader) != batches_per_epoch:
+        raise RuntimeError(f"Expected {batches_per_epoch} batches per process and epoch, the prepared loader has "
+                           f"{len(loader)}: the step counts (schedulers, epochs, resume) would be wrong.")
     # Grids and the final save use the bare modules: a DDP forward on the main process alone would hang.
-    unwrapped_encoder, unwrapped_decoder = _bare_module(accelerator, encoder), _bare_module(accelerator, decoder)
+    bare_encoder, bare_decoder = _bare_module(accelerator, encoder), _bare_module(accelerator, decoder)
     if args.compile:
         if is_compiled_module(encoder):  # Accelerate's dynamo option (`accelerate launch --dynamo_backend`) did it
             logger.info("--compile: the networks are already compiled by Accelerate's dynamo option.")
@@ -308,153 +351,172 @@ def train(args: argparse.Namespace) -> Dict:
             try:
                 encoder, decoder = torch.compile(encoder), torch.compile(decoder)
             except RuntimeError as err:  # e.g. a Python version this torch cannot compile for
-                raise UsageError(f"--compile: torch.compile is not available here: {_one_line(err)}") from err
+                raise UsageError(f"--compile: torch.compile is not available here: {one_line(err)}") from err
 
     ema = None
     if args.use_ema:
-        ema = EMAModel(unwrapped_decoder.parameters(), decay=args.ema_decay, model_cls=AsIntroVAEDecoder,
-                       model_config=unwrapped_decoder.config)
+        ema = EMAModel(bare_decoder.parameters(), decay=args.ema_max_decay, use_ema_warmup=args.ema_warmup,
+                       inv_gamma=args.ema_inv_gamma, power=args.ema_power, model_cls=type(bare_decoder),
+                       model_config=bare_decoder.config)
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    # Re-seeded at every step from (seed, process, step), so every process draws the same noise in a resumed run as
-    # in an uninterrupted one (a checkpoint holds the main process's generator state only).
-    noise_generator = torch.Generator(device=accelerator.device)
-    state = TrainingState()
-    accelerator.register_for_checkpointing(state)
+    state = TrainingState(0, _resume_options(args, accelerator))
+    register_checkpoint_hooks(accelerator, (type(bare_encoder), type(bare_decoder)), state, ema)
 
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        remove_partial_checkpoints(args.output_dir)
-        accelerator.init_trackers("asintrovae", config=public_hyperparameters(args))
-    accelerator.wait_for_everyone()
-
-    resume_path = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if args.resume_from_checkpoint is not None and resume_path is None:
-        logger.info("No checkpoint in %s; starting a new run.", args.output_dir)
-    if resume_path is not None:
-        load_checkpoint(accelerator, resume_path)
-        if ema is not None:  # Accelerate loads registered objects onto the CPU: the averages go back to the device
-            ema.to(accelerator.device)
-        logger.info("Resumed from %s at step %d.", resume_path, state.global_step)
-    global_step = state.global_step
-    first_epoch, resume_batches = divmod(global_step, steps_per_epoch)
-
-    latent_dim = args.latent_dim
-    grid_noise = torch.randn(args.num_grid_images, latent_dim, generator=torch.Generator().manual_seed(args.seed))
-    grid_real = grid_real.to(accelerator.device)
-    last_checkpoint = resume_path
-    recent_steps, recent_terms, last_logged = [], [], {}
-
-    logger.info(
-        "Training %s: %d images, %d process(es) x batch %d, %d steps (%d per epoch), device %s, mixed precision %s",
-        args.objective, len(train_dataset), accelerator.num_processes, args.train_batch_size, max_train_steps,
-        steps_per_epoch, accelerator.device, accelerator.mixed_precision,
+    grid_noise = torch.randn(args.num_grid_images, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    return TrainingRun(
+        args=args, accelerator=accelerator, encoder=encoder, decoder=decoder, bare_encoder=bare_encoder,
+        bare_decoder=bare_decoder, opt_e=opt_e, opt_d=opt_d, sched_e=sched_e, sched_d=sched_d, loader=loader,
+        shuffle_generator=shuffle_generator, objective=objective, ema=ema, state=state, steps_per_epoch=steps_per_epoch, max_train_steps=max_train_steps,
+        num_epochs=math.ceil(max_train_steps / steps_per_epoch), num_images=len(train_dataset),
+        image_column=image_column, grid_real=grid_real.to(accelerator.device), grid_noise=grid_noise,
+        repo_id=repo_id,
     )
-    progress = tqdm(total=max_train_steps, initial=global_step, disable=not accelerator.is_main_process,
-                    desc="Steps", dynamic_ncols=True)
 
-    def flush_losses() -> None:
-        """Read the losses of the last steps on the host: NaN check on every process, then log."""
-        nonlocal recent_steps, recent_terms, last_logged
-        if not recent_terms:
-            return
-        host = _host_terms(recent_terms)
-        bad = _first_non_finite(recent_steps, host)
-        any_bad = accelerator.reduce(torch.tensor(float(bad is not None), device=accelerator.device), "sum")
-        if any_bad.item() > 0:
-            where = (f"at step {bad[0]}: " + ", ".join(f"{k}={v:.4g}" for k, v in bad[1].items())) if bad else \
-                "on another process"
-            raise NonFiniteLossError(
-                f"Training stopped: non-finite loss {where}. The last good checkpoint is "
-                f"{last_checkpoint or 'none (no checkpoint was written yet)'}; nothing after it was saved. "
-                f"Hint: lower --beta_neg (now {args.beta_neg}) or the learning rate, or train in full precision "
-                f"(--mixed_precision no), then resume with --resume_from_checkpoint latest."
-            )
-        last_logged = {k: float(np.mean([h[k] for h in host if k in h])) for k in host[-1]}
-        last_logged["lr_encoder"] = sched_e.get_last_lr()[0]
-        last_logged["lr_decoder"] = sched_d.get_last_lr()[0]
-        accelerator.log(last_logged, step=recent_steps[-1])
-        shown = {k: f"{last_logged[k]:.4g}" for k in ("loss_encoder", "loss_decoder", "loss_rec", "kl_real", "dis_encoder", "c", "loss") if k in last_logged}
-        progress.set_postfix(shown, refresh=False)
-        recent_steps, recent_terms = [], []
+def _resume_options(args: argparse.Namespace, accelerator: Accelerator) -> Dict:
+    return {**public_options(args), "mixed_precision": accelerator.mixed_precision,
+            "world_size": accelerator.num_processes}
 
-    # ---- the loop --------------------------------------------------------------------------------------------
-    encoder.train(), decoder.train()
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= max_train_steps:
+# ---- resume ------------------------------------------------------------------------------------------------------
+
+def resume(run: TrainingRun) -> None:
+    """
+    Load the checkpoint `--resume_from_checkpoint` names, if any. Options that differ from the checkpoint's run are
+    applied (learning rates, Adam and EMA settings are written into the restored states) and logged; options a
+    resume cannot honour (the networks' shapes, the data stream) are refused with the flag named.
+    """
+    args, accelerator = run.args, run.accelerator
+    path = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if args.resume_from_checkpoint is not None and path is None:
+        logger.info("No checkpoint in %s; starting a new run.", args.output_dir)
+    if path is None:
+        return
+    current = run.state.options
+    load_checkpoint(accelerator, path)
+    if run.ema is not None:  # the averages go back to the device they are updated on
+        run.ema.to(accelerator.device)
+    refused, applied = compare_options(run.state.options, current)
+    if refused:
+        flag = lambda name: "the number of processes" if name == "world_size" else f"--{name}"  # noqa: E731
+        raise UsageError(f"Cannot resume from {path!r}: " + "; ".join(
+            f"{flag(name)} was {old!r} in that run and is {new!r} now" for name, old, new in refused
+        ) + ". Resume with the same values, or start a new run in another --output_dir.")
+    for name, old, new in applied:
+        logger.info("Resuming with --%s %s (the checkpoint's run had %s).", name, new, old)
+    _apply_optimizer_options(run)
+    run.state.options = current
+    run.last_checkpoint = path
+    logger.info("Resumed from %s at step %d.", path, run.state.global_step)
+
+def _apply_optimizer_options(run: TrainingRun) -> None:
+    """Write the current learning rates, Adam and EMA settings into the restored optimizer, scheduler and EMA."""
+    args = run.args
+    for opt, sched, lr in ((run.opt_e, run.sched_e, args.encoder_learning_rate),
+                           (run.opt_d, run.sched_d, args.decoder_learning_rate)):
+        inner = getattr(sched, "scheduler", sched)
+        inner.base_lrs = [lr for _ in inner.base_lrs]
+        for group, factor in zip(opt.param_groups, inner.lr_lambdas):
+            group.update(initial_lr=lr, lr=lr * factor(inner.last_epoch), betas=(args.adam_beta1, args.adam_beta2),
+                         eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
+    if run.ema is not None:
+        run.ema.decay, run.ema.use_ema_warmup = args.ema_max_decay, args.ema_warmup
+        run.ema.inv_gamma, run.ema.power = args.ema_inv_gamma, args.ema_power
+
+# ---- the loop ----------------------------------------------------------------------------------------------------
+
+def _optimizer_batches(run: TrainingRun, skip_steps: int):
+    """The epoch's batches, grouped by optimizer step (one group of `--gradient_accumulation_steps` batches)."""
+    accumulation = run.args.gradient_accumulation_steps
+    loader = run.loader
+    if skip_steps:
+        loader = run.accelerator.skip_first_batches(run.loader, skip_steps * accumulation)
+    group = []
+    for batch in loader:
+        x = batch["pixel_values"]
+        group.append(x.contiguous(memory_format=torch.channels_last) if run.args.channels_last else x)
+        if len(group) == accumulation:
+            yield group
+            group = []
+
+def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
+    """Read the buffered losses on the host: NaN check on every process, then log."""
+    if not len(losses):
+        return
+    accelerator, args = run.accelerator, run.args
+    bad, means = losses.flush()
+    any_bad = accelerator.reduce(torch.tensor(float(bad is not None), device=accelerator.device), "sum")
+    if any_bad.item() > 0:
+        where = (f"at step {bad[0]}: " + ", ".join(f"{k}={v:.4g}" for k, v in bad[1].items())) if bad else \
+            "on another process"
+        raise NonFiniteLossError(
+            f"Training stopped: non-finite loss {where}. The last good checkpoint is "
+            f"{run.last_checkpoint or 'none (no checkpoint was written yet)'}; nothing after it was saved. "
+            f"Hint: lower --beta_neg (now {args.beta_neg}) or the learning rate (now {args.learning_rate:g}), set "
+            f"--max_grad_norm, or train in full precision (--mixed_precision no), then resume with "
+            f"--resume_from_checkpoint latest (the new values are applied)."
+        )
+    means["lr_encoder"] = run.sched_e.get_last_lr()[0]
+    means["lr_decoder"] = run.sched_d.get_last_lr()[0]
+    accelerator.log(means, step=run.state.global_step)
+    shown = ("loss_encoder", "loss_decoder", "loss_rec", "kl_real", "dis_encoder", "c", "loss")
+    run.progress.set_postfix({k: f"{means[k]:.4g}" for k in shown if k in means}, refresh=False)
+    run.last_logged = means
+
+def _save_grids(run: TrainingRun, step: int) -> None:
+    grids = _grids_with_ema(run)
+    for name, grid in grids.items():
+        grid.save(os.path.join(run.args.output_dir, f"{name}-{step:06d}.png"))
+    log_images(run.accelerator, grids, step)
+
+def train_loop(run: TrainingRun) -> None:
+    """Optimizer steps until `max_train_steps`: batch -> encoder and decoder updates -> EMA -> log, checkpoint."""
+    args, accelerator = run.args, run.accelerator
+    noise_generator = torch.Generator(device=accelerator.device)
+    losses = LossBuffer()
+    first_epoch, skip_steps = divmod(run.state.global_step, run.steps_per_epoch)
+    run.progress = tqdm(total=run.max_train_steps, initial=run.state.global_step, desc="Steps", dynamic_ncols=True,
+                        disable=not accelerator.is_main_process)
+    logger.info(
+        "Training %s: %d images, %d process(es) x batch %d x %d accumulation, %d steps (%d per epoch), device %s, "
+        "mixed precision %s", args.objective, run.num_images, accelerator.num_processes, args.train_batch_size,
+        args.gradient_accumulation_steps, run.max_train_steps, run.steps_per_epoch, accelerator.device,
+        accelerator.mixed_precision,
+    )
+    run.encoder.train(), run.decoder.train()
+    for epoch in range(first_epoch, run.num_epochs):
+        if run.state.global_step >= run.max_train_steps:
             break
-        shuffle_generator.manual_seed(args.seed + epoch)
-        loader = train_dataloader
-        if epoch == first_epoch and resume_batches:
-            loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
-        for batch in loader:
-            x = batch["pixel_values"]
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            noise_generator.manual_seed(_noise_seed(args.seed, accelerator.process_index, global_step))
-            phase = objective.config.phase(global_step, max_train_steps)
-            terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=phase.c,
-                               vae_step=phase.vae, backward=accelerator.backward, generator=noise_generator)
-            sched_e.step()
-            sched_d.step()
-            if ema is not None:
-                ema.step(unwrapped_decoder.parameters())
-            global_step += 1
-            state.global_step = global_step
-            progress.update(1)
-            recent_steps.append(global_step)
-            recent_terms.append(terms)
+        run.shuffle_generator.manual_seed(args.seed + epoch)
+        for batches in _optimizer_batches(run, skip_steps if epoch == first_epoch else 0):
+            step = run.state.global_step
+            # Re-seeded from (seed, process, step): a resumed run draws the same noise as an uninterrupted one.
+            noise_generator.manual_seed(_noise_seed(args.seed, accelerator.process_index, step))
+            phase = run.objective.config.phase(step, run.max_train_steps)
+            terms = train_step(run.objective, run.encoder, run.decoder, run.opt_e, run.opt_d,
+                               batches[0] if len(batches) == 1 else batches, args.latent_dim, c=phase.c,
+                               vae_step=phase.vae, backward=accelerator.backward, generator=noise_generator,
+                               max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_)
+            run.sched_e.step()
+            run.sched_d.step()
+            if run.ema is not None:
+                run.ema.step(run.bare_decoder.parameters())
+            run.state.global_step = step = step + 1
+            run.progress.update(1)
+            losses.add(step, terms)
 
-            if global_step % args.logging_steps == 0 or global_step == max_train_steps:
-                flush_losses()
-            if global_step % args.checkpointing_steps == 0 and global_step < max_train_steps:
-                flush_losses()
-                last_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step,
-                                                  args.checkpoints_total_limit)
-            if global_step % args.save_images_steps == 0 and accelerator.is_main_process:
-                grids = _grids_with_ema(unwrapped_encoder, unwrapped_decoder, ema, grid_real, grid_noise)
-                for name, grid in grids.items():
-                    grid.save(os.path.join(args.output_dir, f"{name}-{global_step:06d}.png"))
-                _log_images(accelerator, grids, global_step)
-            if global_step >= max_train_steps:
+            last = step >= run.max_train_steps
+            if step % args.logging_steps == 0 or last:
+                _read_losses(run, losses)
+            if step % args.checkpointing_steps == 0 and not last:
+                _read_losses(run, losses)  # never checkpoint past a NaN
+                run.last_checkpoint = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+            if step % args.save_images_steps == 0 and accelerator.is_main_process:
+                _save_grids(run, step)
+            if last:
                 break
-    flush_losses()
-    progress.close()
+    _read_losses(run, losses)
+    run.progress.close()
 
-    # ---- the final checkpoint, pipeline and model card -------------------------------------------------------
-    last_checkpoint = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
-    checksums = _replica_checksums(accelerator, encoder, decoder)
-    summary = {
-        "global_step": global_step,
-        "world_size": accelerator.num_processes,
-        "distributed_type": str(accelerator.distributed_type),
-        "mixed_precision": accelerator.mixed_precision,
-        "final_losses": last_logged,
-        "replica_checksums": checksums,
-        "seconds": round(time.time() - started, 1),
-        "last_checkpoint": last_checkpoint,
-    }
-    if accelerator.is_main_process:
-        summary.update(_save_outputs(args, accelerator, unwrapped_encoder, unwrapped_decoder, ema, grid_real, grid_noise,
-                                     last_logged, image_column))
-        with open(os.path.join(args.output_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-    # Shut down in an order that cannot hang. DDP's reducers hold the process group: if the last of them goes at
-    # interpreter exit, the group's destructor joins Gloo's worker threads while holding the GIL, and a worker that
-    # needs the GIL to free a finished collective never ends (the 2-rank CPU run hung so at exit, now and then). So
-    # the DDP wrappers go first, and the group then goes with `destroy_process_group` (`end_training`).
-    accelerator.wait_for_everyone()
-    del encoder, decoder
-    accelerator.free_memory()
-    accelerator.end_training()
-    if args.push_to_hub and accelerator.is_main_process:
-        from .hub import push_to_hub
-
-        summary["hub_url"] = push_to_hub(args.output_dir, repo_id, token=args.hub_token,
-                                         private=args.hub_private_repo,
-                                         ignore_patterns=training_ignore_patterns(args.output_dir, args.logging_dir))
-    return summary
-
+# ---- finish ------------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def ema_weights(ema: Optional[EMAModel], decoder: torch.nn.Module):
@@ -469,73 +531,121 @@ def ema_weights(ema: Optional[EMAModel], decoder: torch.nn.Module):
     finally:
         ema.restore(decoder.parameters())
 
-
-def public_hyperparameters(args: argparse.Namespace) -> Dict:
-    """The options as flat values for trackers and the model card; the Hub token is left out."""
-    return {k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v)
-            for k, v in vars(args).items() if k != "hub_token"}
-
-
-def _grids_with_ema(encoder, unwrapped_decoder, ema, real, noise) -> Dict[str, Image.Image]:
+def _grids_with_ema(run: TrainingRun):
     """Grids drawn with the EMA decoder weights when EMA is on (the weights that will be saved)."""
-    with ema_weights(ema, unwrapped_decoder):
-        return render_grids(encoder, unwrapped_decoder, real, noise.to(real.device))
-
+    with ema_weights(run.ema, run.bare_decoder):
+        return render_grids(run.bare_encoder, run.bare_decoder, run.grid_real, run.grid_noise)
 
 @torch.no_grad()
-def _replica_checksums(accelerator: Accelerator, encoder, decoder) -> List[List[float]]:
-    """Per-process `[sum, sum of squares]` of all weights: equal on every process when DDP kept them in sync."""
-    params = list(encoder.parameters()) + list(decoder.parameters())
-    local = torch.stack([sum(p.double().sum() for p in params), sum(p.double().pow(2).sum() for p in params)])
-    return accelerator.gather(local[None].to(accelerator.device)).cpu().tolist()
+def _sync_buffers(run: TrainingRun) -> None:
+    """DDP keeps the weights equal but each process's last forward updated its own BatchNorm statistics: take the
+    main process's, the ones that are saved, so that every replica ends identical."""
+    if run.accelerator.num_processes > 1:
+        for module in (run.bare_encoder, run.bare_decoder):
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
+@torch.no_grad()
+def replica_checksums(accelerator: Accelerator, encoder, decoder) -> List[Dict[str, List[float]]]:
+    """Per process, `{tensor name: [sum, sum of squares]}` for every weight and buffer of both networks."""
+    named = [(f"{part}.{name}", t) for part, module in (("encoder", encoder), ("decoder", decoder))
+             for name, t in list(module.named_parameters()) + list(module.named_buffers())]
+    local = torch.stack([torch.stack([t.double().sum(), t.double().pow(2).sum()]) for _, t in named])
+    gathered = accelerator.gather(local[None].to(accelerator.device)).cpu()
+    return [{name: row.tolist() for (name, _), row in zip(named, rank)} for rank in gathered]
 
-def _save_outputs(args, accelerator, encoder, unwrapped_decoder, ema, grid_real, grid_noise, final_losses,
-                  image_column) -> Dict:
+def finish(run: TrainingRun, started: float) -> Dict:
+    """The final checkpoint; on the main process the pipeline (EMA decoder), grids, model card and a reload check."""
+    args, accelerator = run.args, run.accelerator
+    _sync_buffers(run)
+    run.last_checkpoint = save_checkpoint(accelerator, args.output_dir, run.state.global_step,
+                                          args.checkpoints_total_limit)
+    summary = {
+        "global_step": run.state.global_step,
+        "world_size": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "mixed_precision": accelerator.mixed_precision,
+        "final_losses": run.last_logged,
+        "replica_checksums": replica_checksums(accelerator, run.bare_encoder, run.bare_decoder),
+        "seconds": round(time.time() - started, 1),
+        "last_checkpoint": os.path.relpath(run.last_checkpoint, args.output_dir),
+    }
+    if accelerator.is_main_process:
+        summary.update(_save_outputs(run))
+        with open(os.path.join(args.output_dir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    # Shut down in an order that cannot hang. DDP's reducers hold the process group: if the last of them goes at
+    # interpreter exit, the group's destructor joins Gloo's worker threads while holding the GIL, and a worker that
+    # needs the GIL to free a finished collective never ends (the 2-rank CPU run hung so at exit, now and then). So
+    # the DDP wrappers go first, and the group then goes with `destroy_process_group` (`end_training`).
+    accelerator.wait_for_everyone()
+    run.encoder = run.decoder = None
+    accelerator.free_memory()
+    accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        from .hub import push_to_hub
+
+        summary["hub_url"] = str(push_to_hub(args.output_dir, run.repo_id, token=args.hub_token,
+                                             private=args.hub_private_repo,
+                                             ignore_patterns=training_ignore_patterns(args.output_dir,
+                                                                                      args.logging_dir)))
+    return summary
+
+def _save_outputs(run: TrainingRun) -> Dict:
     """Save the pipeline (EMA decoder when EMA is on), the grids and the model card; reload to check."""
     from .hub import create_model_card
 
-    with ema_weights(ema, unwrapped_decoder):
-        AsIntroVAEPipeline(encoder=encoder, decoder=unwrapped_decoder).save_pretrained(args.output_dir)
-        grids = render_grids(encoder, unwrapped_decoder, grid_real, grid_noise.to(grid_real.device))
-    for name, grid in grids.items():
+    args = run.args
+    with ema_weights(run.ema, run.bare_decoder):
+        AsIntroVAEPipeline(encoder=run.bare_encoder, decoder=run.bare_decoder).save_pretrained(args.output_dir)
+    for name, grid in _grids_with_ema(run).items():
         grid.save(os.path.join(args.output_dir, f"{name}.png"))
 
-    hyperparameters = public_hyperparameters(args)
-    hyperparameters["image_column"] = image_column
-    hyperparameters["world_size"] = accelerator.num_processes
-    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+    hyperparameters = public_options(args)
+    hyperparameters.update(image_column=run.image_column, world_size=run.accelerator.num_processes)
+    dataset = args.dataset_name or ("imagefolder" if args.train_data_dir else "digits")
     create_model_card(
         args.output_dir,
-        repo_id=repo_id,
+        repo_id=run.repo_id or args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
         hyperparameters=hyperparameters,
-        final_losses=final_losses,
-        dataset_name=args.dataset_name or ("imagefolder" if args.train_data_dir else "digits"),
+        final_losses=run.last_logged,
+        dataset_name=_portable_path(dataset, os.path.abspath(args.output_dir)) if dataset else dataset,
         sample_grid="samples.png",
         objective=args.objective,
     )
-
     # The user's first step is `from_pretrained`: do it once here so a broken save fails the run, not them.
     reloaded = AsIntroVAEPipeline.from_pretrained(args.output_dir)
-    reloaded.to(accelerator.device)
+    reloaded.to(run.accelerator.device)
     check = reloaded(batch_size=min(16, args.num_grid_images), generator=torch.Generator().manual_seed(args.seed),
                      output_type="pt").images
     images_to_grid(check).save(os.path.join(args.output_dir, "samples_from_pretrained.png"))
-    return {
-        "pipeline": os.path.abspath(args.output_dir),
-        "samples": os.path.join(args.output_dir, "samples.png"),
-        "reconstructions": os.path.join(args.output_dir, "reconstructions.png"),
-        "samples_from_pretrained": os.path.join(args.output_dir, "samples_from_pretrained.png"),
-    }
+    return {"pipeline": ".", "samples": "samples.png", "reconstructions": "reconstructions.png",
+            "samples_from_pretrained": "samples_from_pretrained.png"}
 
+def train(args: argparse.Namespace) -> Dict:
+    """
+    Train with the parsed options and save the pipeline to `args.output_dir`.
+
+    Returns:
+        `dict`: A summary: steps, world size, final loss terms, output paths (relative to the output folder), timings.
+    """
+    started = time.time()
+    run = setup(args)
+    if run.accelerator.is_main_process:
+        remove_partial_checkpoints(args.output_dir)
+        run.accelerator.init_trackers(args.tracker_project_name, config=public_options(args))
+    run.accelerator.wait_for_everyone()
+    resume(run)
+    train_loop(run)
+    return finish(run, started)
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point: expected failures print one clear line instead of a traceback."""
     args = parse_args(argv)
     try:
         summary = train(args)
-    except (UsageError, NonFiniteLossError, CheckpointError, HubError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+    except EXPECTED_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
     logger.info("Done in %.1f s: %s", summary["seconds"], json.dumps(summary.get("final_losses", {})))
     return 0

@@ -1,9 +1,13 @@
-"""Command-line options of `scripts/train_as_introvae.py`, in the style of diffusers' training examples."""
+"""Command-line options of `scripts/train_as_introvae.py`, named as in diffusers' `train_unconditional.py`."""
 
 import argparse
+import math
 from typing import List, Optional
 
 from .objective_config import ObjectiveConfig
+
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "piecewise_constant", "cosine_with_min_lr", "cosine_warmup_with_min_lr")
 
 
 def _channels(text: str) -> tuple:
@@ -14,6 +18,16 @@ def _channels(text: str) -> tuple:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as '64,128', got {text!r}")
     return values
+
+
+def _lr_schedulers() -> tuple:
+    """diffusers' scheduler names (`diffusers.optimization.SchedulerType`), or a known list without diffusers."""
+    try:
+        from diffusers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+
+        return tuple(str(getattr(t, "value", t)) for t in TYPE_TO_SCHEDULER_FUNCTION)
+    except ImportError:  # pragma: no cover
+        return LR_SCHEDULERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
     model = parser.add_argument_group("model")
+    model.add_argument("--pretrained_model_name_or_path", type=str, default=None,
+                       help="Start from a saved pipeline (a folder or a Hub id) instead of new networks; its "
+                            "configuration replaces the model options.")
     model.add_argument("--latent_dim", type=int, default=32)
     model.add_argument("--block_out_channels", type=_channels, default=(32, 64),
                        help="Comma-separated channels per block, e.g. '64,128' (MNIST) or '64,128,256' (CIFAR-10).")
@@ -48,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output_dir", type=str, default="as-introvae-digits")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--train_batch_size", type=int, default=64, help="Batch size per process.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="Batches per optimizer step (the effective batch is train_batch_size x this x "
+                            "processes); exactly a bigger batch for VAE and Soft-IntroVAE, see train_step.")
     train.add_argument("--num_epochs", type=int, default=100)
     train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_epochs when set.")
     train.add_argument("--learning_rate", type=float, default=2e-4, help="Both networks, unless overridden.")
@@ -55,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--decoder_learning_rate", type=float, default=None)
     train.add_argument("--adam_beta1", type=float, default=0.9)
     train.add_argument("--adam_beta2", type=float, default=0.999)
+    train.add_argument("--adam_epsilon", type=float, default=1e-8)
     train.add_argument("--adam_weight_decay", type=float, default=0.0)
+    train.add_argument("--max_grad_norm", type=float, default=None,
+                       help="Clip each network's gradient norm to this value (off by default, as in the reference).")
     train.add_argument("--lr_scheduler", type=str, default="constant",
                        help="A diffusers scheduler: constant, linear, cosine, constant_with_warmup, ...")
     train.add_argument("--lr_warmup_steps", type=int, default=0)
@@ -63,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Default: the value in the Accelerate config.")
     train.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
                        help="Keep an exponential moving average of the decoder and save it (default on).")
-    train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument("--ema_max_decay", "--ema_decay", dest="ema_max_decay", type=float, default=0.999,
+                       help="The EMA decay (its maximum with --ema_warmup).")
+    train.add_argument("--ema_warmup", action=argparse.BooleanOptionalAction, default=False,
+                       help="diffusers' EMA warm-up: decay 1 - (1 + step / inv_gamma) ** -power, up to the maximum.")
+    train.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    train.add_argument("--ema_power", type=float, default=3 / 4)
     train.add_argument("--channels_last", action="store_true", help="Use the channels-last memory format.")
     train.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder.")
 
@@ -76,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--logging_dir", type=str, default="logs", help="Relative to --output_dir.")
     log.add_argument("--report_to", type=str, default="tensorboard",
                      help="'tensorboard', 'wandb', 'all' or 'none'.")
+    log.add_argument("--tracker_project_name", type=str, default="asintrovae")
     log.add_argument("--logging_steps", type=int, default=10,
                      help="Steps between reading the losses on the host (progress bar, trackers, NaN check).")
     log.add_argument("--save_images_steps", type=int, default=500)
@@ -99,20 +128,46 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         is_digits = args.train_data_dir is None and args.dataset_name in (None, "digits")
         args.num_channels = 1 if is_digits else 3
     for name in ("resolution", "train_batch_size", "latent_dim", "checkpointing_steps", "logging_steps",
-                 "save_images_steps", "num_epochs"):
+                 "save_images_steps", "num_epochs", "gradient_accumulation_steps"):
         if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.max_train_steps is not None and args.max_train_steps <= 0:
-        parser.error(f"--max_train_steps must be positive, got {args.max_train_steps}")
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    for name in ("max_train_steps", "max_train_samples", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    for name in ("lr_warmup_steps", "dataloader_num_workers"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.encoder_learning_rate is None:
+        args.encoder_learning_rate = args.learning_rate
+    if args.decoder_learning_rate is None:
+        args.decoder_learning_rate = args.learning_rate
+    for name in ("learning_rate", "encoder_learning_rate", "decoder_learning_rate"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name} must be a positive number, got {value}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}")
+    if not args.adam_epsilon > 0 or args.adam_weight_decay < 0:
+        parser.error(f"--adam_epsilon must be > 0 and --adam_weight_decay >= 0, got {args.adam_epsilon} and "
+                     f"{args.adam_weight_decay}")
+    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
+        parser.error(f"--max_grad_norm must be a positive number, got {args.max_grad_norm}")
+    if not 0 <= args.ema_max_decay < 1:
+        parser.error(f"--ema_max_decay must be in [0, 1), got {args.ema_max_decay}")
+    if not (args.ema_inv_gamma > 0 and args.ema_power > 0):
+        parser.error(f"--ema_inv_gamma and --ema_power must be positive, got {args.ema_inv_gamma} and {args.ema_power}")
+    schedulers = _lr_schedulers()
+    if args.lr_scheduler not in schedulers:
+        parser.error(f"--lr_scheduler must be one of {', '.join(schedulers)}; got {args.lr_scheduler!r}")
+    if args.num_grid_images < 2:
+        parser.error(f"--num_grid_images must be at least 2 (samples, and real images above their reconstructions), "
+                     f"got {args.num_grid_images}")
+    if args.report_to not in ("tensorboard", "wandb", "all", "none"):
+        parser.error(f"--report_to must be one of tensorboard, wandb, all, none; got {args.report_to!r}")
     try:
         config = ObjectiveConfig.from_namespace(args)
     except ValueError as err:
         parser.error(str(err))
     vars(args).update(config.to_dict(), preset=args.preset or "recommended")  # the values that apply, for logs
-    if args.encoder_learning_rate is None:
-        args.encoder_learning_rate = args.learning_rate
-    if args.decoder_learning_rate is None:
-        args.decoder_learning_rate = args.learning_rate
-    if args.report_to not in ("tensorboard", "wandb", "all", "none"):
-        parser.error(f"--report_to must be one of tensorboard, wandb, all, none; got {args.report_to!r}")
     return args

@@ -1,0 +1,74 @@
+"""The package's error types and the helpers that turn expected failures into one clear line.
+
+Entry points (`scripts/*.py`, `asintrovae_hf.training.main`) print an expected failure as `error: <one line>` and exit
+with status 1; anything else (a bug) keeps its traceback.
+"""
+
+import functools
+import importlib
+import importlib.util
+from typing import Tuple
+
+
+class UsageError(RuntimeError):
+    """
+    An expected failure caused by the options or the environment (bad option values, data that cannot be found or
+    reached, a missing package or compiler, an output folder that cannot be written).
+    """
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete, corrupt, unsafe to load, or that cannot be written."""
+
+
+class HubError(RuntimeError):
+    """A Hub operation failed (no network, offline mode, no or bad token): the message says what to check."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+EXPECTED_ERRORS = (UsageError, CheckpointError, HubError, NonFiniteLossError)
+
+
+def one_line(err: BaseException, limit: int = 0) -> str:
+    """The error's message on one line (its type name when it has none), cut to `limit` characters if given."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if not limit or len(text) <= limit else text[: limit - 3] + "..."
+
+
+@functools.lru_cache(maxsize=None)
+def network_errors() -> Tuple[type, ...]:
+    """Exceptions that mean the Hub could not be reached or refused us, whichever HTTP library huggingface_hub uses."""
+    from huggingface_hub.utils import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    errors = [HfHubHTTPError, OfflineModeIsEnabled, LocalTokenNotFoundError, HFValidationError, ConnectionError,
+              TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests.exceptions", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+# The optional dependency groups of `pyproject.toml`: which extra brings which package.
+EXTRAS = {"accelerate": "train", "datasets": "train", "tensorboard": "train", "tqdm": "train", "sklearn": "train",
+          "scipy": "eval"}
+
+
+def require(*modules: str, purpose: str) -> None:
+    """
+    Raise an `ImportError` naming the extra to install when one of `modules` is missing, e.g.
+    `require("accelerate", "datasets", purpose="Training")`.
+    """
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        extras = sorted({EXTRAS.get(m, "train") for m in missing})
+        names = ", ".join("scikit-learn" if m == "sklearn" else m for m in missing)
+        raise ImportError(
+            f"{purpose} needs {names}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install 'asintrovae-hf[{','.join(extras)}]'"
+        )
