@@ -62,6 +62,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -177,8 +178,9 @@ class FakeHub:
         for role in ("hub", "cdn"):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
             server.daemon_threads = True
-            server.fake, server.role = self, role
-            threading.Thread(target=server.serve_forever, name=f"fake-{role}", daemon=True).start()
+            server.fake, server.role, server.connections = self, role, set()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fake-{role}",
+                             daemon=True).start()
             self._servers.append(server)
         self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
         return self
@@ -187,6 +189,13 @@ class FakeHub:
         for server in self._servers:
             server.shutdown()
             server.server_close()
+            # Close the kept-alive connections too: their handler threads would otherwise linger, and the client's
+            # connection pool could reuse one if a later server got the same port.
+            for connection in list(server.connections):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self._servers.clear()
 
     def __enter__(self) -> "FakeHub":
@@ -300,6 +309,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # silence the default stderr log
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        super().finish()
+
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = lambda self: self._dispatch()
 
     def _dispatch(self) -> None:
@@ -370,9 +387,9 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- auth ------------------------------------------------------------------------------------------------
 
     def _check_auth(self, fake: FakeHub, *, write: bool = False, repo: Repo | None = None) -> None:
-        """Writes always need the token; reads need it in require-token mode or for a private repo. As on the Hub,
-        a wrong token is a 401 everywhere, and a read without a token is a 401 that the client reads as
-        'repository not found'."""
+        """Writes always need the token; reads need it in require-token mode or for a private repo. A wrong token is
+        a 401 everywhere; a read without a token is a 401 with X-Error-Code RepoNotFound, which the client turns
+        into RepositoryNotFoundError (its comments say the Hub does this for private repos)."""
         if "Authorization" in self.headers and not self.has_token:
             raise HubError(401, "Invalid credentials in Authorization header")
         if not self.has_token and (write or fake.require_token or (repo is not None and repo.private)):
