@@ -651,7 +651,8 @@ class _Handler(BaseHTTPRequestHandler):
 # Variables that would point the client elsewhere or change what it does; the fixture removes them.
 _CLEARED_ENV = ("HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_CACHE", "HUGGINGFACE_ASSETS_CACHE", "HF_ASSETS_CACHE",
                 "HF_TOKEN_PATH", "HF_XET_CACHE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN",
-                "HUGGINGFACE_CO_STAGING", "HF_OIDC_RESOURCE", "HF_MODULES_CACHE", "DIFFUSERS_CACHE")
+                "HUGGINGFACE_CO_STAGING", "HF_OIDC_RESOURCE", "HF_MODULES_CACHE", "DIFFUSERS_CACHE",
+                "http_proxy", "https_proxy", "all_proxy", "no_proxy")  # lowercase proxies would win over ours
 
 
 def _patch_in_process(monkeypatch, url: str, home: Path, cache: Path) -> None:
@@ -679,7 +680,8 @@ def _patch_in_process(monkeypatch, url: str, home: Path, cache: Path) -> None:
 @pytest.fixture
 def fake_hub(tmp_path_factory, monkeypatch):
     """A running `FakeHub`, with the environment (for subprocesses) and `huggingface_hub`'s constants (in process)
-    pointing at it: HF_ENDPOINT, fresh HF_HOME and HF_HUB_CACHE, HF_TOKEN = the fake token, telemetry and Xet off.
+    pointing at it: HF_ENDPOINT, fresh HF_HOME and HF_HUB_CACHE, HF_TOKEN = the fake token, telemetry and Xet off,
+    and proxies that make any request to another host fail at once (the client reads them when it starts).
     Yields the hub: ``.url``, ``.token``, ``.user``, ``.requests``, ``.env``, ``.list_files(repo_id, revision)``..."""
     base = tmp_path_factory.mktemp("fake_hub")
     home, cache = base / "hf_home", base / "hf_home" / "hub"
@@ -696,6 +698,8 @@ def fake_hub(tmp_path_factory, monkeypatch):
         "HF_HUB_DISABLE_XET": "1",  # huggingface_hub 2.4 + hf_xet uploads through Xet unless told not to
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        # Subprocesses: anything not addressed to 127.0.0.1 goes to a closed local port and fails at once.
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "127.0.0.1,localhost",
     }
     for key in _CLEARED_ENV:
