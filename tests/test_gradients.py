@@ -385,4 +385,4 @@ def test_train_step_updates_match_reference(family, case):
         # The decoder step must see the updated encoder: with the old one the decoder would move differently.
         reference_iteration(cfg, E_old, G_old, x, update_encoder=False)
         stale = deltas(G_old, before_g)
-        assert any(not torch.allclose(a, b, rtol=1e3 * RTOL, atol=1e3 * ATOL) for a, b in zip(deltas(G, before_g), stale))
+        assert weight(deltas(G, before_g), stale) > 1e3, "the encoder update does not change the decoder step"
