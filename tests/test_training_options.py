@@ -24,7 +24,8 @@ TINY = ["--resolution", "8", "--block_out_channels", "8,16", "--latent_dim", "4"
         "--max_train_samples", "64", "--num_grid_images", "8", "--beta_neg", "8", "--report_to", "none"]
 PIPELINE_FILES = ["README.md", "model_index.json", "train_summary.json", "samples.png", "reconstructions.png",
                   "samples_from_pretrained.png", "encoder/config.json", "encoder/diffusion_pytorch_model.safetensors",
-                  "decoder/config.json", "decoder/diffusion_pytorch_model.safetensors"]
+                  "decoder/config.json", "decoder/diffusion_pytorch_model.safetensors", "pipeline_asintrovae.py",
+                  "encoder/modeling_asintrovae_encoder.py", "decoder/modeling_asintrovae_decoder.py"]
 
 
 @pytest.fixture(autouse=True)

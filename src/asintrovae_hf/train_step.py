@@ -107,7 +107,8 @@ def train_step(
         return _mean_terms(all_terms)
 
     device = micro_batches[0].device
-    z_f = randn_tensor((sum(sizes), latent_dim), generator=generator, device=device, dtype=torch.float32)
+    # in the data's dtype (float32 under autocast too; float64 for float64 networks)
+    z_f = randn_tensor((sum(sizes), latent_dim), generator=generator, device=device, dtype=micro_batches[0].dtype)
     z_fs = z_f.split(sizes)
 
     encoder_optimizer.zero_grad(set_to_none=True)
