@@ -115,10 +115,15 @@ def resolve_checkpoint(resume_from_checkpoint: Optional[str], output_dir: str) -
     return path
 
 
+EMA_STATE_FILE = "ema_state.json"
+
+
 def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: TrainingState, ema=None) -> None:
     r"""
     Make `accelerator.save_state` / `load_state` write and read the networks as `encoder/` and `decoder/`
-    (`save_pretrained` format), the EMA decoder as `decoder_ema/` and the [`TrainingState`] as JSON.
+    (`save_pretrained` format), the EMA decoder as `decoder_ema/` (the decoder with the averaged weights and its own
+    BatchNorm statistics, ready to sample from, plus `ema_state.json`: decay, step and warm-up settings) and the
+    [`TrainingState`] as JSON.
 
     Args:
         accelerator (`Accelerator`): Its prepared models must be the encoder and the decoder, in that order.
@@ -126,14 +131,21 @@ def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: Tr
         state (`TrainingState`): Saved and loaded in place.
         ema (`EMAModel`, *optional*): The decoder's EMA.
     """
-    from diffusers.training_utils import EMAModel
-
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for name, model in zip(COMPONENTS, models):
                 accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, name))
             if ema is not None:
-                ema.save_pretrained(os.path.join(output_dir, EMA_FOLDER))
+                decoder = accelerator.unwrap_model(models[1])
+                ema.store(decoder.parameters())
+                ema.copy_to(decoder.parameters())
+                try:
+                    decoder.save_pretrained(os.path.join(output_dir, EMA_FOLDER))
+                finally:
+                    ema.restore(decoder.parameters())
+                ema_state = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+                with open(os.path.join(output_dir, EMA_FOLDER, EMA_STATE_FILE), "w") as f:
+                    json.dump(ema_state, f, indent=2, sort_keys=True)
             state.save(output_dir)
         del weights[:]  # saved above: Accelerate writes no model.safetensors of its own
 
@@ -146,8 +158,11 @@ def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: Tr
             if not os.path.isdir(os.path.join(input_dir, EMA_FOLDER)):
                 raise CheckpointError(f"Checkpoint {input_dir!r} has no {EMA_FOLDER}/ (it was written without "
                                       f"--use_ema); resume with --no-use_ema, or start a new run.")
-            loaded = EMAModel.from_pretrained(os.path.join(input_dir, EMA_FOLDER), model_classes[1])
-            ema.load_state_dict(loaded.state_dict())
+            folder = os.path.join(input_dir, EMA_FOLDER)
+            averaged = model_classes[1].from_pretrained(folder)
+            with open(os.path.join(folder, EMA_STATE_FILE)) as f:
+                ema_state = json.load(f)
+            ema.load_state_dict({**ema_state, "shadow_params": [p.detach() for p in averaged.parameters()]})
         loaded_state = TrainingState.load(input_dir)
         state.global_step, state.options = loaded_state.global_step, loaded_state.options
 

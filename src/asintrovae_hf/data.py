@@ -9,10 +9,14 @@ import io
 import os
 from typing import Dict, List, Optional
 
-import datasets
-import numpy as np
-import PIL.Image
-import torch
+from .errors import require
+
+require("datasets", purpose="Loading image datasets")
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
+import torch  # noqa: E402
 
 DIGITS_MAX_VALUE = 16  # scikit-learn's digits are 8x8 images of integers in [0, 16]
 
@@ -41,6 +45,7 @@ def load_digits_dataset() -> datasets.Dataset:
     Returns:
         `datasets.Dataset`: columns `image` (`datasets.Image`) and `label` (`datasets.ClassLabel`, names `"0"`-`"9"`).
     """
+    require("sklearn", purpose="The built-in digits dataset")
     from sklearn.datasets import load_digits
 
     digits = load_digits()

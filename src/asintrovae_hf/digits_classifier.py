@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import require
 from .metrics import frechet_distance_from_features
 
 DIGITS_MAX_VALUE = 16
@@ -41,6 +42,7 @@ def load_digits_uint8() -> Tuple[np.ndarray, np.ndarray]:
     Returns:
         `Tuple[np.ndarray, np.ndarray]`: `N x 8 x 8` `uint8` images `round(v * 255 / 16)` and `N` integer labels.
     """
+    require("sklearn", purpose="The built-in digits", extra="eval")
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -59,14 +59,14 @@ EXTRAS = {"accelerate": "train", "datasets": "train", "tensorboard": "train", "t
           "scipy": "eval"}
 
 
-def require(*modules: str, purpose: str) -> None:
+def require(*modules: str, purpose: str, extra: str = None) -> None:
     """
     Raise an `ImportError` naming the extra to install when one of `modules` is missing, e.g.
     `require("accelerate", "datasets", purpose="Training")`.
     """
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        extras = sorted({EXTRAS.get(m, "train") for m in missing})
+        extras = [extra] if extra else sorted({EXTRAS.get(m, "train") for m in missing})
         names = ", ".join("scikit-learn" if m == "sklearn" else m for m in missing)
         raise ImportError(
             f"{purpose} needs {names}, which {'is' if len(missing) == 1 else 'are'} not installed: "

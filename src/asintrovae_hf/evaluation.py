@@ -2,7 +2,7 @@
 
 import math
 import os
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch

@@ -15,6 +15,8 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
+from .errors import require
+
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 
@@ -45,6 +47,7 @@ def frechet_distance(
     Raises:
         `ValueError`: on mismatched shapes, or when the square root has a non-negligible imaginary part.
     """
+    require("scipy", purpose="The Frechet distance (FID)", extra="eval")
     from scipy import linalg
 
     mu1, mu2 = np.atleast_1d(_as_numpy(mu1)), np.atleast_1d(_as_numpy(mu2))

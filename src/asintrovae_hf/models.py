@@ -28,6 +28,21 @@ def supported_sample_sizes(block_out_channels: Sequence[int], max_size: int = 10
     return list(range(factor, max_size + 1, factor))
 
 
+def check_config(model: str, **values) -> None:
+    """
+    Raise a `ValueError` naming the model and the argument when a size is not a positive integer (a `config.json`
+    edited by hand, `"latent_dim": "eight"`) or `block_out_channels` is not a non-empty list of them.
+    """
+    for name, value in values.items():
+        items = value if name in ("block_out_channels", "hidden_dims") else [value]
+        ok = isinstance(items, (list, tuple)) and (len(items) > 0 or name == "hidden_dims")
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
+        if not ok:
+            kind = "a non-empty list of positive integers" if name == "block_out_channels" else (
+                "a list of positive integers" if name == "hidden_dims" else "a positive integer")
+            raise ValueError(f"{model}: {name} must be {kind}, got {value!r} ({type(value).__name__}).")
+
+
 def check_sample_size(sample_size: int, block_out_channels: Sequence[int]) -> None:
     """Raise a `ValueError` naming the valid sizes when `sample_size` does not fit `block_out_channels`."""
     factor = 2 ** len(block_out_channels)
@@ -96,6 +111,8 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
         block_out_channels: Tuple[int, ...] = (64, 128, 256),
     ):
         super().__init__()
+        check_config(type(self).__name__, in_channels=in_channels, sample_size=sample_size, latent_dim=latent_dim,
+                     block_out_channels=block_out_channels)
         check_sample_size(sample_size, block_out_channels)
         channels = list(block_out_channels)
         layers = [
@@ -168,6 +185,8 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
         output_activation: Optional[str] = None,
     ):
         super().__init__()
+        check_config(type(self).__name__, out_channels=out_channels, sample_size=sample_size, latent_dim=latent_dim,
+                     block_out_channels=block_out_channels)
         check_sample_size(sample_size, block_out_channels)
         _check_output_activation(output_activation)
         channels = list(block_out_channels)
@@ -232,6 +251,7 @@ class AsIntroVAEVectorEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_features: int = 2, latent_dim: int = 2, hidden_dims: Tuple[int, ...] = (256, 256, 256)):
         super().__init__()
+        check_config(type(self).__name__, in_features=in_features, latent_dim=latent_dim, hidden_dims=hidden_dims)
         self.net = _mlp(in_features, hidden_dims, 2 * latent_dim)
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -275,6 +295,7 @@ class AsIntroVAEVectorDecoder(ModelMixin, ConfigMixin):
         output_activation: Optional[str] = None,
     ):
         super().__init__()
+        check_config(type(self).__name__, out_features=out_features, latent_dim=latent_dim, hidden_dims=hidden_dims)
         _check_output_activation(output_activation)
         self.net = _mlp(latent_dim, hidden_dims, out_features)
 

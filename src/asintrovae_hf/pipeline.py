@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import PIL.Image
@@ -124,15 +124,19 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         components = {}
         for name in ("encoder", "decoder"):
             entry = config.get(name)
-            model_cls = getattr(models, entry[1], None) if isinstance(entry, (list, tuple)) and len(entry) == 2 else None
+            is_pair = isinstance(entry, (list, tuple)) and len(entry) == 2
+            model_cls = getattr(models, entry[1], None) if is_pair else None
             if model_cls is None:
                 raise ValueError(
                     f"{pretrained_model_name_or_path}: model_index.json entry {name!r} is {entry!r}; expected "
                     f"[module, class] with a class of asintrovae_hf.models (AsIntroVAEEncoder, AsIntroVAEDecoder, ...)."
                 )
-            components[name] = model_cls.from_pretrained(
-                pretrained_model_name_or_path, subfolder=name, **hub_kwargs, **model_kwargs
-            )
+            try:
+                components[name] = model_cls.from_pretrained(
+                    pretrained_model_name_or_path, subfolder=name, **hub_kwargs, **model_kwargs
+                )
+            except (ValueError, TypeError) as err:  # a config the model class refuses
+                raise ValueError(f"{pretrained_model_name_or_path}: {name}/config.json cannot be used: {err}") from None
         pipe = cls(**components)
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe
@@ -150,7 +154,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             raise TypeError(f"{cls.__name__}.from_pipe got unexpected arguments {sorted(kwargs)}.")
         missing = [name for name, component in components.items() if component is None]
         if missing:
-            raise ValueError(f"{type(pipeline).__name__} has no {' or '.join(missing)}; pass them as keyword arguments.")
+            raise ValueError(f"{type(pipeline).__name__} has no {' or '.join(missing)}; pass them as keyword "
+                             f"arguments.")
         new = cls(**components)
         return new.to(dtype=torch_dtype) if torch_dtype is not None else new
 
@@ -225,7 +230,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         if output_type not in allowed:
             raise ValueError(f"output_type must be one of {allowed}, got {output_type!r}.")
         if output_type == "pil" and not self.is_image_model:
-            raise ValueError("output_type='pil' needs an image model; this pipeline holds vector models: use 'np' or 'pt'.")
+            raise ValueError("output_type='pil' needs an image model; this pipeline holds vector models: use 'np' or "
+                             "'pt'.")
 
     def _postprocess(self, sample: torch.Tensor, output_type: str):
         if not self.is_image_model:
@@ -249,7 +255,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             scaled = tensor.float() / 255.0
             return scaled.numpy() if isinstance(data, np.ndarray) else scaled
         if tensor.dtype == torch.bool or not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"{what}: expected float values in [0, 1] or uint8 values in 0..255; got dtype {tensor.dtype}.")
+            raise TypeError(f"{what}: expected float values in [0, 1] or uint8 values in 0..255; got dtype "
+                            f"{tensor.dtype}.")
         if tensor.numel() == 0:
             raise ValueError(f"{what}: got an empty {type(data).__name__} of shape {tuple(tensor.shape)}.")
         if not torch.isfinite(tensor).all():

@@ -9,7 +9,7 @@ Gradient accumulation: an iteration may take several micro-batches. The encoder'
 of them before the encoder update, then the decoder's (computed with the updated encoder) before the decoder
 update, each micro-batch's loss divided by their number. The noise batch `z_f` is drawn once for the whole
 iteration and split. With per-sample generators (a list, one per sample) every sample draws the same noise whether
-it sits in one batch or in a micro-batch, and the update equals the big batch's exactly for the objectives whose
+it sits in one batch or in a micro-batch, and the update equals the big batch's exactly (each micro-batch's loss weighted by its share of the samples) for the objectives whose
 losses are batch means of per-sample terms (VAE, Soft-IntroVAE); IntroVAE's hinge acts on batch means and
 AS-IntroVAE's distance on the whole batch, so for them (and for BatchNorm statistics) accumulation approximates it.
 """
@@ -41,10 +41,10 @@ def _split_generator(generator: Generator, sizes: Sequence[int]) -> List[Generat
     return [generator[s : s + n] for s, n in zip(starts, sizes)]
 
 
-def _mean_terms(all_terms: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+def _mean_terms(all_terms: List[Dict[str, torch.Tensor]], weights: List[float]) -> Dict[str, torch.Tensor]:
     if len(all_terms) == 1:
         return all_terms[0]
-    return {k: torch.stack([t[k] for t in all_terms]).mean() for k in all_terms[0]}
+    return {k: sum(w * t[k] for w, t in zip(weights, all_terms)) for k in all_terms[0]}
 
 
 def train_step(
@@ -61,6 +61,7 @@ def train_step(
     generator: Generator = None,
     max_grad_norm: Optional[float] = None,
     clip_grad_norm: Optional[Callable] = None,
+    micro_batch_generators: Optional[List[torch.Generator]] = None,
 ) -> Dict[str, torch.Tensor]:
     """
     Run one iteration and return its detached loss terms (device tensors: no host sync here).
@@ -80,13 +81,23 @@ def train_step(
         max_grad_norm (`float`, *optional*): Clip each network's gradient to this norm before its update.
         clip_grad_norm (`Callable`, *optional*): `accelerator.clip_grad_norm_` (unscales fp16 gradients first), or
             `torch.nn.utils.clip_grad_norm_` when omitted.
+        micro_batch_generators (`List[torch.Generator]`, *optional*): Instead of `generator`, one generator per
+            micro-batch, each the source of its micro-batch's noise (`z_f` included), as each process of a
+            multi-process run has its own: one process with `k` micro-batches then draws what `k` processes would.
     """
     backward = backward or _default_backward
     clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
     micro_batches = [x] if torch.is_tensor(x) else list(x)
     sizes = [len(m) for m in micro_batches]
-    generators = _split_generator(generator, sizes)
-    scale = 1.0 / len(micro_batches)
+    if micro_batch_generators is not None:
+        if generator is not None or len(micro_batch_generators) != len(micro_batches):
+            raise ValueError(f"Give either generator or one of micro_batch_generators per micro-batch "
+                             f"({len(micro_batches)}), not {len(micro_batch_generators)} and a generator.")
+        generators = list(micro_batch_generators)
+    else:
+        generators = _split_generator(generator, sizes)
+    # each micro-batch's loss weighs by its share of the samples: the sum is the big batch's mean
+    weights = [n / sum(sizes) for n in sizes]
 
     def update(optimizer, module):
         if max_grad_norm is not None:
@@ -98,37 +109,41 @@ def train_step(
         encoder_optimizer.zero_grad(set_to_none=True)
         decoder_optimizer.zero_grad(set_to_none=True)
         all_terms = []
-        for xk, gk in zip(micro_batches, generators):
+        for xk, gk, w in zip(micro_batches, generators, weights):
             loss, terms = objective.vae_loss(encoder, decoder, xk, gk)
-            backward(loss * scale if scale != 1.0 else loss)
+            backward(loss * w if w != 1.0 else loss)
             all_terms.append(terms)
         update(encoder_optimizer, encoder)
         update(decoder_optimizer, decoder)
-        return _mean_terms(all_terms)
+        return _mean_terms(all_terms, weights)
 
     device = micro_batches[0].device
     # in the data's dtype (float32 under autocast too; float64 for float64 networks)
-    z_f = randn_tensor((sum(sizes), latent_dim), generator=generator, device=device, dtype=micro_batches[0].dtype)
-    z_fs = z_f.split(sizes)
+    dtype = micro_batches[0].dtype
+    if micro_batch_generators is not None:
+        z_fs = [randn_tensor((n, latent_dim), generator=g, device=device, dtype=dtype)
+                for n, g in zip(sizes, generators)]
+    else:
+        z_fs = randn_tensor((sum(sizes), latent_dim), generator=generator, device=device, dtype=dtype).split(sizes)
 
     encoder_optimizer.zero_grad(set_to_none=True)
     outputs = []
-    for xk, zk, gk in zip(micro_batches, z_fs, generators):
+    for xk, zk, gk, w in zip(micro_batches, z_fs, generators, weights):
         out = objective.encoder_step(encoder, decoder, xk, zk, c, gk)
         single = len(micro_batches) == 1
         # One micro-batch: the graph stays alive, the decoder step reuses G(z_f), G(z) and L_rec from it.
-        backward(out.loss if single else out.loss * scale, inputs=_trainable(encoder), retain_graph=single)
+        backward(out.loss if single else out.loss * w, inputs=_trainable(encoder), retain_graph=single)
         outputs.append(out if single else out.without_graph())
     update(encoder_optimizer, encoder)  # also frees the gradients before the decoder step
 
     decoder_optimizer.zero_grad(set_to_none=True)
     all_terms = []
-    for out, xk, gk in zip(outputs, micro_batches, generators):
+    for out, xk, gk, w in zip(outputs, micro_batches, generators, weights):
         loss_decoder, decoder_terms = objective.decoder_step(encoder, decoder, xk, out, c, gk)
-        backward(loss_decoder * scale if scale != 1.0 else loss_decoder, inputs=_trainable(decoder))
+        backward(loss_decoder * w if w != 1.0 else loss_decoder, inputs=_trainable(decoder))
         all_terms.append({**out.terms, **decoder_terms})
     update(decoder_optimizer, decoder)
 
-    terms = _mean_terms(all_terms)
+    terms = _mean_terms(all_terms, weights)
     terms["c"] = torch.tensor(objective.effective_c(c))
     return terms

@@ -67,6 +67,7 @@ logger = logging.getLogger("asintrovae_hf.training")
 _DATA_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError, TimeoutError,
                 datasets.exceptions.DatasetsError, PIL.UnidentifiedImageError)
 
+
 @dataclasses.dataclass
 class TrainingRun:
     """Everything the loop works with, built by [`setup`]."""
@@ -98,6 +99,7 @@ class TrainingRun:
     last_logged: Dict[str, float] = dataclasses.field(default_factory=dict)
     progress: Any = None
 
+
 # ---- set-up ------------------------------------------------------------------------------------------------------
 
 def _load_data(args: argparse.Namespace):
@@ -124,6 +126,7 @@ def _load_data(args: argparse.Namespace):
             raise UsageError(f"No readable image in {args.train_data_dir!r} ({len(dropped)} unreadable files).")
     return dataset, image_column
 
+
 def _check_trackers(report_to: str) -> None:
     """Accelerate silently drops a tracker whose package is missing: say so instead."""
     wanted = {"tensorboard": ("tensorboard",), "wandb": ("wandb",)}.get(report_to, ())
@@ -131,6 +134,7 @@ def _check_trackers(report_to: str) -> None:
         if importlib.util.find_spec(package) is None:
             raise UsageError(f"--report_to {report_to} needs the {package!r} package: `pip install {package}`, or "
                              f"pass --report_to none.")
+
 
 def _check_compile_backend(device: torch.device) -> None:
     """`torch.compile` on CPU (TorchInductor) builds C++ kernels: fail before training when no compiler works."""
@@ -148,6 +152,7 @@ def _check_compile_backend(device: torch.device) -> None:
                          f"Install g++ (or point the CXX environment variable at a compiler), or drop --compile."
                          ) from None
 
+
 def _make_output_dir(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
@@ -156,6 +161,7 @@ def _make_output_dir(path: str) -> None:
         os.remove(probe)
     except OSError as err:
         raise UsageError(f"Cannot write to the output folder {path!r}: {one_line(err)}.") from None
+
 
 def _bare_module(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """
@@ -169,14 +175,17 @@ def _bare_module(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.M
         model = model._orig_mod
     return accelerator.unwrap_model(model)
 
-def _noise_seed(seed: int, process_index: int, step: int) -> int:
-    """The seed of the noise generator at `step` on process `process_index`: a function of these alone."""
-    entropy = [seed & 0xFFFFFFFFFFFFFFFF, process_index, step]
+
+def _noise_seed(seed: int, stream: int, step: int) -> int:
+    """The seed of noise stream `stream` (a micro-batch, numbered across processes) at `step`: these alone."""
+    entropy = [seed & 0xFFFFFFFFFFFFFFFF, stream, step]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+
 
 def objective_config_from_args(args: argparse.Namespace) -> ObjectiveConfig:
     """The objective of the parsed options (`parse_args` has resolved the preset into the fields)."""
     return ObjectiveConfig(**{name: getattr(args, name) for name in option_names()})
+
 
 def build_models(args: argparse.Namespace):
     """
@@ -215,6 +224,7 @@ def build_models(args: argparse.Namespace):
     )
     return encoder, decoder
 
+
 def _check_batch_norm_batch(args: argparse.Namespace) -> None:
     """BatchNorm in training mode needs more than one value per channel: refuse a 1x1 map of batches of one."""
     final = args.resolution // 2 ** len(args.block_out_channels)
@@ -224,6 +234,7 @@ def _check_batch_norm_batch(args: argparse.Namespace) -> None:
             f"{len(args.block_out_channels)} blocks leaves BatchNorm one value per channel (a {final}x{final} final "
             f"feature map): use --train_batch_size 2 or more, or a larger --resolution."
         )
+
 
 def public_options(args: argparse.Namespace, output_dir: Optional[str] = None) -> Dict:
     """
@@ -244,6 +255,7 @@ def public_options(args: argparse.Namespace, output_dir: Optional[str] = None) -
         out[key] = value
     return out
 
+
 def _portable_path(value: str, output_dir: str) -> str:
     looks_local = os.path.isabs(value) or value.startswith((".", "~")) or os.path.exists(value)
     if not looks_local:
@@ -252,6 +264,7 @@ def _portable_path(value: str, output_dir: str) -> str:
     if path == output_dir or path.startswith(output_dir + os.sep):
         return os.path.relpath(path, output_dir)
     return os.path.basename(os.path.normpath(path))
+
 
 def setup(args: argparse.Namespace) -> TrainingRun:
     """Accelerate, the output folder, the networks, the data, optimizers, schedulers, EMA and checkpoint hooks."""
@@ -366,15 +379,18 @@ def setup(args: argparse.Namespace) -> TrainingRun:
     return TrainingRun(
         args=args, accelerator=accelerator, encoder=encoder, decoder=decoder, bare_encoder=bare_encoder,
         bare_decoder=bare_decoder, opt_e=opt_e, opt_d=opt_d, sched_e=sched_e, sched_d=sched_d, loader=loader,
-        shuffle_generator=shuffle_generator, objective=objective, ema=ema, state=state, steps_per_epoch=steps_per_epoch, max_train_steps=max_train_steps,
+        shuffle_generator=shuffle_generator, objective=objective, ema=ema, state=state,
+        steps_per_epoch=steps_per_epoch, max_train_steps=max_train_steps,
         num_epochs=math.ceil(max_train_steps / steps_per_epoch), num_images=len(train_dataset),
         image_column=image_column, grid_real=grid_real.to(accelerator.device), grid_noise=grid_noise,
         repo_id=repo_id,
     )
 
+
 def _resume_options(args: argparse.Namespace, accelerator: Accelerator) -> Dict:
     return {**public_options(args), "mixed_precision": accelerator.mixed_precision,
             "world_size": accelerator.num_processes}
+
 
 # ---- resume ------------------------------------------------------------------------------------------------------
 
@@ -391,21 +407,22 @@ def resume(run: TrainingRun) -> None:
     if path is None:
         return
     current = run.state.options
-    load_checkpoint(accelerator, path)
-    if run.ema is not None:  # the averages go back to the device they are updated on
-        run.ema.to(accelerator.device)
-    refused, applied = compare_options(run.state.options, current)
+    refused, applied = compare_options(TrainingState.load(path).options, current)
     if refused:
         flag = lambda name: "the number of processes" if name == "world_size" else f"--{name}"  # noqa: E731
         raise UsageError(f"Cannot resume from {path!r}: " + "; ".join(
             f"{flag(name)} was {old!r} in that run and is {new!r} now" for name, old, new in refused
         ) + ". Resume with the same values, or start a new run in another --output_dir.")
+    load_checkpoint(accelerator, path)
+    if run.ema is not None:  # the averages go back to the device they are updated on
+        run.ema.to(accelerator.device)
     for name, old, new in applied:
         logger.info("Resuming with --%s %s (the checkpoint's run had %s).", name, new, old)
     _apply_optimizer_options(run)
     run.state.options = current
     run.last_checkpoint = path
     logger.info("Resumed from %s at step %d.", path, run.state.global_step)
+
 
 def _apply_optimizer_options(run: TrainingRun) -> None:
     """Write the current learning rates, Adam and EMA settings into the restored optimizer, scheduler and EMA."""
@@ -421,21 +438,29 @@ def _apply_optimizer_options(run: TrainingRun) -> None:
         run.ema.decay, run.ema.use_ema_warmup = args.ema_max_decay, args.ema_warmup
         run.ema.inv_gamma, run.ema.power = args.ema_inv_gamma, args.ema_power
 
+
 # ---- the loop ----------------------------------------------------------------------------------------------------
 
-def _optimizer_batches(run: TrainingRun, skip_steps: int):
-    """The epoch's batches, grouped by optimizer step (one group of `--gradient_accumulation_steps` batches)."""
+def _step_batches(run: TrainingRun):
+    """
+    The batches of each optimizer step to come, in order (groups of `--gradient_accumulation_steps`): epochs from the
+    one the resumed step falls in, each shuffled by its own seed, the steps already done skipped.
+    """
     accumulation = run.args.gradient_accumulation_steps
-    loader = run.loader
-    if skip_steps:
-        loader = run.accelerator.skip_first_batches(run.loader, skip_steps * accumulation)
-    group = []
-    for batch in loader:
-        x = batch["pixel_values"]
-        group.append(x.contiguous(memory_format=torch.channels_last) if run.args.channels_last else x)
-        if len(group) == accumulation:
-            yield group
-            group = []
+    first_epoch, skip_steps = divmod(run.state.global_step, run.steps_per_epoch)
+    for epoch in range(first_epoch, run.num_epochs):
+        run.shuffle_generator.manual_seed(run.args.seed + epoch)
+        loader = run.loader
+        if epoch == first_epoch and skip_steps:
+            loader = run.accelerator.skip_first_batches(run.loader, skip_steps * accumulation)
+        group = []
+        for batch in loader:
+            x = batch["pixel_values"]
+            group.append(x.contiguous(memory_format=torch.channels_last) if run.args.channels_last else x)
+            if len(group) == accumulation:
+                yield group
+                group = []
+
 
 def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
     """Read the buffered losses on the host: NaN check on every process, then log."""
@@ -461,18 +486,41 @@ def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
     run.progress.set_postfix({k: f"{means[k]:.4g}" for k in shown if k in means}, refresh=False)
     run.last_logged = means
 
+
 def _save_grids(run: TrainingRun, step: int) -> None:
     grids = _grids_with_ema(run)
     for name, grid in grids.items():
         grid.save(os.path.join(run.args.output_dir, f"{name}-{step:06d}.png"))
     log_images(run.accelerator, grids, step)
 
+
+def _optimizer_step(run: TrainingRun, batches: List[torch.Tensor], noise_generators) -> Dict[str, torch.Tensor]:
+    """One iteration: the encoder and decoder updates (`train_step`), the schedulers and the EMA."""
+    args, accelerator, step = run.args, run.accelerator, run.state.global_step
+    # Re-seeded from (seed, micro-batch, step), micro-batches numbered across processes: a resumed run draws the
+    # same noise as an uninterrupted one, and k processes the same as one process accumulating k batches.
+    for k, generator in enumerate(noise_generators):
+        generator.manual_seed(_noise_seed(args.seed, accelerator.process_index * len(noise_generators) + k, step))
+    phase = run.objective.config.phase(step, run.max_train_steps)
+    single = len(batches) == 1
+    terms = train_step(run.objective, run.encoder, run.decoder, run.opt_e, run.opt_d,
+                       batches[0] if single else batches, args.latent_dim, c=phase.c, vae_step=phase.vae,
+                       backward=accelerator.backward, generator=noise_generators[0] if single else None,
+                       micro_batch_generators=None if single else noise_generators,
+                       max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_)
+    run.sched_e.step()
+    run.sched_d.step()
+    if run.ema is not None:
+        run.ema.step(run.bare_decoder.parameters())
+    run.state.global_step += 1
+    return terms
+
+
 def train_loop(run: TrainingRun) -> None:
-    """Optimizer steps until `max_train_steps`: batch -> encoder and decoder updates -> EMA -> log, checkpoint."""
+    """Optimizer steps until `max_train_steps`: batches -> encoder and decoder updates -> log, checkpoint, grids."""
     args, accelerator = run.args, run.accelerator
-    noise_generator = torch.Generator(device=accelerator.device)
+    noise_generators = [torch.Generator(device=accelerator.device) for _ in range(args.gradient_accumulation_steps)]
     losses = LossBuffer()
-    first_epoch, skip_steps = divmod(run.state.global_step, run.steps_per_epoch)
     run.progress = tqdm(total=run.max_train_steps, initial=run.state.global_step, desc="Steps", dynamic_ncols=True,
                         disable=not accelerator.is_main_process)
     logger.info(
@@ -482,28 +530,13 @@ def train_loop(run: TrainingRun) -> None:
         accelerator.mixed_precision,
     )
     run.encoder.train(), run.decoder.train()
-    for epoch in range(first_epoch, run.num_epochs):
-        if run.state.global_step >= run.max_train_steps:
-            break
-        run.shuffle_generator.manual_seed(args.seed + epoch)
-        for batches in _optimizer_batches(run, skip_steps if epoch == first_epoch else 0):
-            step = run.state.global_step
-            # Re-seeded from (seed, process, step): a resumed run draws the same noise as an uninterrupted one.
-            noise_generator.manual_seed(_noise_seed(args.seed, accelerator.process_index, step))
-            phase = run.objective.config.phase(step, run.max_train_steps)
-            terms = train_step(run.objective, run.encoder, run.decoder, run.opt_e, run.opt_d,
-                               batches[0] if len(batches) == 1 else batches, args.latent_dim, c=phase.c,
-                               vae_step=phase.vae, backward=accelerator.backward, generator=noise_generator,
-                               max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_)
-            run.sched_e.step()
-            run.sched_d.step()
-            if run.ema is not None:
-                run.ema.step(run.bare_decoder.parameters())
-            run.state.global_step = step = step + 1
+    try:
+        for batches in _step_batches(run):
+            if run.state.global_step >= run.max_train_steps:
+                break
+            losses.add(run.state.global_step + 1, _optimizer_step(run, batches, noise_generators))
             run.progress.update(1)
-            losses.add(step, terms)
-
-            last = step >= run.max_train_steps
+            step, last = run.state.global_step, run.state.global_step >= run.max_train_steps
             if step % args.logging_steps == 0 or last:
                 _read_losses(run, losses)
             if step % args.checkpointing_steps == 0 and not last:
@@ -511,10 +544,10 @@ def train_loop(run: TrainingRun) -> None:
                 run.last_checkpoint = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
             if step % args.save_images_steps == 0 and accelerator.is_main_process:
                 _save_grids(run, step)
-            if last:
-                break
-    _read_losses(run, losses)
-    run.progress.close()
+        _read_losses(run, losses)
+    finally:
+        run.progress.close()  # ends the bar's line, so an error prints on a line of its own
+
 
 # ---- finish ------------------------------------------------------------------------------------------------------
 
@@ -531,10 +564,12 @@ def ema_weights(ema: Optional[EMAModel], decoder: torch.nn.Module):
     finally:
         ema.restore(decoder.parameters())
 
+
 def _grids_with_ema(run: TrainingRun):
     """Grids drawn with the EMA decoder weights when EMA is on (the weights that will be saved)."""
     with ema_weights(run.ema, run.bare_decoder):
         return render_grids(run.bare_encoder, run.bare_decoder, run.grid_real, run.grid_noise)
+
 
 @torch.no_grad()
 def _sync_buffers(run: TrainingRun) -> None:
@@ -545,6 +580,7 @@ def _sync_buffers(run: TrainingRun) -> None:
             for buffer in module.buffers():
                 torch.distributed.broadcast(buffer, src=0)
 
+
 @torch.no_grad()
 def replica_checksums(accelerator: Accelerator, encoder, decoder) -> List[Dict[str, List[float]]]:
     """Per process, `{tensor name: [sum, sum of squares]}` for every weight and buffer of both networks."""
@@ -553,6 +589,7 @@ def replica_checksums(accelerator: Accelerator, encoder, decoder) -> List[Dict[s
     local = torch.stack([torch.stack([t.double().sum(), t.double().pow(2).sum()]) for _, t in named])
     gathered = accelerator.gather(local[None].to(accelerator.device)).cpu()
     return [{name: row.tolist() for (name, _), row in zip(named, rank)} for rank in gathered]
+
 
 def finish(run: TrainingRun, started: float) -> Dict:
     """The final checkpoint; on the main process the pipeline (EMA decoder), grids, model card and a reload check."""
@@ -591,6 +628,7 @@ def finish(run: TrainingRun, started: float) -> Dict:
                                                                                       args.logging_dir)))
     return summary
 
+
 def _save_outputs(run: TrainingRun) -> Dict:
     """Save the pipeline (EMA decoder when EMA is on), the grids and the model card; reload to check."""
     from .hub import create_model_card
@@ -622,6 +660,7 @@ def _save_outputs(run: TrainingRun) -> Dict:
     return {"pipeline": ".", "samples": "samples.png", "reconstructions": "reconstructions.png",
             "samples_from_pretrained": "samples_from_pretrained.png"}
 
+
 def train(args: argparse.Namespace) -> Dict:
     """
     Train with the parsed options and save the pipeline to `args.output_dir`.
@@ -638,6 +677,7 @@ def train(args: argparse.Namespace) -> Dict:
     resume(run)
     train_loop(run)
     return finish(run, started)
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point: expected failures print one clear line instead of a traceback."""
