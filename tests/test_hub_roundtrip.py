@@ -14,20 +14,8 @@ import pytest
 import torch
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
+from helpers import NO_PLUGIN, TINY, TRAIN_SCRIPT as SCRIPT
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "train_as_introvae.py"
-TINY = ["--resolution", "8", "--block_out_channels", "8,16", "--latent_dim", "4", "--train_batch_size", "16",
-        "--max_train_samples", "64", "--num_grid_images", "8", "--beta_neg", "8", "--report_to", "none"]
-
-NO_PLUGIN = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):  # this machine does not have the plugin
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "asintrovae_hf":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, Block())
-"""
 
 # One fresh interpreter, one load per line of JSON on stdin: {"code": "...", "out": path, "unset": [...]}. The code
 # builds `pipe`; the script samples 3 images with seed 7 and saves them, or reports the error.

@@ -15,15 +15,11 @@ from asintrovae_hf import (
     AsIntroVAEVectorDecoder,
     AsIntroVAEVectorEncoder,
 )
+from helpers import NO_PLUGIN, tiny_image_pipeline
 
 
 def make_pipeline(channels=1, size=16, latent_dim=4):
-    torch.manual_seed(0)
-    kw = dict(sample_size=size, latent_dim=latent_dim, block_out_channels=(8, 16))
-    return AsIntroVAEPipeline(
-        encoder=AsIntroVAEEncoder(in_channels=channels, **kw).eval(),
-        decoder=AsIntroVAEDecoder(out_channels=channels, **kw).eval(),
-    )
+    return tiny_image_pipeline(channels, size, latent_dim)
 
 
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
@@ -332,16 +328,6 @@ def test_shipped_modules_import_only_what_a_machine_without_the_plugin_has():
         assert {name.split(".")[0] for name in imports} <= {
             "contextlib", "importlib", "inspect", "json", "os", "re", "sys", "typing", "numpy", "PIL", "torch",
             "diffusers", "huggingface_hub"}, imports
-
-
-NO_PLUGIN = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):  # this machine does not have the plugin
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "asintrovae_hf":
-            raise ModuleNotFoundError(f"No module named {name!r}")
-sys.meta_path.insert(0, Block())
-"""
 
 
 def test_saved_folder_loads_without_the_plugin(tmp_path):

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,35 +15,10 @@ import asintrovae_hf.training as training
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.training import main, train
 from asintrovae_hf.training_args import parse_args
+from helpers import TINY, TRAIN_SCRIPT as SCRIPT, pipeline_weights as final_weights, reset_accelerate
+from helpers import run_training_script as run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "train_as_introvae.py"
-
-# A tiny run on the built-in digits: 8x8 images, 64 of them, batches of 16 (4 steps per epoch).
-TINY = ["--resolution", "8", "--block_out_channels", "8,16", "--latent_dim", "4", "--train_batch_size", "16",
-        "--max_train_samples", "64", "--num_grid_images", "8", "--beta_neg", "8", "--report_to", "none"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def run_script(args, env=None, **kwargs):
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **(env or {}))
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=full_env, capture_output=True, text=True,
-                          timeout=600, **kwargs)
-
-
-def final_weights(output_dir):
-    return {
-        **{f"encoder.{k}": v for k, v in load_file(Path(output_dir) / "encoder/diffusion_pytorch_model.safetensors").items()},
-        **{f"decoder.{k}": v for k, v in load_file(Path(output_dir) / "decoder/diffusion_pytorch_model.safetensors").items()},
-    }
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def test_training_writes_pipeline_card_grids_checkpoints_and_logs(tmp_path):
@@ -69,9 +43,7 @@ def test_training_writes_pipeline_card_grids_checkpoints_and_logs(tmp_path):
 def test_ema_decoder_is_what_gets_saved(tmp_path):
     common = TINY + ["--max_train_steps", "4", "--checkpointing_steps", "100", "--save_images_steps", "100"]
     train(parse_args(common + ["--output_dir", str(tmp_path / "ema"), "--ema_decay", "0.5"]))
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate()
     train(parse_args(common + ["--output_dir", str(tmp_path / "raw"), "--no-use_ema"]))
     ema, raw = final_weights(tmp_path / "ema"), final_weights(tmp_path / "raw")
     # same run, same encoder; the saved decoder differs only by the averaging
@@ -192,13 +164,11 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path, capsys):
     train(parse_args(TINY + ["--output_dir", str(out), "--max_train_steps", "4", "--checkpointing_steps", "2"]))
     weights = out / "checkpoint-4" / "encoder" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate()
     code = main(TINY + ["--output_dir", str(out), "--max_train_steps", "6", "--resume_from_checkpoint", "latest"])
     err = capsys.readouterr().err
     assert code == 1 and "checkpoint-4" in err and "cannot be loaded" in err
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate()
     assert main(TINY + ["--output_dir", str(out), "--resume_from_checkpoint", "checkpoint-9"]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
 

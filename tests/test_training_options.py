@@ -1,63 +1,30 @@
 """Training options end to end: --compile, --channels_last, the Hub upload's file selection, one-line errors."""
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import asintrovae_hf.hub as hub
 import asintrovae_hf.training as training
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.training import main, train
 from asintrovae_hf.training_args import parse_args
+from helpers import TINY, pipeline_weights as saved_weights, reset_accelerate
+from helpers import run_training_script as run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "train_as_introvae.py"
-
-# As in test_training.py: the built-in digits at 8x8, 64 images, batches of 16 (4 steps per epoch).
-TINY = ["--resolution", "8", "--block_out_channels", "8,16", "--latent_dim", "4", "--train_batch_size", "16",
-        "--max_train_samples", "64", "--num_grid_images", "8", "--beta_neg", "8", "--report_to", "none"]
 PIPELINE_FILES = ["README.md", "model_index.json", "train_summary.json", "samples.png", "reconstructions.png",
                   "samples_from_pretrained.png", "encoder/config.json", "encoder/diffusion_pytorch_model.safetensors",
                   "decoder/config.json", "decoder/diffusion_pytorch_model.safetensors", "pipeline_asintrovae.py",
                   "encoder/modeling_asintrovae_encoder.py", "decoder/modeling_asintrovae_decoder.py"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def reset_accelerate():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def run_script(args, env=None):
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **(env or {}))
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=full_env, capture_output=True, text=True,
-                          timeout=600)
-
-
-def saved_weights(output_dir):
-    """The saved pipeline's weights, keyed `encoder.<name>` / `decoder.<name>`."""
-    out = Path(output_dir)
-    return {f"{part}.{k}": v for part in ("encoder", "decoder")
-            for k, v in load_file(out / part / "diffusion_pytorch_model.safetensors").items()}
-
-
 def checkpoint_weights(checkpoint):
     return saved_weights(checkpoint)  # a checkpoint holds encoder/ and decoder/ in save_pretrained format
+
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def assert_plain_keys(weights):

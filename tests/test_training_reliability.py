@@ -17,25 +17,10 @@ import asintrovae_hf.checkpointing as checkpointing
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
 from asintrovae_hf.training import main, train
 from asintrovae_hf.training_args import parse_args
+from helpers import TINY as BASE, reset_accelerate as reset
 
-TINY = ["--resolution", "8", "--block_out_channels", "8,16", "--latent_dim", "4", "--train_batch_size", "16",
-        "--max_train_samples", "64", "--num_grid_images", "8", "--beta_neg", "8", "--report_to", "none",
-        "--save_images_steps", "1000"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def reset():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+TINY = BASE + ["--save_images_steps", "1000"]
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
 def error_line(capsys):

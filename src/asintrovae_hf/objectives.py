@@ -179,13 +179,13 @@ class IntrospectiveObjective:
             terms.update(kl_rec=kl_rec, kl_fake=kl_fake)
         else:
             # 3. For y in {rec, fake}: z_y = reparam(E(y)), y_rec = G(z_y), per-sample KL_y and R_y
-            y_rec_r = decoder(reparameterize(mu_r, logvar_r, generator))
-            y_rec_f = decoder(reparameterize(mu_f, logvar_f, generator))
+            rec_rec = decoder(reparameterize(mu_r, logvar_r, generator))
+            rec_fake = decoder(reparameterize(mu_f, logvar_f, generator))
             kl_rec = kl_divergence(mu_r, logvar_r)
             kl_fake = kl_divergence(mu_f, logvar_f)
             # R_rec's target: rec.detach() (ALGORITHM.md) or the attached rec (reference code)
-            rec_rec = self._rec_err(rec.detach() if cfg.detach_rec_target else rec, y_rec_r)
-            rec_fake = self._rec_err(fake.detach(), y_rec_f)
+            r_rec = self._rec_err(rec.detach() if cfg.detach_rec_target else rec, rec_rec)
+            r_fake = self._rec_err(fake.detach(), rec_fake)
 
             # 4. dis = AS(rec posteriors, fake posteriors); it vanishes from the loss once c = 1
             if c < 1.0:
@@ -194,10 +194,8 @@ class IntrospectiveObjective:
                 dis = torch.zeros((), device=x.device)
 
             # 5. expELBO_y = mean_b exp(-2 s (beta_rec R_y + beta_neg (c KL_y + (1 - c) dis)))
-            exp_elbo_rec = torch.exp(-2 * s * (cfg.beta_rec * rec_rec + cfg.beta_neg * (c * kl_rec + (1 - c) * dis))).mean()
-            exp_elbo_fake = torch.exp(
-                -2 * s * (cfg.beta_rec * rec_fake + cfg.beta_neg * (c * kl_fake + (1 - c) * dis))
-            ).mean()
+            exp_elbo_rec = torch.exp(-2 * s * (cfg.beta_rec * r_rec + cfg.beta_neg * (c * kl_rec + (1 - c) * dis))).mean()
+            exp_elbo_fake = torch.exp(-2 * s * (cfg.beta_rec * r_fake + cfg.beta_neg * (c * kl_fake + (1 - c) * dis))).mean()
 
             # 6. L_E = s (beta_rec L_rec + beta_kl KL_real) + 0.25 (expELBO_rec + expELBO_fake)
             loss = s * (cfg.beta_rec * loss_rec + cfg.beta_kl * kl_real) + 0.25 * (exp_elbo_rec + exp_elbo_fake)
@@ -279,8 +277,8 @@ class IntrospectiveObjective:
             terms = {
                 "kl_rec_decoder": kl_r,
                 "kl_fake_decoder": kl_f,
-                "rec_rec": loss_rr,
-                "rec_fake": loss_ff,
+                "loss_rr": loss_rr,
+                "loss_ff": loss_ff,
                 "dis_decoder": dis,
             }
         terms["loss_decoder"] = loss

@@ -1,0 +1,70 @@
+"""What several test files share: the tiny training options, the plugin-less interpreter, tiny pipelines."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from asintrovae_hf import (
+    AsIntroVAEDecoder,
+    AsIntroVAEEncoder,
+    AsIntroVAEPipeline,
+    AsIntroVAEVectorDecoder,
+    AsIntroVAEVectorEncoder,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "scripts" / "train_as_introvae.py"
+
+# A tiny run on the built-in digits: 8x8 images, 64 of them, batches of 16 (4 steps per epoch).
+TINY = ["--resolution", "8", "--block_out_channels", "8,16", "--latent_dim", "4", "--train_batch_size", "16",
+        "--max_train_samples", "64", "--num_grid_images", "8", "--beta_neg", "8", "--report_to", "none"]
+
+# Prepended to a script run with `python -c`: that interpreter cannot import the plugin, as on a machine without it.
+NO_PLUGIN = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):  # this machine does not have the plugin
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "asintrovae_hf":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def reset_accelerate() -> None:
+    """Forget the Accelerator of a previous in-process run (Accelerate keeps its state in class attributes)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def run_training_script(args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **(env or {}))
+    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], env=full_env, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def pipeline_weights(folder):
+    """A saved pipeline's (or checkpoint's) weights, keyed `encoder.<name>` / `decoder.<name>`."""
+    folder = Path(folder)
+    return {f"{part}.{k}": v for part in ("encoder", "decoder")
+            for k, v in load_file(folder / part / "diffusion_pytorch_model.safetensors").items()}
+
+
+def tiny_image_pipeline(channels=1, size=16, latent_dim=4, block_out_channels=(8, 16), seed=0) -> AsIntroVAEPipeline:
+    """Fresh conv models from a fixed seed, in eval mode."""
+    torch.manual_seed(seed)
+    kw = dict(sample_size=size, latent_dim=latent_dim, block_out_channels=block_out_channels)
+    return AsIntroVAEPipeline(encoder=AsIntroVAEEncoder(in_channels=channels, **kw).eval(),
+                              decoder=AsIntroVAEDecoder(out_channels=channels, **kw).eval())
+
+
+def tiny_vector_pipeline(features=2, latent_dim=2, hidden_dims=(8,), seed=0) -> AsIntroVAEPipeline:
+    torch.manual_seed(seed)
+    return AsIntroVAEPipeline(
+        encoder=AsIntroVAEVectorEncoder(in_features=features, latent_dim=latent_dim, hidden_dims=hidden_dims),
+        decoder=AsIntroVAEVectorDecoder(out_features=features, latent_dim=latent_dim, hidden_dims=hidden_dims),
+    )
