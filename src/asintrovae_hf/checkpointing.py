@@ -64,8 +64,8 @@ class TrainingState:
 # Options a resumed run cannot honour: they shape the networks or the stream of batches that the checkpoint's step
 # points into. Changing one on resume is refused; every other changed option is applied (and logged).
 FIXED_ON_RESUME = ("resolution", "num_channels", "latent_dim", "block_out_channels", "dataset_name",
-                   "dataset_config_name", "train_data_dir", "image_column", "max_train_samples", "center_crop",
-                   "random_flip", "train_batch_size", "gradient_accumulation_steps", "seed", "use_ema",
+                   "dataset_config_name", "train_data_dir", "image_column", "class_column", "max_train_samples",
+                   "center_crop", "random_flip", "train_batch_size", "gradient_accumulation_steps", "seed", "use_ema",
                    "mixed_precision", "world_size")
 # Options that only say where things go or how they are shown: not compared.
 NOT_COMPARED = ("output_dir", "resume_from_checkpoint", "logging_dir", "report_to", "tracker_project_name",

@@ -290,25 +290,55 @@ class ImageTransform:
         return pixels * 2 - 1 if self.normalize else pixels
 
 
-def make_train_dataset(dataset: datasets.Dataset, image_column: str, transform) -> datasets.Dataset:
+def make_train_dataset(
+    dataset: datasets.Dataset, image_column: str, transform, class_column: Optional[str] = None
+) -> datasets.Dataset:
     r"""
-    The dataset the training loop reads: `dataset.with_transform` yielding `{"pixel_values": tensor}`.
+    The dataset the training loop reads: `dataset.with_transform` yielding `{"pixel_values": tensor}` (and
+    `"class_labels"`, an int, with `class_column`).
 
-    Only `image_column` is decoded (the other columns are not read).
+    Only `image_column` (and `class_column`) are read.
 
     Args:
         dataset (`datasets.Dataset`): The images.
         image_column (`str`): Their column (see [`resolve_image_column`]).
         transform (`Callable`): PIL image -> tensor, e.g. an [`ImageTransform`].
+        class_column (`str`, *optional*): A column of integer class labels (see [`resolve_class_column`]).
 
     Returns:
         `datasets.Dataset`: a view with an on-the-fly transform; `dataset` itself is unchanged.
     """
 
     def apply(batch: Dict[str, List]) -> Dict[str, List[torch.Tensor]]:
-        return {"pixel_values": [transform(image) for image in batch[image_column]]}
+        out = {"pixel_values": [transform(image) for image in batch[image_column]]}
+        if class_column is not None:
+            out["class_labels"] = [int(label) for label in batch[class_column]]
+        return out
 
-    return dataset.with_transform(apply, columns=[image_column])
+    return dataset.with_transform(apply, columns=[image_column] + ([class_column] if class_column else []))
+
+
+def resolve_class_column(dataset: datasets.Dataset, class_column: str) -> int:
+    r"""
+    The number of classes of `class_column`: a `datasets.ClassLabel` column's `num_classes`, or for a column of
+    non-negative integers their maximum plus one.
+
+    Raises:
+        `ValueError`: the column is missing or does not hold integer labels; the message lists the columns.
+    """
+    features = dataset.features
+    if class_column not in features:
+        raise ValueError(f"Class column {class_column!r} not found in the dataset; available columns: "
+                         f"{_describe_columns(dataset)}.")
+    feature = features[class_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
+        labels = np.asarray(dataset[class_column])
+        if len(labels) and labels.min() >= 0:
+            return int(labels.max()) + 1
+    raise ValueError(f"Column {class_column!r} holds {feature!r}; --class_column needs integer class labels "
+                     f"(a ClassLabel, or non-negative integers). Columns: {_describe_columns(dataset)}.")
 
 
 def collate_fn(examples: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -324,7 +354,10 @@ def collate_fn(examples: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tenso
     if not examples:
         raise ValueError("collate_fn needs at least one example.")
     pixel_values = torch.stack([example["pixel_values"] for example in examples])
-    return {"pixel_values": pixel_values.to(memory_format=torch.contiguous_format).float()}
+    batch = {"pixel_values": pixel_values.to(memory_format=torch.contiguous_format).float()}
+    if "class_labels" in examples[0]:
+        batch["class_labels"] = torch.tensor([example["class_labels"] for example in examples], dtype=torch.long)
+    return batch
 
 
 def _is_readable(value) -> bool:

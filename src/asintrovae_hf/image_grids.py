@@ -27,15 +27,25 @@ def images_to_grid(images: torch.Tensor, cols: int = 8, min_tile: int = 48) -> I
 
 
 @torch.no_grad()
-def render_grids(encoder, decoder, real: torch.Tensor, noise: torch.Tensor, cols: int = 8) -> Dict[str, Image.Image]:
-    """Samples from fixed noise; rows of real images above rows of their reconstructions. Eval mode (restored)."""
+def render_grids(encoder, decoder, real: torch.Tensor, noise: torch.Tensor, cols: int = 8,
+                 labels=None) -> Dict[str, Image.Image]:
+    """
+    Samples from fixed noise; rows of real images above rows of their reconstructions. Eval mode (restored).
+    Class-conditional models take `labels = (labels of the samples, labels of the real images)`.
+    """
     was_training = encoder.training, decoder.training
     encoder.eval(), decoder.eval()
     try:
-        samples = decoder(noise.to(real.device))
+        noise = noise.to(real.device)
         cols = min(cols, len(real))
         real = real[: (len(real) // cols) * cols]
-        recs = decoder(encoder(real)[0])
+        if labels is None:
+            samples = decoder(noise)
+            recs = decoder(encoder(real)[0])
+        else:
+            sample_labels, real_labels = labels[0].to(real.device), labels[1][: len(real)].to(real.device)
+            samples = decoder(noise, sample_labels)
+            recs = decoder(encoder(real, real_labels)[0], real_labels)
     finally:
         encoder.train(was_training[0]), decoder.train(was_training[1])
     return {

@@ -17,6 +17,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
+import torch.nn.functional as F
 from torch import nn
 
 OUTPUT_ACTIVATIONS = (None, "sigmoid", "tanh")
@@ -55,6 +56,26 @@ def check_sample_size(sample_size: int, block_out_channels: Sequence[int]) -> No
         )
 
 
+def _check_class_options(model: str, num_class_embeds, class_embed_dim, block_out_channels) -> Optional[int]:
+    """The class embedding size of a class-conditional model (`None` for an unconditional one)."""
+    if num_class_embeds is None:
+        return None
+    check_config(model, num_class_embeds=num_class_embeds)
+    if class_embed_dim is not None:
+        check_config(model, class_embed_dim=class_embed_dim)
+    return class_embed_dim or 4 * block_out_channels[0]
+
+
+def _class_embedding(model, batch_size: int, class_labels) -> Optional[torch.Tensor]:
+    conditioning = getattr(model, "class_conditioning", None)
+    if conditioning is None:
+        if class_labels is not None:
+            raise ValueError(f"{type(model).__name__} is not class-conditional (num_class_embeds is None); got "
+                             f"class_labels.")
+        return None
+    return conditioning(type(model).__name__, batch_size, class_labels)
+
+
 def _check_output_activation(output_activation: Optional[str]) -> None:
     if output_activation not in OUTPUT_ACTIVATIONS:
         raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}.")
@@ -69,9 +90,13 @@ def _apply_output_activation(x: torch.Tensor, output_activation: Optional[str]) 
 
 
 class ResidualBlock(nn.Module):
-    """Two 3x3 conv + BatchNorm layers with a LeakyReLU between them and a (projected) skip connection."""
+    """
+    Two 3x3 conv + BatchNorm layers with a LeakyReLU between them and a (projected) skip connection. With
+    `embedding_dim`, a class embedding enters as a per-channel bias after the first conv (diffusers' class-conditional
+    `ResnetBlock2D` adds its time-and-class embedding the same way).
+    """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, embedding_dim: Optional[int] = None):
         super().__init__()
         self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
@@ -79,12 +104,46 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(out_channels)
         self.act = nn.LeakyReLU(0.2)
+        self.emb_proj = nn.Linear(embedding_dim, out_channels) if embedding_dim else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
         identity = x if self.skip is None else self.skip(x)
-        h = self.act(self.norm1(self.conv1(x)))
+        h = self.conv1(x)
+        if emb is not None:
+            h = h + self.emb_proj(F.silu(emb))[:, :, None, None]
+        h = self.act(self.norm1(h))
         h = self.norm2(self.conv2(h))
         return self.act(h + identity)
+
+
+def _run_conv(layers: nn.Sequential, h: torch.Tensor, emb: Optional[torch.Tensor]) -> torch.Tensor:
+    """`layers(h)`, with the class embedding handed to each residual block."""
+    if emb is None:
+        return layers(h)
+    for layer in layers:
+        h = layer(h, emb) if isinstance(layer, ResidualBlock) else layer(h)
+    return h
+
+
+class ClassConditioning(nn.Module):
+    """The class embedding of a class-conditional model (`num_class_embeds` classes, as diffusers' UNet names it)."""
+
+    def __init__(self, num_class_embeds: int, embedding_dim: int):
+        super().__init__()
+        self.num_class_embeds = num_class_embeds
+        self.embedding = nn.Embedding(num_class_embeds, embedding_dim)
+
+    def forward(self, owner: str, batch_size: int, class_labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """The embeddings of `class_labels`, checked: `batch_size` integers in `[0, num_class_embeds)`."""
+        if class_labels is None:
+            raise ValueError(f"{owner} is class-conditional ({self.num_class_embeds} classes): pass class_labels, "
+                             f"a tensor of {batch_size} integers in [0, {self.num_class_embeds}).")
+        labels = torch.as_tensor(class_labels, device=self.embedding.weight.device).long().reshape(-1)
+        out_of_range = labels.numel() > 0 and (labels.min() < 0 or labels.max() >= self.num_class_embeds)
+        if labels.shape[0] != batch_size or out_of_range:
+            raise ValueError(f"{owner}: class_labels must be {batch_size} integers in [0, {self.num_class_embeds}); "
+                             f"got {labels.tolist()[:8]}{'...' if labels.numel() > 8 else ''}.")
+        return self.embedding(labels)
 
 
 class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
@@ -100,6 +159,9 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
             `2 ** len(block_out_channels)`.
         latent_dim (`int`, *optional*, defaults to 128): Size `Z` of the latent vector.
         block_out_channels (`Tuple[int]`, *optional*, defaults to `(64, 128, 256)`): Channels per block.
+        num_class_embeds (`int`, *optional*): Make the model class-conditional, `q(z | x, y)`, with this many classes;
+            `forward`/`encode` then take `class_labels`.
+        class_embed_dim (`int`, *optional*): Size of the class embedding; defaults to `4 * block_out_channels[0]`.
     """
 
     @register_to_config
@@ -109,10 +171,13 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
         sample_size: int = 32,
         latent_dim: int = 128,
         block_out_channels: Tuple[int, ...] = (64, 128, 256),
+        num_class_embeds: Optional[int] = None,
+        class_embed_dim: Optional[int] = None,
     ):
         super().__init__()
         check_config(type(self).__name__, in_channels=in_channels, sample_size=sample_size, latent_dim=latent_dim,
                      block_out_channels=block_out_channels)
+        embed_dim = _check_class_options(type(self).__name__, num_class_embeds, class_embed_dim, block_out_channels)
         check_sample_size(sample_size, block_out_channels)
         channels = list(block_out_channels)
         layers = [
@@ -122,11 +187,13 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
             nn.AvgPool2d(2),
         ]
         for c_in, c_out in zip(channels[:-1], channels[1:]):
-            layers += [ResidualBlock(c_in, c_out), nn.AvgPool2d(2)]
-        layers.append(ResidualBlock(channels[-1], channels[-1]))
+            layers += [ResidualBlock(c_in, c_out, embed_dim), nn.AvgPool2d(2)]
+        layers.append(ResidualBlock(channels[-1], channels[-1], embed_dim))
         self.conv = nn.Sequential(*layers)
         final_size = sample_size // 2 ** len(channels)
         self.fc = nn.Linear(channels[-1] * final_size * final_size, 2 * latent_dim)
+        if num_class_embeds:
+            self.class_conditioning = ClassConditioning(num_class_embeds, embed_dim)
 
     def _check_input(self, x: torch.Tensor) -> None:
         c, s = self.config.in_channels, self.config.sample_size
@@ -136,25 +203,30 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
                 f"got a tensor of shape {tuple(x.shape)}."
             )
 
-    def encode(self, x: torch.Tensor, return_dict: bool = True) -> Union[AutoencoderKLOutput, Tuple]:
+    def _moments(self, x: torch.Tensor, class_labels: Optional[torch.Tensor]) -> torch.Tensor:
+        self._check_input(x)
+        emb = _class_embedding(self, x.shape[0], class_labels)
+        return self.fc(_run_conv(self.conv, x, emb).flatten(1))
+
+    def encode(
+        self, x: torch.Tensor, class_labels: Optional[torch.Tensor] = None, return_dict: bool = True
+    ) -> Union[AutoencoderKLOutput, Tuple]:
         """
         Encode a batch of images into a posterior distribution.
 
         Args:
             x (`torch.Tensor`): Images of shape `(batch, in_channels, sample_size, sample_size)`.
+            class_labels (`torch.Tensor`, *optional*): `batch` integer labels, for a class-conditional model.
             return_dict (`bool`, *optional*, defaults to `True`): Return an [`AutoencoderKLOutput`] or a tuple.
         """
-        self._check_input(x)
-        h = self.fc(self.conv(x).flatten(1))
-        posterior = DiagonalGaussianDistribution(h)
+        posterior = DiagonalGaussianDistribution(self._moments(x, class_labels))
         if not return_dict:
             return (posterior,)
         return AutoencoderKLOutput(latent_dist=posterior)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return `(mu, logvar)`, each `B x Z` (the form the training objectives use)."""
-        self._check_input(x)
-        return self.fc(self.conv(x).flatten(1)).chunk(2, dim=1)
+        return self._moments(x, class_labels).chunk(2, dim=1)
 
 
 class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
@@ -173,6 +245,9 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
             the encoder.
         output_activation (`str`, *optional*): `None` (raw output, for the `mse`/`l1` losses), `"sigmoid"` (for
             the `bce` loss) or `"tanh"`.
+        num_class_embeds (`int`, *optional*): Make the model class-conditional, `p(x | z, y)`, with this many classes;
+            `forward`/`decode` then take `class_labels`.
+        class_embed_dim (`int`, *optional*): Size of the class embedding; defaults to `4 * block_out_channels[0]`.
     """
 
     @register_to_config
@@ -183,10 +258,13 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
         latent_dim: int = 128,
         block_out_channels: Tuple[int, ...] = (64, 128, 256),
         output_activation: Optional[str] = None,
+        num_class_embeds: Optional[int] = None,
+        class_embed_dim: Optional[int] = None,
     ):
         super().__init__()
         check_config(type(self).__name__, out_channels=out_channels, sample_size=sample_size, latent_dim=latent_dim,
                      block_out_channels=block_out_channels)
+        embed_dim = _check_class_options(type(self).__name__, num_class_embeds, class_embed_dim, block_out_channels)
         check_sample_size(sample_size, block_out_channels)
         _check_output_activation(output_activation)
         channels = list(block_out_channels)
@@ -197,10 +275,12 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
         layers = []
         c_in = channels[-1]
         for c_out in reversed(channels):
-            layers += [ResidualBlock(c_in, c_out), nn.Upsample(scale_factor=2, mode="nearest")]
+            layers += [ResidualBlock(c_in, c_out, embed_dim), nn.Upsample(scale_factor=2, mode="nearest")]
             c_in = c_out
-        layers += [ResidualBlock(c_in, c_in), nn.Conv2d(c_in, out_channels, 5, padding=2)]
+        layers += [ResidualBlock(c_in, c_in, embed_dim), nn.Conv2d(c_in, out_channels, 5, padding=2)]
         self.conv = nn.Sequential(*layers)
+        if num_class_embeds:
+            self.class_conditioning = ClassConditioning(num_class_embeds, embed_dim)
 
     def _check_input(self, z: torch.Tensor) -> None:
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
@@ -209,24 +289,28 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
                 f"got a tensor of shape {tuple(z.shape)}."
             )
 
-    def decode(self, z: torch.Tensor, return_dict: bool = True) -> Union[DecoderOutput, Tuple]:
+    def decode(
+        self, z: torch.Tensor, class_labels: Optional[torch.Tensor] = None, return_dict: bool = True
+    ) -> Union[DecoderOutput, Tuple]:
         """
         Decode a batch of latents into images.
 
         Args:
             z (`torch.Tensor`): Latents of shape `(batch, latent_dim)`.
+            class_labels (`torch.Tensor`, *optional*): `batch` integer labels, for a class-conditional model.
             return_dict (`bool`, *optional*, defaults to `True`): Return a [`DecoderOutput`] or a tuple.
         """
-        sample = self(z)
+        sample = self(z, class_labels)
         if not return_dict:
             return (sample,)
         return DecoderOutput(sample=sample)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check_input(z)
+        emb = _class_embedding(self, z.shape[0], class_labels)
         c = self.config.block_out_channels[-1]
         h = self.fc(z).view(z.shape[0], c, self.initial_size, self.initial_size)
-        return _apply_output_activation(self.conv(h), self.config.output_activation)
+        return _apply_output_activation(_run_conv(self.conv, h, emb), self.config.output_activation)
 
 
 def _mlp(in_features: int, hidden_dims: Sequence[int], out_features: int) -> nn.Sequential:

@@ -46,11 +46,14 @@ class EncoderStepOutput:
     rec: Optional[torch.Tensor] = None
     fake: Optional[torch.Tensor] = None
     loss_rec: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None
+    fake_labels: Optional[torch.Tensor] = None
 
     def without_graph(self) -> "EncoderStepOutput":
         """Only the latents (`z` detached, `z_f`): the decoder step then recomputes `G(z_f)`, `G(z)` and `L_rec`, so
         no graph stays alive in between (gradient accumulation over several micro-batches)."""
-        return EncoderStepOutput(loss=self.loss.detach(), terms=self.terms, z=self.z.detach(), z_f=self.z_f)
+        return EncoderStepOutput(loss=self.loss.detach(), terms=self.terms, z=self.z.detach(), z_f=self.z_f,
+                                 labels=self.labels, fake_labels=self.fake_labels)
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -109,9 +112,13 @@ class IntrospectiveObjective:
         return reconstruction_error(_upcast(x), _upcast(x_rec), self.config.loss_type)
 
     @staticmethod
-    def _encode(encoder: Network, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = encoder(x)
+    def _encode(encoder: Network, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = encoder(x) if y is None else encoder(x, y)
         return _upcast(mu), _upcast(logvar)
+
+    @staticmethod
+    def _decode(decoder: Network, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return decoder(z) if y is None else decoder(z, y)
 
     @staticmethod
     def scale(x: torch.Tensor) -> float:
@@ -119,13 +126,18 @@ class IntrospectiveObjective:
         return 1.0 / x[0].numel()
 
     def vae_loss(
-        self, encoder: Network, decoder: Network, x: torch.Tensor, generator: Optional[torch.Generator] = None
+        self,
+        encoder: Network,
+        decoder: Network,
+        x: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        labels: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """The plain VAE loss `beta_rec L_rec + beta_kl KL_real`, for both networks at once."""
         cfg = self.config
-        mu, logvar = self._encode(encoder, x)
+        mu, logvar = self._encode(encoder, x, labels)
         z = reparameterize(mu, logvar, generator)
-        rec = decoder(z)
+        rec = self._decode(decoder, z, labels)
         loss_rec = self._rec_err(x, rec).mean()
         kl_real = kl_divergence(mu, logvar).mean()
         loss = cfg.beta_rec * loss_rec + cfg.beta_kl * kl_real
@@ -140,6 +152,8 @@ class IntrospectiveObjective:
         z_f: torch.Tensor,
         c: float = 1.0,
         generator: Optional[torch.Generator] = None,
+        labels: Optional[torch.Tensor] = None,
+        fake_labels: Optional[torch.Tensor] = None,
     ) -> EncoderStepOutput:
         """
         The encoder loss `L_E` of one iteration.
@@ -150,6 +164,8 @@ class IntrospectiveObjective:
             z_f (`torch.Tensor`): The noise batch `z_f ~ N(0, I)`, shared with the decoder step.
             c (`float`, defaults to 1.0): The schedule weight `c(i)` (AS-IntroVAE only).
             generator (`torch.Generator`, *optional*): Source of the reparameterisation noise.
+            labels, fake_labels (`torch.Tensor`, *optional*): Class-conditional models: the labels of the real
+                batch (also those of its reconstructions) and of the fake batch.
         """
         if not self.is_introspective:
             raise ValueError("The 'vae' objective has no separate encoder step; use `vae_loss`.")
@@ -158,18 +174,19 @@ class IntrospectiveObjective:
         c = self.effective_c(c)
 
         # 1. fake = G(z_f); (mu, logvar) = E(x); z = reparam(mu, logvar); rec = G(z)
-        fake = decoder(z_f)
-        mu, logvar = self._encode(encoder, x)
+        y, y_f = labels, fake_labels
+        fake = self._decode(decoder, z_f, y_f)
+        mu, logvar = self._encode(encoder, x, y)
         z = reparameterize(mu, logvar, generator)
-        rec = decoder(z)
+        rec = self._decode(decoder, z, y)
 
         # 2. L_rec, KL_real
         loss_rec = self._rec_err(x, rec).mean()
         kl_real = kl_divergence(mu, logvar).mean()
         terms = {"loss_rec": loss_rec, "kl_real": kl_real}
 
-        mu_r, logvar_r = self._encode(encoder, rec.detach())
-        mu_f, logvar_f = self._encode(encoder, fake.detach())
+        mu_r, logvar_r = self._encode(encoder, rec.detach(), y)
+        mu_f, logvar_f = self._encode(encoder, fake.detach(), y_f)
 
         if cfg.objective == "introvae":
             kl_rec = kl_divergence(mu_r, logvar_r).mean()
@@ -179,8 +196,8 @@ class IntrospectiveObjective:
             terms.update(kl_rec=kl_rec, kl_fake=kl_fake)
         else:
             # 3. For y in {rec, fake}: z_y = reparam(E(y)), y_rec = G(z_y), per-sample KL_y and R_y
-            rec_rec = decoder(reparameterize(mu_r, logvar_r, generator))
-            rec_fake = decoder(reparameterize(mu_f, logvar_f, generator))
+            rec_rec = self._decode(decoder, reparameterize(mu_r, logvar_r, generator), y)
+            rec_fake = self._decode(decoder, reparameterize(mu_f, logvar_f, generator), y_f)
             kl_rec = kl_divergence(mu_r, logvar_r)
             kl_fake = kl_divergence(mu_f, logvar_f)
             # R_rec's target: rec.detach() (ALGORITHM.md) or the attached rec (reference code)
@@ -208,7 +225,8 @@ class IntrospectiveObjective:
             )
         terms["loss_encoder"] = loss
         terms = {k: v.detach() for k, v in terms.items()}
-        return EncoderStepOutput(loss=loss, terms=terms, z=z, z_f=z_f, rec=rec, fake=fake, loss_rec=loss_rec)
+        return EncoderStepOutput(loss=loss, terms=terms, z=z, z_f=z_f, rec=rec, fake=fake, loss_rec=loss_rec,
+                                 labels=y, fake_labels=y_f)
 
     def decoder_step(
         self,
@@ -238,12 +256,14 @@ class IntrospectiveObjective:
         # 1. fake = G(z_f); rec = G(z.detach()); L_rec = mean_b rec_err(x, rec)
         fake, rec, loss_rec = encoder_output.fake, encoder_output.rec, encoder_output.loss_rec
         if rec is None:
-            fake, rec = decoder(encoder_output.z_f), decoder(encoder_output.z.detach())
+            fake = self._decode(decoder, encoder_output.z_f, encoder_output.fake_labels)
+            rec = self._decode(decoder, encoder_output.z.detach(), encoder_output.labels)
             loss_rec = self._rec_err(x, rec).mean()
 
         # 2. (mu_r, logvar_r) = E(rec), (mu_f, logvar_f) = E(fake)
-        mu_r, logvar_r = self._encode(encoder, rec)
-        mu_f, logvar_f = self._encode(encoder, fake)
+        y, y_f = encoder_output.labels, encoder_output.fake_labels
+        mu_r, logvar_r = self._encode(encoder, rec, y)
+        mu_f, logvar_f = self._encode(encoder, fake, y_f)
 
         if cfg.objective == "introvae":
             kl_rec = kl_divergence(mu_r, logvar_r).mean()
@@ -252,8 +272,8 @@ class IntrospectiveObjective:
             terms = {"kl_rec_decoder": kl_rec, "kl_fake_decoder": kl_fake}
         else:
             # rec_rec = G(reparam(mu_r, logvar_r).detach()), rec_fake = G(reparam(mu_f, logvar_f).detach())
-            rec_rec = decoder(reparameterize(mu_r, logvar_r, generator).detach())
-            rec_fake = decoder(reparameterize(mu_f, logvar_f, generator).detach())
+            rec_rec = self._decode(decoder, reparameterize(mu_r, logvar_r, generator).detach(), y)
+            rec_fake = self._decode(decoder, reparameterize(mu_f, logvar_f, generator).detach(), y_f)
 
             # 3. L_rr, L_ff
             loss_rr = self._rec_err(rec.detach(), rec_rec).mean()

@@ -10,19 +10,23 @@ import contextlib
 import importlib
 import inspect
 import json
+import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from typing import List, Optional, Union
 
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -293,10 +297,24 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                              f"(arrays are H x W x C).")
         return pixels.to(device=device, dtype=dtype)
 
-    def _posterior(self, pixels: torch.Tensor) -> DiagonalGaussianDistribution:
+    def _labels(self, class_labels, batch_size: int) -> Optional[torch.Tensor]:
+        """`class_labels` (an int for the whole batch, a list or a tensor) as a tensor, checked by the models."""
+        if class_labels is None:
+            return None
+        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
+            class_labels = [class_labels] * batch_size
+        labels = torch.as_tensor(class_labels, device=self._execution_device)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
+            raise ValueError(f"class_labels must be an int or {batch_size} integers; got {class_labels!r}.")
+        return labels.long()
+
+    def _posterior(self, pixels: torch.Tensor, labels: Optional[torch.Tensor] = None) -> DiagonalGaussianDistribution:
         # the networks' forward (not `.encode`), so that a `torch.compile`d encoder is the one that runs
-        mu, logvar = self.encoder(pixels)
+        mu, logvar = self.encoder(pixels) if labels is None else self.encoder(pixels, labels)
         return DiagonalGaussianDistribution(torch.cat([mu, logvar], dim=1))
+
+    def _decode(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.decoder(latents) if labels is None else self.decoder(latents, labels)
 
     def _check_latents(self, latents: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(latents) or latents.ndim != 2 or latents.shape[1] != self.latent_dim:
@@ -308,11 +326,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             raise ValueError("latents contain NaN or infinity.")
         return latents.to(device=self._execution_device, dtype=self.decoder.dtype)
 
-    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool):
+    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool, labels=None):
         if output_type == "latent":
             images = latents
         else:
-            images = self._postprocess(self.decoder(latents), output_type)
+            images = self._postprocess(self._decode(latents, labels), output_type)
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
@@ -326,6 +344,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         latents: Optional[torch.Tensor] = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        class_labels: Optional[Union[int, List[int], torch.Tensor]] = None,
     ) -> Union[ImagePipelineOutput, tuple]:
         r"""
         Sample from the prior `z ~ N(0, I)` and decode.
@@ -337,6 +356,9 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*): `B x Z` latents to decode instead of drawing them.
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"` (the latents).
             return_dict (`bool`, *optional*, defaults to `True`): Return an [`ImagePipelineOutput`] or a tuple.
+            class_labels (`int`, `List[int]` or `torch.Tensor`, *optional*): For a class-conditional model: the class
+                of every sample (an int), or of each (a list of `batch_size`; its length is the batch size when
+                `batch_size` is left at 1).
 
         Examples:
             ```py
@@ -351,29 +373,36 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         if latents is None:
             if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+            if batch_size == 1 and class_labels is not None and not isinstance(class_labels, int):
+                batch_size = len(class_labels)
             if isinstance(generator, list) and len(generator) != batch_size:
                 raise ValueError(f"Got {len(generator)} generators for batch_size {batch_size}; give one per sample.")
             latents = randn_tensor((batch_size, self.latent_dim), generator=generator, device=self._execution_device,
                                    dtype=self.decoder.dtype)
         latents = self._check_latents(latents)
+        labels = self._labels(class_labels, len(latents))
         with self._inference():
-            return self._output(latents, output_type, return_dict)
+            return self._output(latents, output_type, return_dict, labels)
 
-    def encode(self, images: PipelineImageInput, return_dict: bool = True) -> Union[AutoencoderKLOutput, tuple]:
+    def encode(
+        self, images: PipelineImageInput, return_dict: bool = True, class_labels=None
+    ) -> Union[AutoencoderKLOutput, tuple]:
         """Encode images into their posterior `q(z | x)` (an [`AutoencoderKLOutput`] with `latent_dist`)."""
         pixels = self.preprocess(images)
+        labels = self._labels(class_labels, len(pixels))
         with self._inference():
-            posterior = self._posterior(pixels)
+            posterior = self._posterior(pixels, labels)
         if not return_dict:
             return (posterior,)
         return AutoencoderKLOutput(latent_dist=posterior)
 
-    def decode(self, latents: torch.Tensor, output_type: str = "pil", return_dict: bool = True):
+    def decode(self, latents: torch.Tensor, output_type: str = "pil", return_dict: bool = True, class_labels=None):
         """Decode `B x Z` latents into images (`output_type` `"pil"`, `"np"` or `"pt"`)."""
         self._check_output_type(output_type, allow_latent=False)
         latents = self._check_latents(latents)
+        labels = self._labels(class_labels, len(latents))
         with self._inference():
-            return self._output(latents, output_type, return_dict)
+            return self._output(latents, output_type, return_dict, labels)
 
     def reconstruct(
         self,
@@ -382,6 +411,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         sample_posterior: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
+        class_labels=None,
     ):
         """
         Encode and decode images.
@@ -392,13 +422,15 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             sample_posterior (`bool`, *optional*, defaults to `False`): Decode a posterior sample instead of its mean.
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"latent"`.
             return_dict (`bool`, *optional*, defaults to `True`): Return an [`ImagePipelineOutput`] or a tuple.
+            class_labels (*optional*): For a class-conditional model, the images' classes (an int or one per image).
         """
         self._check_output_type(output_type)
         pixels = self.preprocess(images)
+        labels = self._labels(class_labels, len(pixels))
         with self._inference():
-            posterior = self._posterior(pixels)
+            posterior = self._posterior(pixels, labels)
             latents = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
-            return self._output(latents, output_type, return_dict)
+            return self._output(latents, output_type, return_dict, labels)
 
     def interpolate(
         self,
@@ -407,10 +439,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         num_steps: int = 8,
         output_type: str = "pil",
         return_dict: bool = True,
+        class_labels: Optional[int] = None,
     ):
         """
         Decode `num_steps` points on the straight line between the posterior means of two images (endpoints
-        included). Each endpoint is one image.
+        included). Each endpoint is one image; a class-conditional model takes one class (an int) for the walk.
         """
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
             raise ValueError(f"num_steps must be at least 2 (an integer: the two endpoints), got {num_steps!r}.")
@@ -420,9 +453,92 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             if pixels.shape[0] != 1:
                 raise ValueError(f"interpolate takes one image per endpoint; {name} is a batch of {pixels.shape[0]}.")
         with self._inference():
-            z_a, z_b = (self._posterior(pixels).mode() for pixels in ends)
+            z_a, z_b = (self._posterior(pixels, self._labels(class_labels, 1)).mode() for pixels in ends)
             weights = torch.linspace(0, 1, num_steps, device=z_a.device, dtype=z_a.dtype)[:, None]
-            return self._output((1 - weights) * z_a + weights * z_b, output_type, return_dict)
+            return self._output((1 - weights) * z_a + weights * z_b, output_type, return_dict,
+                                self._labels(class_labels, num_steps))
+
+    def score(
+        self,
+        images: PipelineImageInput,
+        num_samples: int = 1,
+        importance_weighted: bool = False,
+        batch_size: int = 64,
+        generator: Optional[torch.Generator] = None,
+        class_labels=None,
+        return_dict: bool = True,
+    ) -> Union["ScoreOutput", tuple]:
+        r"""
+        Score images by their negative ELBO, `KL(q(z|x) || p(z)) - E_q[log p(x|z)]` in nats (lower = more likely),
+        estimated with `num_samples` posterior samples per image, and in bits per dimension. The decoder's likelihood
+        is the one its training loss implies: a Gaussian of variance 1/2 per value around the decoder's output (so
+        `-log p(x|z)` is the squared error the objectives use, plus `D/2 log(pi)`), or a Bernoulli for a decoder with
+        a sigmoid output (the `bce` loss). Introspective VAEs score out-of-distribution data higher than their
+        training data; `scripts/ood.py` measures the AUROC of that.
+
+        Args:
+            images: PIL images, arrays or tensors (as for `encode`); vectors for vector models.
+            num_samples (`int`, *optional*, defaults to 1): Posterior samples per image.
+            importance_weighted (`bool`, *optional*, defaults to `False`): Return the importance-weighted bound
+                `-log mean_k p(x, z_k) / q(z_k | x)` (Burda et al., 2016) instead, tighter as `num_samples` grows.
+            batch_size (`int`, *optional*, defaults to 64): Images per forward pass; a progress bar runs over them.
+            generator (`torch.Generator`, *optional*): Source of the posterior samples.
+            class_labels (*optional*): For a class-conditional model, the images' classes.
+            return_dict (`bool`, *optional*, defaults to `True`): Return a [`ScoreOutput`] or a tuple.
+        """
+        for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        pixels = self.preprocess(images)
+        labels = self._labels(class_labels, len(pixels))
+        dims = pixels[0].numel()
+        bernoulli = getattr(self.decoder.config, "output_activation", None) == "sigmoid"
+        scores = []
+        with self._inference():
+            for start in self.progress_bar(range(0, len(pixels), batch_size)):
+                x = pixels[start : start + batch_size].float()
+                y = None if labels is None else labels[start : start + batch_size]
+                posterior = self._posterior(x.to(self.encoder.dtype), y)
+                mean, logvar = posterior.mean.float(), posterior.logvar.float()
+                log_weights, nll = [], []
+                for _ in range(num_samples):
+                    z = mean + torch.exp(0.5 * logvar) * randn_tensor(mean.shape, generator=generator,
+                                                                      device=mean.device, dtype=mean.dtype)
+                    out = self._decode(z.to(self.decoder.dtype), y).float().flatten(1)
+                    if bernoulli:
+                        log_px = -F.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), x.flatten(1), reduction="none")
+                        log_px = log_px.sum(1)
+                    else:
+                        log_px = -(x.flatten(1) - out).pow(2).sum(1) - 0.5 * dims * math.log(math.pi)
+                    nll.append(-log_px)
+                    log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+                    log_qz = -0.5 * ((z - mean).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(1)
+                    log_weights.append(log_px + log_pz - log_qz)
+                if importance_weighted:
+                    score = -(torch.logsumexp(torch.stack(log_weights), 0) - math.log(num_samples))
+                else:
+                    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+                    score = torch.stack(nll).mean(0) + kl
+                scores.append(score.cpu())
+        neg_elbo = torch.cat(scores)
+        bits = neg_elbo / (dims * math.log(2))
+        if not return_dict:
+            return (neg_elbo, bits)
+        return ScoreOutput(neg_elbo=neg_elbo, bits_per_dim=bits)
+
+
+@dataclass
+class ScoreOutput(BaseOutput):
+    """
+    Output of [`AsIntroVAEPipeline.score`].
+
+    Args:
+        neg_elbo (`torch.Tensor`): Per image, the negative ELBO (or importance-weighted bound) in nats.
+        bits_per_dim (`torch.Tensor`): The same divided by `D ln 2`, `D` the values per image.
+    """
+
+    neg_elbo: torch.Tensor
+    bits_per_dim: torch.Tensor
 
 
 # ---- the code files of a saved pipeline ----------------------------------------------------------------------

@@ -41,6 +41,14 @@ def _split_generator(generator: Generator, sizes: Sequence[int]) -> List[Generat
     return [generator[s : s + n] for s, n in zip(starts, sizes)]
 
 
+def _draw_labels(labels: torch.Tensor, generator) -> torch.Tensor:
+    """Labels for the fake batch: drawn from the real batch's labels, uniformly with replacement."""
+    generator = generator[0] if isinstance(generator, list) else generator
+    index = torch.randint(0, len(labels), (len(labels),), generator=generator,
+                          device=generator.device if generator is not None else labels.device)
+    return labels[index.to(labels.device)]
+
+
 def _mean_terms(all_terms: List[Dict[str, torch.Tensor]], weights: List[float]) -> Dict[str, torch.Tensor]:
     if len(all_terms) == 1:
         return all_terms[0]
@@ -62,6 +70,7 @@ def train_step(
     max_grad_norm: Optional[float] = None,
     clip_grad_norm: Optional[Callable] = None,
     micro_batch_generators: Optional[List[torch.Generator]] = None,
+    labels: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
 ) -> Dict[str, torch.Tensor]:
     """
     Run one iteration and return its detached loss terms (device tensors: no host sync here).
@@ -84,11 +93,16 @@ def train_step(
         micro_batch_generators (`List[torch.Generator]`, *optional*): Instead of `generator`, one generator per
             micro-batch, each the source of its micro-batch's noise (`z_f` included), as each process of a
             multi-process run has its own: one process with `k` micro-batches then draws what `k` processes would.
+        labels (`torch.Tensor` or a sequence of them, *optional*): Class-conditional models: the labels of `x` (per
+            micro-batch). The fake batch draws its labels from them (uniformly, with replacement: the data's label
+            distribution), after `z_f`.
     """
     backward = backward or _default_backward
     clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
     micro_batches = [x] if torch.is_tensor(x) else list(x)
     sizes = [len(m) for m in micro_batches]
+    label_batches = [None] * len(micro_batches) if labels is None else (
+        [labels] if torch.is_tensor(labels) else list(labels))
     if micro_batch_generators is not None:
         if generator is not None or len(micro_batch_generators) != len(micro_batches):
             raise ValueError(f"Give either generator or one of micro_batch_generators per micro-batch "
@@ -109,8 +123,8 @@ def train_step(
         encoder_optimizer.zero_grad(set_to_none=True)
         decoder_optimizer.zero_grad(set_to_none=True)
         all_terms = []
-        for xk, gk, w in zip(micro_batches, generators, weights):
-            loss, terms = objective.vae_loss(encoder, decoder, xk, gk)
+        for xk, gk, w, yk in zip(micro_batches, generators, weights, label_batches):
+            loss, terms = objective.vae_loss(encoder, decoder, xk, gk, labels=yk)
             backward(loss * w if w != 1.0 else loss)
             all_terms.append(terms)
         update(encoder_optimizer, encoder)
@@ -128,8 +142,9 @@ def train_step(
 
     encoder_optimizer.zero_grad(set_to_none=True)
     outputs = []
-    for xk, zk, gk, w in zip(micro_batches, z_fs, generators, weights):
-        out = objective.encoder_step(encoder, decoder, xk, zk, c, gk)
+    fake_label_batches = [None if yk is None else _draw_labels(yk, gk) for yk, gk in zip(label_batches, generators)]
+    for xk, zk, gk, w, yk, yfk in zip(micro_batches, z_fs, generators, weights, label_batches, fake_label_batches):
+        out = objective.encoder_step(encoder, decoder, xk, zk, c, gk, labels=yk, fake_labels=yfk)
         single = len(micro_batches) == 1
         # One micro-batch: the graph stays alive, the decoder step reuses G(z_f), G(z) and L_rec from it.
         backward(out.loss if single else out.loss * w, inputs=_trainable(encoder), retain_graph=single)

@@ -48,6 +48,7 @@ from .data import (  # noqa: E402
     drop_unreadable_images,
     load_image_dataset,
     make_train_dataset,
+    resolve_class_column,
     resolve_image_column,
 )
 from .errors import EXPECTED_ERRORS, NonFiniteLossError, UsageError, network_errors, one_line  # noqa: E402
@@ -94,6 +95,8 @@ class TrainingRun:
     image_column: str
     grid_real: torch.Tensor
     grid_noise: torch.Tensor
+    grid_labels: Optional[tuple] = None  # class-conditional: labels of the sample grid and of the real images
+    num_classes: Optional[int] = None
     repo_id: Optional[str] = None
     last_checkpoint: Optional[str] = None
     last_logged: Dict[str, float] = dataclasses.field(default_factory=dict)
@@ -187,10 +190,18 @@ def objective_config_from_args(args: argparse.Namespace) -> ObjectiveConfig:
     return ObjectiveConfig(**{name: getattr(args, name) for name in option_names()})
 
 
-def build_models(args: argparse.Namespace):
+def _check_resolution(args: argparse.Namespace) -> None:
+    try:
+        check_sample_size(args.resolution, args.block_out_channels)
+    except ValueError as err:
+        raise ValueError(f"--resolution {args.resolution} cannot be used: {err}") from None
+
+
+def build_models(args: argparse.Namespace, num_class_embeds: Optional[int] = None):
     """
     The encoder and decoder: from `--pretrained_model_name_or_path` (whose configuration then replaces the model
-    options), or new ones as the options describe. An unsupported `--resolution` fails here, before any data.
+    options), or new ones as the options describe (class-conditional with `num_class_embeds`). An unsupported
+    `--resolution` fails here, before any data.
     """
     if args.pretrained_model_name_or_path:
         try:
@@ -204,6 +215,10 @@ def build_models(args: argparse.Namespace):
             raise UsageError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} holds vector "
                              f"models; the training script trains image models.")
         config = decoder.config
+        if getattr(config, "num_class_embeds", None) != num_class_embeds:
+            raise UsageError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} has "
+                             f"num_class_embeds={getattr(config, 'num_class_embeds', None)}; this run needs "
+                             f"{num_class_embeds} (--class_column {args.class_column}).")
         if config.output_activation != ("sigmoid" if args.loss_type == "bce" else None):
             logger.warning("The pretrained decoder's output activation is %s; --loss_type is %s.",
                            config.output_activation, args.loss_type)
@@ -213,11 +228,9 @@ def build_models(args: argparse.Namespace):
                     args.pretrained_model_name_or_path, args.resolution, args.latent_dim,
                     ",".join(map(str, args.block_out_channels)), args.num_channels)
         return encoder.train(), decoder.train()
-    try:
-        check_sample_size(args.resolution, args.block_out_channels)
-    except ValueError as err:
-        raise ValueError(f"--resolution {args.resolution} cannot be used: {err}") from None
-    common = dict(sample_size=args.resolution, latent_dim=args.latent_dim, block_out_channels=args.block_out_channels)
+    _check_resolution(args)
+    common = dict(sample_size=args.resolution, latent_dim=args.latent_dim, block_out_channels=args.block_out_channels,
+                  num_class_embeds=num_class_embeds)
     encoder = AsIntroVAEEncoder(in_channels=args.num_channels, **common)
     decoder = AsIntroVAEDecoder(
         out_channels=args.num_channels, output_activation="sigmoid" if args.loss_type == "bce" else None, **common
@@ -287,7 +300,11 @@ def setup(args: argparse.Namespace) -> TrainingRun:
 
     set_seed(args.seed)
     try:
-        encoder, decoder = build_models(args)
+        # new networks now, so that bad model options fail before any data is read; class-conditional ones once
+        # the data has said how many classes there are
+        encoder, decoder = build_models(args) if args.class_column is None else (None, None)
+        if args.class_column is not None and not args.pretrained_model_name_or_path:
+            _check_resolution(args)
         objective = IntrospectiveObjective(objective_config_from_args(args))
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -307,9 +324,17 @@ def setup(args: argparse.Namespace) -> TrainingRun:
     dataset, image_column = _load_data(args)
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    num_classes = None
+    if args.class_column is not None:  # class-conditional networks, with as many classes as the column has
+        try:
+            num_classes = resolve_class_column(dataset, args.class_column)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+        set_seed(args.seed)
+        encoder, decoder = build_models(args, num_classes)
     transform = ImageTransform(args.resolution, args.num_channels, center_crop=args.center_crop,
                                random_flip=args.random_flip)
-    train_dataset = make_train_dataset(dataset, image_column, transform)
+    train_dataset = make_train_dataset(dataset, image_column, transform, args.class_column)
     per_step = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     if len(train_dataset) < per_step:
         raise UsageError(
@@ -324,7 +349,7 @@ def setup(args: argparse.Namespace) -> TrainingRun:
         num_workers=args.dataloader_num_workers, drop_last=True,
     )
     num_grid_real = min(args.num_grid_images // 2, len(train_dataset))
-    grid_real = collate_fn([train_dataset[i] for i in range(num_grid_real)])["pixel_values"]
+    grid_batch = collate_fn([train_dataset[i] for i in range(num_grid_real)])
 
     # ---- optimisation
     def adam(module, lr):
@@ -376,13 +401,17 @@ def setup(args: argparse.Namespace) -> TrainingRun:
     register_checkpoint_hooks(accelerator, (type(bare_encoder), type(bare_decoder)), state, ema)
 
     grid_noise = torch.randn(args.num_grid_images, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    # class-conditional grids: the samples cycle through the classes, the real images keep their own
+    grid_labels = None if num_classes is None else (
+        torch.arange(args.num_grid_images) % num_classes, grid_batch["class_labels"].to(accelerator.device))
     return TrainingRun(
         args=args, accelerator=accelerator, encoder=encoder, decoder=decoder, bare_encoder=bare_encoder,
         bare_decoder=bare_decoder, opt_e=opt_e, opt_d=opt_d, sched_e=sched_e, sched_d=sched_d, loader=loader,
         shuffle_generator=shuffle_generator, objective=objective, ema=ema, state=state,
         steps_per_epoch=steps_per_epoch, max_train_steps=max_train_steps,
         num_epochs=math.ceil(max_train_steps / steps_per_epoch), num_images=len(train_dataset),
-        image_column=image_column, grid_real=grid_real.to(accelerator.device), grid_noise=grid_noise,
+        image_column=image_column, grid_real=grid_batch["pixel_values"].to(accelerator.device), grid_noise=grid_noise,
+        grid_labels=grid_labels, num_classes=num_classes,
         repo_id=repo_id,
     )
 
@@ -456,7 +485,8 @@ def _step_batches(run: TrainingRun):
         group = []
         for batch in loader:
             x = batch["pixel_values"]
-            group.append(x.contiguous(memory_format=torch.channels_last) if run.args.channels_last else x)
+            x = x.contiguous(memory_format=torch.channels_last) if run.args.channels_last else x
+            group.append((x, batch.get("class_labels")))
             if len(group) == accumulation:
                 yield group
                 group = []
@@ -494,8 +524,9 @@ def _save_grids(run: TrainingRun, step: int) -> None:
     log_images(run.accelerator, grids, step)
 
 
-def _optimizer_step(run: TrainingRun, batches: List[torch.Tensor], noise_generators) -> Dict[str, torch.Tensor]:
-    """One iteration: the encoder and decoder updates (`train_step`), the schedulers and the EMA."""
+def _optimizer_step(run: TrainingRun, batches: List, noise_generators) -> Dict[str, torch.Tensor]:
+    """One iteration over `(images, labels)` batches: the encoder and decoder updates (`train_step`), the
+    schedulers and the EMA."""
     args, accelerator, step = run.args, run.accelerator, run.state.global_step
     # Re-seeded from (seed, micro-batch, step), micro-batches numbered across processes: a resumed run draws the
     # same noise as an uninterrupted one, and k processes the same as one process accumulating k batches.
@@ -503,11 +534,13 @@ def _optimizer_step(run: TrainingRun, batches: List[torch.Tensor], noise_generat
         generator.manual_seed(_noise_seed(args.seed, accelerator.process_index * len(noise_generators) + k, step))
     phase = run.objective.config.phase(step, run.max_train_steps)
     single = len(batches) == 1
+    images, labels = [x for x, _ in batches], [y for _, y in batches]
+    labels = None if labels[0] is None else (labels[0] if single else labels)
     terms = train_step(run.objective, run.encoder, run.decoder, run.opt_e, run.opt_d,
-                       batches[0] if single else batches, args.latent_dim, c=phase.c, vae_step=phase.vae,
+                       images[0] if single else images, args.latent_dim, c=phase.c, vae_step=phase.vae,
                        backward=accelerator.backward, generator=noise_generators[0] if single else None,
                        micro_batch_generators=None if single else noise_generators,
-                       max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_)
+                       max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_, labels=labels)
     run.sched_e.step()
     run.sched_d.step()
     if run.ema is not None:
@@ -568,7 +601,7 @@ def ema_weights(ema: Optional[EMAModel], decoder: torch.nn.Module):
 def _grids_with_ema(run: TrainingRun):
     """Grids drawn with the EMA decoder weights when EMA is on (the weights that will be saved)."""
     with ema_weights(run.ema, run.bare_decoder):
-        return render_grids(run.bare_encoder, run.bare_decoder, run.grid_real, run.grid_noise)
+        return render_grids(run.bare_encoder, run.bare_decoder, run.grid_real, run.grid_noise, labels=run.grid_labels)
 
 
 @torch.no_grad()
@@ -654,8 +687,10 @@ def _save_outputs(run: TrainingRun) -> Dict:
     # The user's first step is `from_pretrained`: do it once here so a broken save fails the run, not them.
     reloaded = AsIntroVAEPipeline.from_pretrained(args.output_dir)
     reloaded.to(run.accelerator.device)
-    check = reloaded(batch_size=min(16, args.num_grid_images), generator=torch.Generator().manual_seed(args.seed),
-                     output_type="pt").images
+    count = min(16, args.num_grid_images)
+    labels = None if run.num_classes is None else (torch.arange(count) % run.num_classes).tolist()
+    check = reloaded(batch_size=count, generator=torch.Generator().manual_seed(args.seed), output_type="pt",
+                     class_labels=labels).images
     images_to_grid(check).save(os.path.join(args.output_dir, "samples_from_pretrained.png"))
     return {"pipeline": ".", "samples": "samples.png", "reconstructions": "reconstructions.png",
             "samples_from_pretrained": "samples_from_pretrained.png"}

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset_config_name", type=str, default=None)
     data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (datasets' imagefolder).")
     data.add_argument("--image_column", type=str, default=None, help="Default: the first image column.")
+    data.add_argument("--class_column", type=str, default=None,
+                      help="A column of class labels: train class-conditional models (e.g. 'label' for the digits).")
     data.add_argument("--cache_dir", type=str, default=None)
     data.add_argument("--resolution", type=int, default=16)
     data.add_argument("--num_channels", type=int, default=None, choices=(1, 3),
