@@ -464,7 +464,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         num_samples: int = 1,
         importance_weighted: bool = False,
         batch_size: int = 64,
-        generator: Optional[torch.Generator] = None,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         class_labels=None,
         return_dict: bool = True,
     ) -> Union["ScoreOutput", tuple]:
@@ -482,7 +482,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             importance_weighted (`bool`, *optional*, defaults to `False`): Return the importance-weighted bound
                 `-log mean_k p(x, z_k) / q(z_k | x)` (Burda et al., 2016) instead, tighter as `num_samples` grows.
             batch_size (`int`, *optional*, defaults to 64): Images per forward pass; a progress bar runs over them.
-            generator (`torch.Generator`, *optional*): Source of the posterior samples.
+            generator (`torch.Generator` or `List[torch.Generator]`, *optional*): Source of the posterior samples; a
+                list of one generator per image makes each image's score independent of `batch_size`.
             class_labels (*optional*): For a class-conditional model, the images' classes.
             return_dict (`bool`, *optional*, defaults to `True`): Return a [`ScoreOutput`] or a tuple.
         """
@@ -491,6 +492,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         pixels = self.preprocess(images)
         labels = self._labels(class_labels, len(pixels))
+        if isinstance(generator, list) and len(generator) != len(pixels):
+            raise ValueError(f"Got {len(generator)} generators for {len(pixels)} images; give one per image.")
         dims = pixels[0].numel()
         bernoulli = getattr(self.decoder.config, "output_activation", None) == "sigmoid"
         scores = []
@@ -498,11 +501,12 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             for start in self.progress_bar(range(0, len(pixels), batch_size)):
                 x = pixels[start : start + batch_size].float()
                 y = None if labels is None else labels[start : start + batch_size]
+                g = generator[start : start + batch_size] if isinstance(generator, list) else generator
                 posterior = self._posterior(x.to(self.encoder.dtype), y)
                 mean, logvar = posterior.mean.float(), posterior.logvar.float()
                 log_weights, nll = [], []
                 for _ in range(num_samples):
-                    z = mean + torch.exp(0.5 * logvar) * randn_tensor(mean.shape, generator=generator,
+                    z = mean + torch.exp(0.5 * logvar) * randn_tensor(mean.shape, generator=g,
                                                                       device=mean.device, dtype=mean.dtype)
                     out = self._decode(z.to(self.decoder.dtype), y).float().flatten(1)
                     if bernoulli:
