@@ -31,7 +31,10 @@ def parse_args(argv=None):
     p.add_argument("--num_samples", type=int, default=2000)
     p.add_argument("--max_real", type=int, default=None, help="Real images used (default: all).")
     p.add_argument("--metrics", nargs="+", default=["digits_fid", "reconstruction"],
-                   choices=("fid", "digits_fid", "reconstruction"))
+                   choices=("fid", "torchmetrics_fid", "digits_fid", "reconstruction"),
+                   help="digits_fid (offline, the default), torchmetrics_fid (the standard FID through torchmetrics: "
+                        "pip install 'asintrovae-hf[fid]', Inception weights downloaded on first use), fid (the "
+                        "Inception network from a local TorchScript file), reconstruction (MSE, PSNR).")
     p.add_argument("--inception_weights", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON file (default: print only).")
@@ -55,7 +58,7 @@ def main(argv=None):
         real = load_real_images(args, pipeline)
         results = evaluate_pipeline(pipeline, real, args.num_samples, metrics=args.metrics,
                                     inception_weights=args.inception_weights, seed=args.seed)
-    except (FileNotFoundError, ValueError, OSError) as err:
+    except (FileNotFoundError, ValueError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     results["pipeline"] = args.pipeline

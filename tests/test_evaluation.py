@@ -96,3 +96,46 @@ def test_evaluate_script_writes_json(tmp_path, capsys):
     assert results["num_real"] == 100 and results["digits_fid"] > 0 and 0 < results["reconstruction_mse"] < 1
     assert module.main(["--pipeline", str(tmp_path / "pipe"), "--metrics", "fid"]) == 1
     assert "--inception_weights" in capsys.readouterr().err
+
+
+class StandInFeatures(torch.nn.Module):
+    """A small fixed feature network in place of Inception (torchmetrics takes any module)."""
+
+    num_features = 16
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                                       torch.nn.LazyLinear(16))
+
+    def forward(self, images):
+        return self.net(images.float())
+
+
+def test_torchmetrics_fid_matches_the_frechet_distance_of_the_same_features():
+    from asintrovae_hf.evaluation import torchmetrics_fid
+    from asintrovae_hf.metrics import frechet_distance_from_features
+
+    rng = torch.Generator().manual_seed(0)
+    real = torch.rand(300, 1, 16, 16, generator=rng)
+    fake = (torch.rand(300, 1, 16, 16, generator=rng) * 0.7).clamp(0, 1)
+    features = StandInFeatures()
+    features(real[:1].repeat(1, 3, 1, 1))  # materialise the lazy layer
+    value = torchmetrics_fid(real, fake, feature=features, batch_size=64)
+    with torch.no_grad():
+        ours = frechet_distance_from_features(features(real.repeat(1, 3, 1, 1)), features(fake.repeat(1, 3, 1, 1)))
+    assert value == pytest.approx(ours, rel=1e-3)
+    assert torchmetrics_fid(real, real, feature=features) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_torchmetrics_fid_without_its_extra_names_it(monkeypatch):
+    import importlib.util
+
+    from asintrovae_hf.evaluation import torchmetrics_fid
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torchmetrics" else real_find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"pip install 'asintrovae-hf\[fid\]'"):
+        torchmetrics_fid(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
