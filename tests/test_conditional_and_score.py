@@ -146,3 +146,14 @@ def test_score_separates_data_from_noise_for_a_trained_model(tmp_path, fresh_acc
     data_score = pipe.score(digits).neg_elbo
     noise_score = pipe.score(noise).neg_elbo
     assert data_score.mean() < noise_score.mean()
+
+
+def test_class_accuracy_of_a_conditional_pipeline():
+    from asintrovae_hf.evaluation import class_accuracy
+
+    pipe = conditional_pipeline(num_classes=10)
+    result = class_accuracy(pipe, num_per_class=4)
+    assert set(result) == {f"class_{i}" for i in range(10)} | {"mean"}
+    assert all(0 <= v <= 1 for v in result.values())
+    with pytest.raises(ValueError, match="class-conditional"):
+        class_accuracy(tiny_image_pipeline())

@@ -10,7 +10,7 @@ import torch
 from .digits_classifier import digits_fid
 from .metrics import frechet_distance_from_features
 
-METRICS = ("fid", "torchmetrics_fid", "digits_fid", "reconstruction")
+METRICS = ("fid", "torchmetrics_fid", "digits_fid", "reconstruction", "class_accuracy")
 INCEPTION_ENV = "ASINTROVAE_INCEPTION_WEIGHTS"
 INCEPTION_HELP = (
     "The standard FID needs the Inception-v3 feature network as a TorchScript file: 'inception-2015-12-05.pt' "
@@ -80,6 +80,31 @@ def fid(feature_fn, real: torch.Tensor, fake: torch.Tensor) -> float:
     return frechet_distance_from_features(batched_features(feature_fn, real), batched_features(feature_fn, fake))
 
 
+@torch.no_grad()
+def class_accuracy(pipeline, num_per_class: int = 200, seed: int = 0, batch_size: int = 256) -> Dict[str, float]:
+    r"""
+    For a class-conditional digits pipeline: `num_per_class` samples of each class, classified by the shipped digit
+    classifier; the share classified as the class they were drawn for, per class and overall.
+    """
+    from .digits_classifier import load_digits_classifier
+
+    num_classes = getattr(pipeline.decoder.config, "num_class_embeds", None)
+    if not num_classes:
+        raise ValueError("class_accuracy needs a class-conditional pipeline (num_class_embeds is None).")
+    classifier = load_digits_classifier()
+    generator = torch.Generator().manual_seed(seed)
+    results = {}
+    for label in range(num_classes):
+        latents = torch.randn(num_per_class, pipeline.latent_dim, generator=generator)
+        correct = 0
+        for i in range(0, num_per_class, batch_size):
+            images = pipeline.decode(latents[i : i + batch_size], output_type="pt", class_labels=label).images.cpu()
+            correct += int((classifier(images.float() * 2 - 1).argmax(1) == label).sum())
+        results[f"class_{label}"] = correct / num_per_class
+    results["mean"] = float(np.mean(list(results.values())))
+    return results
+
+
 def torchmetrics_fid(real: torch.Tensor, fake: torch.Tensor, feature=2048, batch_size: int = 256) -> float:
     r"""
     The standard FID computed by torchmetrics' `FrechetInceptionDistance` (the maintained implementation this
@@ -125,7 +150,8 @@ def evaluate_pipeline(
         real_images (`torch.Tensor`): `N x C x H x W` real images in `[0, 1]` at the model's size.
         num_samples (`int`): Generated images for the FIDs.
         metrics (`Sequence[str]`): Any of `"fid"` (Inception, local TorchScript weights), `"torchmetrics_fid"`
-            (Inception through torchmetrics, the `[fid]` extra), `"digits_fid"`, `"reconstruction"`.
+            (Inception through torchmetrics, the `[fid]` extra), `"digits_fid"`, `"reconstruction"`,
+            `"class_accuracy"` (class-conditional digits pipelines: [`class_accuracy`]).
         inception_weights (`str`, *optional*): TorchScript Inception file for `"fid"`.
         seed (`int`, defaults to 0): Seed of the samples.
         fid_feature (`int` or `torch.nn.Module`, defaults to 2048): The feature network of `"torchmetrics_fid"`.
@@ -144,4 +170,6 @@ def evaluate_pipeline(
         results["digits_fid"] = digits_fid(real_images, fake, value_range=(0.0, 1.0))
     if "reconstruction" in metrics:
         results.update(reconstruction_metrics(pipeline, real_images))
+    if "class_accuracy" in metrics:
+        results.update({f"accuracy_{k}": v for k, v in class_accuracy(pipeline, seed=seed).items()})
     return {k: (float(v) if isinstance(v, (float, np.floating)) and math.isfinite(v) else v) for k, v in results.items()}
