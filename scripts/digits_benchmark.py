@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""The four methods on the built-in digits over seeds: train each with the training script, evaluate its digits FID,
+and append one JSON line per finished run; a batch that was stopped resumes where it stopped (a run killed mid-way
+resumes from its last checkpoint).
+
+    python scripts/digits_benchmark.py --methods vae introvae soft-introvae as-introvae:reference as-introvae \
+        --seeds 0 1 2 --max_train_steps 1000 --output_dir results/digits
+    # a variant, with objective flags passed to the training script
+    python scripts/digits_benchmark.py --methods as-introvae --label mean-encoder --seeds 0 1 2 \
+        --output_dir results/digits -- --encoder_reduction mean
+
+A method is `objective[:preset]`. Everything after `--` goes to `scripts/train_as_introvae.py` for every run. Writes
+`OUTPUT_DIR/runs.jsonl` (one line per run: method, seed, steps, digits FID, reconstruction MSE, seconds, the options)
+and `OUTPUT_DIR/results.md` (mean ± std over seeds); the trained pipelines go to `OUTPUT_DIR/runs/`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OBJECTIVES = ("vae", "introvae", "soft-introvae", "as-introvae")
+PRESETS = ("reference", "recommended")
+
+
+def parse_args(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(OBJECTIVES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--max_train_steps", type=int, default=1000)
+    p.add_argument("--label", default=None, help="A name for these settings in the table.")
+    p.add_argument("--num_samples", type=int, default=1797, help="Samples for the digits FID.")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--output_dir", default="results/digits")
+    p.add_argument("--summarize", action="store_true", help="Only rebuild results.md from runs.jsonl.")
+    args = p.parse_args(argv)
+    for method in args.methods:
+        objective, _, preset = method.partition(":")
+        if objective not in OBJECTIVES or (preset and preset not in PRESETS):
+            p.error(f"--methods takes objective[:preset] with objective in {', '.join(OBJECTIVES)} and preset in "
+                    f"{', '.join(PRESETS)}; got {method!r}")
+    args.train_args = extra
+    return args
+
+
+def run_name(method: str, label, seed: int) -> str:
+    name = method.replace(":", "-") + (f"-{label}" if label else "")
+    return f"{name}-seed{seed}"
+
+
+def display_name(method: str, label) -> str:
+    objective, _, preset = method.partition(":")
+    return objective + (f" ({preset})" if preset else "") + (f" [{label}]" if label else "")
+
+
+def read_records(path):
+    if not os.path.isfile(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill: that run is redone
+                pass
+    return records
+
+
+def run_one(args, method, seed):
+    objective, _, preset = method.partition(":")
+    folder = os.path.join(args.output_dir, "runs", run_name(method, args.label, seed))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    train = [sys.executable, os.path.join(ROOT, "scripts", "train_as_introvae.py"), "--objective", objective,
+             "--output_dir", folder, "--seed", str(seed), "--max_train_steps", str(args.max_train_steps),
+             "--checkpointing_steps", "250", "--checkpoints_total_limit", "1", "--save_images_steps",
+             str(args.max_train_steps), "--report_to", "none", "--resume_from_checkpoint", "latest",
+             *(["--preset", preset] if preset else []), *args.train_args]
+    started = time.time()
+    subprocess.run(train, env=env, check=True)
+    seconds = time.time() - started
+    metrics = os.path.join(folder, "metrics.json")
+    evaluate = [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--pipeline", folder,
+                "--num_samples", str(args.num_samples), "--seed", str(seed), "--output", metrics]
+    subprocess.run(evaluate, env=env, check=True, stdout=subprocess.DEVNULL)
+    with open(metrics) as f:
+        result = json.load(f)
+    with open(os.path.join(folder, "train_summary.json")) as f:
+        summary = json.load(f)
+    return {"name": display_name(method, args.label), "method": objective, "preset": preset or None,
+            "label": args.label, "seed": seed, "steps": args.max_train_steps,
+            "digits_fid": result["digits_fid"], "reconstruction_mse": result["reconstruction_mse"],
+            "psnr": result["psnr"], "seconds": round(seconds, 1), "train_args": args.train_args,
+            "final_losses": summary.get("final_losses", {})}
+
+
+def markdown(records) -> str:
+    rows = ["| method | steps | seeds | digits FID (mean ± std) | reconstruction MSE | s/run |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    groups = {}
+    for r in records:
+        groups.setdefault((r["name"], r["steps"]), []).append(r)
+    order = {m: i for i, m in enumerate(OBJECTIVES)}
+    for (name, steps), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], order.get(kv[1][0]["method"], 9),
+                                                                    kv[0][0])):
+        fids = [r["digits_fid"] for r in rs]
+        rows.append(f"| {name} | {steps} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "
+                    f"| {np.mean(fids):.2f} ± {np.std(fids):.2f} | {np.mean([r['reconstruction_mse'] for r in rs]):.4f}"
+                    f" | {np.mean([r['seconds'] for r in rs]):.0f} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = os.path.join(args.output_dir, "runs.jsonl")
+    if not args.summarize:
+        for method in args.methods:
+            for seed in args.seeds:
+                done = {(r["name"], r["seed"], r["steps"], tuple(r["train_args"])) for r in read_records(path)}
+                if (display_name(method, args.label), seed, args.max_train_steps, tuple(args.train_args)) in done:
+                    continue
+                record = run_one(args, method, seed)
+                with open(path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(json.dumps({k: record[k] for k in ("name", "seed", "digits_fid", "seconds")}), flush=True)
+    table = markdown(read_records(path))
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
