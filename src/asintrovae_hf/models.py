@@ -13,6 +13,7 @@ Two families share one API:
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
@@ -68,6 +69,27 @@ def _apply_output_activation(x: torch.Tensor, output_activation: Optional[str]) 
     return x
 
 
+# Nearest 2x upsampling followed by a 3x3 convolution (padding 1) is a stride-2 transposed convolution with a 4x4
+# kernel: output row 2i sees input rows i-1 (kernel row 0) and i (rows 1 and 2), output row 2i+1 sees rows i (kernel
+# rows 0 and 1) and i+1 (row 2); the same for columns. Tap k of the 4x4 kernel sums the 3x3 kernel's rows marked in
+# `_UPSAMPLE_TAPS[k]`. Four taps per output instead of nine, and the upsampled map is never convolved.
+_UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`conv2d(interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)` for a `Cout x Cin x 3 x 3` weight,
+    computed as one transposed convolution (the same values up to float rounding, 2.25x fewer multiply-adds)."""
+    taps = weight.new_tensor(_UPSAMPLE_TAPS)
+    kernel = torch.einsum("ah,bw,oihw->ioab", taps, taps, weight)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        kernel = kernel.contiguous(memory_format=torch.channels_last)
+    return F.conv_transpose2d(x, kernel, stride=2, padding=1)
+
+
+def _upsample(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
 class ResidualBlock(nn.Module):
     """Two 3x3 conv + BatchNorm layers with a LeakyReLU between them and a (projected) skip connection."""
 
@@ -80,9 +102,15 @@ class ResidualBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(out_channels)
         self.act = nn.LeakyReLU(0.2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.skip is None else self.skip(x)
-        h = self.act(self.norm1(self.conv1(x)))
+    def forward(self, x: torch.Tensor, upsample: bool = False) -> torch.Tensor:
+        """With `upsample=True`, the block applied to `x` upsampled 2x (nearest), without convolving the larger map:
+        the first conv is [`upsample_conv3x3`], and the 1x1 projection commutes with the upsampling."""
+        if upsample:
+            identity = _upsample(x if self.skip is None else self.skip(x))
+            h = self.act(self.norm1(upsample_conv3x3(x, self.conv1.weight)))
+        else:
+            identity = x if self.skip is None else self.skip(x)
+            h = self.act(self.norm1(self.conv1(x)))
         h = self.norm2(self.conv2(h))
         return self.act(h + identity)
 
@@ -175,6 +203,10 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
             the `bce` loss) or `"tanh"`.
     """
 
+    # Run each nearest upsampling and the residual block after it as one (`ResidualBlock.forward(upsample=True)`):
+    # the same values up to float rounding, fewer operations. `False` runs `self.conv` layer by layer.
+    fuse_upsample = True
+
     @register_to_config
     def __init__(
         self,
@@ -226,7 +258,19 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
         self._check_input(z)
         c = self.config.block_out_channels[-1]
         h = self.fc(z).view(z.shape[0], c, self.initial_size, self.initial_size)
-        return _apply_output_activation(self.conv(h), self.config.output_activation)
+        return _apply_output_activation(self._conv_layers(h), self.config.output_activation)
+
+    def _conv_layers(self, h: torch.Tensor) -> torch.Tensor:
+        """`self.conv(h)`; with `fuse_upsample`, each upsampling is done by the residual block that follows it."""
+        if not self.fuse_upsample:
+            return self.conv(h)
+        layers, i = list(self.conv), 0
+        while i < len(layers):
+            if isinstance(layers[i], nn.Upsample) and i + 1 < len(layers) and isinstance(layers[i + 1], ResidualBlock):
+                h, i = layers[i + 1](h, upsample=True), i + 2
+            else:
+                h, i = layers[i](h), i + 1
+        return h
 
 
 def _mlp(in_features: int, hidden_dims: Sequence[int], out_features: int) -> nn.Sequential:
