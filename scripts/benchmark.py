@@ -5,8 +5,21 @@
     python scripts/benchmark.py --section as_distance --json > as_distance.json
     python scripts/benchmark.py --section as_distance --batch_sizes 64 256 --latent_dims 32 --threads 2
 
+    python scripts/benchmark.py --section vs_reference --reference_path /tmp/AS-IntroVAE --peak_gflops 78
+
 Sections are registered in `SECTIONS` (name -> function taking the parsed arguments, returning a list of dicts,
-one per measured configuration): `as_distance` and `training`.
+one per measured configuration): `as_distance`, `training` and `vs_reference` (run by `all` only when
+`--reference_path` is given).
+
+`vs_reference` times a full iteration of the training script (`scripts/train_as_introvae.py`: data loading, both
+updates, EMA, logging) against a full iteration of the authors' own loop (`Train_AVAE` in `A_VAE.py`, imported from
+the checkout `--reference_path` names, run unmodified), side by side in one process, one iteration of each in turn,
+at `digits16` and `mnist28`, batch 32, for each `--precisions` value (the reference under the same autocast) and at
+1 thread and all threads (`--reference_threads`). Per loop: the median s/iter (and the fastest and slowest),
+images/s, `ratio` (the reference's s/iter over ours: above 1 we are faster), the peak memory of one iteration above
+what was allocated when it began, the FLOPs of one iteration (`torch.utils.flop_counter.FlopCounterMode`:
+convolutions and matrix products), the achieved GFLOP/s and, with `--peak_gflops` (per CPU core, or per GPU), its
+fraction of the peak. `--device cuda` runs both on the GPU (timing synchronised, CUDA memory statistics).
 
 `training` times whole training iterations (`asintrovae_hf.train_step`: encoder update then decoder update) of
 each objective at two configurations, `digits16` (the built-in default: 1 x 16 x 16, channels 32,64, Z 32) and

@@ -1,7 +1,7 @@
 """Whether the hardware computes in bf16 / fp16 natively, and what to say when a requested mixed precision is not.
 
 Mixed precision pays only where the hardware has the arithmetic: elsewhere PyTorch emulates the 16-bit formats in
-software and training gets much slower, not faster (measured on an AVX2-only CPU: bf16 autocast 9x slower than
+software and training gets much slower, not faster (measured on an AVX2-only CPU: bf16 autocast 11-15x slower than
 float32, `docs/results.md`). `--mixed_precision` keeps its diffusers / Accelerate meaning; the training script
 only warns when the requested format will be emulated ([`precision_warning`]).
 
@@ -94,4 +94,4 @@ def precision_warning(mixed_precision: Optional[str], device) -> Optional[str]:
         why = f"{mixed_precision} runs natively from compute capability {needs}"
     return (f"--mixed_precision {mixed_precision} will be emulated on {describe_device(device)}: {why}, so PyTorch "
             f"converts to float32 around every operation and training runs slower than in full precision (bf16 "
-            f"measured 9x slower than float32 on an AVX2 CPU, see docs/results.md). Use --mixed_precision no here.")
+            f"measured 11-15x slower than float32 on an AVX2 CPU, see docs/results.md). Use --mixed_precision no here.")
