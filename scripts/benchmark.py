@@ -678,7 +678,10 @@ def _section_vs_reference(args) -> List[Dict]:
     if not args.reference_path:
         raise SystemExit("--section vs_reference needs --reference_path: a local checkout of the authors' "
                          "AS-IntroVAE code (e.g. `git clone <its repository> /tmp/AS-IntroVAE`).")
-    a_vae = load_reference_loop(args.reference_path)
+    try:
+        a_vae = load_reference_loop(args.reference_path)
+    except (FileNotFoundError, ImportError) as err:
+        raise SystemExit(f"Cannot import the reference loop: {err}") from None
     device = torch.device(args.device)
     threads_list = sorted(set(args.reference_threads or [1, os.cpu_count() or 1]))
     rows = []
