@@ -110,12 +110,16 @@ def test_residual_block_upsample_flag(in_channels, out_channels):
     torch.testing.assert_close(fused, plain)
 
 
-def test_decoder_eval_mode_and_state_dict_unchanged():
-    """The fused forward uses the same weights and names: eval-mode outputs match and nothing new is saved."""
+def test_fused_only_in_training_mode_and_state_dict_unchanged():
+    """Training-mode outputs match the layer-by-layer ones; eval mode (sampling) runs layer by layer, bit for bit;
+    no new weight or buffer."""
     _, decoder = networks("small16", torch.float64)
-    decoder.eval()
     z = torch.randn(4, 8, dtype=torch.float64)
     fused = decoder(z)
     decoder.fuse_upsample = False
     torch.testing.assert_close(fused, decoder(z))
+    decoder.eval()
+    plain = decoder(z)
+    decoder.fuse_upsample = True
+    assert torch.equal(decoder(z), plain)
     assert not any("upsample" in k for k in decoder.state_dict())

@@ -203,8 +203,10 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
             the `bce` loss) or `"tanh"`.
     """
 
-    # Run each nearest upsampling and the residual block after it as one (`ResidualBlock.forward(upsample=True)`):
-    # the same values up to float rounding, fewer operations. `False` runs `self.conv` layer by layer.
+    # In training mode, run each nearest upsampling and the residual block after it as one
+    # (`ResidualBlock.forward(upsample=True)`): the same values up to float rounding, fewer operations. In eval mode
+    # (sampling) and with `False`, `self.conv` runs layer by layer: outputs stay bit for bit those of earlier
+    # versions, and independent of the thread count (oneDNN's transposed convolution is not, for some shapes).
     fuse_upsample = True
 
     @register_to_config
@@ -261,8 +263,8 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
         return _apply_output_activation(self._conv_layers(h), self.config.output_activation)
 
     def _conv_layers(self, h: torch.Tensor) -> torch.Tensor:
-        """`self.conv(h)`; with `fuse_upsample`, each upsampling is done by the residual block that follows it."""
-        if not self.fuse_upsample:
+        """`self.conv(h)`; in training with `fuse_upsample`, each upsampling is done by the residual block after it."""
+        if not (self.fuse_upsample and self.training):
             return self.conv(h)
         layers, i = list(self.conv), 0
         while i < len(layers):
