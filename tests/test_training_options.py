@@ -111,7 +111,7 @@ def test_compile_without_a_cxx_compiler_fails_clearly(tmp_path, monkeypatch):
 def test_channels_last_matches_the_default_layout_and_resumes(tmp_path, monkeypatch):
     common = TINY + ["--save_images_steps", "1000", "--logging_steps", "1", "--checkpointing_steps", "2"]
     default = tmp_path / "default"
-    train(parse_args(common + ["--output_dir", str(default), "--max_train_steps", "3"]))
+    train(parse_args(common + ["--output_dir", str(default), "--max_train_steps", "3", "--no-channels_last"]))
 
     seen = spy_on_train_step(monkeypatch)
     out = tmp_path / "channels_last"
@@ -149,6 +149,14 @@ def test_channels_last_rgb_batches_are_channels_last(tmp_path, monkeypatch):
     train(parse_args(TINY + ["--train_data_dir", str(folder), "--output_dir", str(tmp_path / "rgb"),
                              "--max_train_steps", "1", "--train_batch_size", "8", "--channels_last"]))
     assert seen == [{"compiled": False, "x_channels_last": True, "weight_channels_last": True}]
+
+
+def test_channels_last_is_the_cpu_default_and_can_be_turned_off(tmp_path, monkeypatch):
+    seen = spy_on_train_step(monkeypatch)
+    train(parse_args(TINY + ["--output_dir", str(tmp_path / "a"), "--max_train_steps", "1"]))
+    reset_accelerate()
+    train(parse_args(TINY + ["--output_dir", str(tmp_path / "b"), "--max_train_steps", "1", "--no-channels_last"]))
+    assert [s["weight_channels_last"] for s in seen] == [True, False]
 
 
 # ---- Hub upload -----------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size  # n
 from .objective_config import ObjectiveConfig, option_names  # noqa: E402
 from .objectives import IntrospectiveObjective  # noqa: E402
 from .pipeline import AsIntroVAEPipeline  # noqa: E402
+from .precision import precision_warning  # noqa: E402
 from .train_step import train_step  # noqa: E402
 from .training_args import parse_args  # noqa: E402
 from .training_log import LossBuffer  # noqa: E402
@@ -297,6 +298,11 @@ def setup(args: argparse.Namespace) -> TrainingRun:
         logging.getLogger().setLevel(logging.WARNING)
     if args.compile:
         _check_compile_backend(accelerator.device)
+    if args.channels_last is None:  # the default: where it was measured faster (see --channels_last)
+        args.channels_last = accelerator.device.type == "cpu"
+    slow_precision = precision_warning(accelerator.mixed_precision, accelerator.device)
+    if slow_precision:
+        logger.warning(slow_precision)
 
     set_seed(args.seed)
     try:
