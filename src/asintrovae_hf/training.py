@@ -280,8 +280,8 @@ def _portable_path(value: str, output_dir: str) -> str:
     return os.path.basename(os.path.normpath(path))
 
 
-def setup(args: argparse.Namespace) -> TrainingRun:
-    """Accelerate, the output folder, the networks, the data, optimizers, schedulers, EMA and checkpoint hooks."""
+def _make_accelerator(args: argparse.Namespace) -> Accelerator:
+    """Accelerate with the run's precision, trackers and folders; logging; warnings about slow settings."""
     _check_trackers(args.report_to)
     try:
         accelerator = Accelerator(
@@ -304,6 +304,12 @@ def setup(args: argparse.Namespace) -> TrainingRun:
     if slow_precision:
         logger.warning(slow_precision)
 
+    return accelerator
+
+
+def setup(args: argparse.Namespace) -> TrainingRun:
+    """Accelerate, the output folder, the networks, the data, optimizers, schedulers, EMA and checkpoint hooks."""
+    accelerator = _make_accelerator(args)
     set_seed(args.seed)
     try:
         # new networks now, so that bad model options fail before any data is read; class-conditional ones once
