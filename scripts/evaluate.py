@@ -16,8 +16,8 @@ import sys
 import torch
 
 from asintrovae_hf import AsIntroVAEPipeline
-from asintrovae_hf.data import ImageTransform, load_image_dataset, resolve_image_column
-from asintrovae_hf.evaluation import evaluate_pipeline
+from asintrovae_hf.data import ImageTransform, load_image_dataset, resolve_class_column, resolve_image_column
+from asintrovae_hf.evaluation import evaluate_pipeline, num_classes
 
 
 def parse_args(argv=None):
@@ -27,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset_config_name", default=None)
     p.add_argument("--train_data_dir", default=None)
     p.add_argument("--image_column", default=None)
+    p.add_argument("--class_column", default="label",
+                   help="For a class-conditional pipeline: the column of class labels (the built-in digits: label).")
     p.add_argument("--split", default="train")
     p.add_argument("--num_samples", type=int, default=2000)
     p.add_argument("--max_real", type=int, default=None, help="Real images used (default: all).")
@@ -42,23 +44,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_real_images(args, pipeline) -> torch.Tensor:
+def load_real_images(args, pipeline):
+    """The real images at the model's size, and their class labels for a class-conditional pipeline (else `None`)."""
     dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.dataset_config_name, split=args.split)
     column = resolve_image_column(dataset, args.image_column)
     if args.max_real is not None:
         dataset = dataset.select(range(min(args.max_real, len(dataset))))
     config = pipeline.encoder.config
     transform = ImageTransform(config.sample_size, config.in_channels, center_crop=True, random_flip=False)
-    return torch.stack([transform(image) for image in dataset[column]])
+    images = torch.stack([transform(image) for image in dataset[column]])
+    if not num_classes(pipeline):
+        return images, None
+    resolve_class_column(dataset, args.class_column)
+    return images, torch.as_tensor(dataset[args.class_column]).long()
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         pipeline = AsIntroVAEPipeline.from_pretrained(args.pipeline)
-        real = load_real_images(args, pipeline)
+        real, labels = load_real_images(args, pipeline)
         results = evaluate_pipeline(pipeline, real, args.num_samples, metrics=args.metrics,
-                                    inception_weights=args.inception_weights, seed=args.seed)
+                                    inception_weights=args.inception_weights, seed=args.seed, real_labels=labels)
     except (FileNotFoundError, ValueError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -104,6 +104,41 @@ def test_training_with_a_class_column(tmp_path, fresh_accelerate):
     pipe = AsIntroVAEPipeline.from_pretrained(tmp_path / "o")
     assert pipe.encoder.config.num_class_embeds == 10 and pipe.decoder.config.num_class_embeds == 10
     assert len(pipe(class_labels=list(range(10))).images) == 10
+    # the evaluation script reads the labels of the digits for the FID's samples and the reconstructions
+    import importlib.util, json, os
+    spec = importlib.util.spec_from_file_location("evaluate_script", os.path.join(
+        os.path.dirname(__file__), "..", "scripts", "evaluate.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "metrics.json"
+    assert script.main(["--pipeline", str(tmp_path / "o"), "--num_samples", "20", "--max_real", "40", "--metrics",
+                        "digits_fid", "reconstruction", "class_accuracy", "--output", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["digits_fid"] > 0 and 0 <= metrics["accuracy_mean"] <= 1 and metrics["reconstruction_mse"] > 0
+
+
+def test_evaluation_of_a_conditional_pipeline_uses_the_real_labels(monkeypatch):
+    """Samples for the FID draw their labels from the real labels, reconstructions use each image's own label."""
+    from asintrovae_hf.evaluation import evaluate_pipeline
+
+    pipe = conditional_pipeline(num_classes=3)
+    seen = {"decode": [], "reconstruct": []}
+    for name in seen:
+        original = getattr(pipe, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            seen[_name].append(torch.as_tensor(kwargs["class_labels"]).clone())
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(pipe, name, spy)
+    images = torch.rand(6, 1, 8, 8)
+    labels = torch.tensor([2, 2, 2, 2, 0, 0])
+    evaluate_pipeline(pipe, images, num_samples=40, metrics=("digits_fid", "reconstruction"), real_labels=labels)
+    sampled = torch.cat(seen["decode"])
+    assert len(sampled) == 40 and set(sampled.tolist()) == {0, 2}  # class 1 is absent from the data
+    assert torch.equal(torch.cat(seen["reconstruct"]), labels)
+    with pytest.raises(ValueError, match="class-conditional.*labels"):
+        evaluate_pipeline(pipe, images, num_samples=4, metrics=("digits_fid",))
 
 
 # ---- ELBO scoring ------------------------------------------------------------------------------------------------

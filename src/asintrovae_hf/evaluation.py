@@ -53,22 +53,39 @@ def batched_features(feature_fn, images: torch.Tensor, batch_size: int = 256) ->
     return torch.cat([feature_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
 
 
+def num_classes(pipeline) -> Optional[int]:
+    """The number of classes of a class-conditional pipeline, `None` for an unconditional one."""
+    return getattr(pipeline.decoder.config, "num_class_embeds", None) or None
+
+
 @torch.no_grad()
-def sample_images(pipeline, num_samples: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-    """`num_samples` prior samples in `[0, 1]`, `B x C x H x W`, drawn deterministically from `seed`."""
+def sample_images(
+    pipeline, num_samples: int, seed: int = 0, batch_size: int = 256, class_labels: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """
+    `num_samples` prior samples in `[0, 1]`, `B x C x H x W`, drawn deterministically from `seed`. A class-conditional
+    pipeline takes `class_labels` (one per sample).
+    """
     latents = torch.randn(num_samples, pipeline.latent_dim, generator=torch.Generator().manual_seed(seed))
-    chunks = [pipeline.decode(latents[i : i + batch_size], output_type="pt").images.cpu()
+    chunks = [pipeline.decode(latents[i : i + batch_size], output_type="pt",
+                              class_labels=None if class_labels is None else class_labels[i : i + batch_size]).images.cpu()
               for i in range(0, num_samples, batch_size)]
     return torch.cat(chunks)
 
 
 @torch.no_grad()
-def reconstruction_metrics(pipeline, images: torch.Tensor, batch_size: int = 256) -> Dict[str, float]:
-    """Mean squared error per pixel and PSNR (peak 1) of posterior-mean reconstructions of `images` in `[0, 1]`."""
+def reconstruction_metrics(
+    pipeline, images: torch.Tensor, batch_size: int = 256, class_labels: Optional[torch.Tensor] = None
+) -> Dict[str, float]:
+    """
+    Mean squared error per pixel and PSNR (peak 1) of posterior-mean reconstructions of `images` in `[0, 1]` (with
+    their `class_labels` for a class-conditional pipeline).
+    """
     errors = []
     for i in range(0, len(images), batch_size):
         batch = images[i : i + batch_size]
-        recs = pipeline.reconstruct(batch, output_type="pt").images.cpu()
+        labels = None if class_labels is None else class_labels[i : i + batch_size]
+        recs = pipeline.reconstruct(batch, output_type="pt", class_labels=labels).images.cpu()
         errors.append((recs - batch).pow(2).flatten(1).mean(1))
     per_image = torch.cat(errors)
     psnr = (10 * torch.log10(1.0 / per_image.clamp_min(1e-12))).mean().item()
@@ -88,13 +105,12 @@ def class_accuracy(pipeline, num_per_class: int = 200, seed: int = 0, batch_size
     """
     from .digits_classifier import load_digits_classifier
 
-    num_classes = getattr(pipeline.decoder.config, "num_class_embeds", None)
-    if not num_classes:
+    if not num_classes(pipeline):
         raise ValueError("class_accuracy needs a class-conditional pipeline (num_class_embeds is None).")
     classifier = load_digits_classifier()
     generator = torch.Generator().manual_seed(seed)
     results = {}
-    for label in range(num_classes):
+    for label in range(num_classes(pipeline)):
         latents = torch.randn(num_per_class, pipeline.latent_dim, generator=generator)
         correct = 0
         for i in range(0, num_per_class, batch_size):
@@ -141,6 +157,7 @@ def evaluate_pipeline(
     inception_weights: Optional[str] = None,
     seed: int = 0,
     fid_feature=2048,
+    real_labels: Optional[torch.Tensor] = None,
 ) -> Dict[str, float]:
     """
     Evaluate a pipeline against real images.
@@ -155,13 +172,26 @@ def evaluate_pipeline(
         inception_weights (`str`, *optional*): TorchScript Inception file for `"fid"`.
         seed (`int`, defaults to 0): Seed of the samples.
         fid_feature (`int` or `torch.nn.Module`, defaults to 2048): The feature network of `"torchmetrics_fid"`.
+        real_labels (`torch.Tensor`, *optional*): The class labels of `real_images`; a class-conditional pipeline
+            needs them: its samples for the FIDs draw their labels from them (the data's class distribution), and
+            each reconstruction is conditioned on its image's label.
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"Unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}.")
+    sample_labels = None
+    if num_classes(pipeline) and {"fid", "torchmetrics_fid", "digits_fid", "reconstruction"} & set(metrics):
+        if real_labels is None or len(real_labels) != len(real_images):
+            raise ValueError(f"This pipeline is class-conditional ({num_classes(pipeline)} classes): its FID and "
+                             f"reconstruction need the real images' labels, one per image ({len(real_images)}); got "
+                             f"{'none' if real_labels is None else len(real_labels)} (scripts/evaluate.py: --class_column).")
+        real_labels = torch.as_tensor(real_labels).long()
+        pick = torch.randint(len(real_labels), (num_samples,), generator=torch.Generator().manual_seed(seed + 1))
+        sample_labels = real_labels[pick]
     inception = InceptionFeatures(inception_weights) if "fid" in metrics else None  # fail before sampling
     results: Dict[str, float] = {"num_samples": num_samples, "num_real": len(real_images)}
-    fake = sample_images(pipeline, num_samples, seed=seed) if {"fid", "torchmetrics_fid", "digits_fid"} & set(metrics) else None
+    fake = (sample_images(pipeline, num_samples, seed=seed, class_labels=sample_labels)
+            if {"fid", "torchmetrics_fid", "digits_fid"} & set(metrics) else None)
     if inception is not None:
         results["fid"] = fid(inception, real_images, fake)
     if "torchmetrics_fid" in metrics:
@@ -169,7 +199,8 @@ def evaluate_pipeline(
     if "digits_fid" in metrics:
         results["digits_fid"] = digits_fid(real_images, fake, value_range=(0.0, 1.0))
     if "reconstruction" in metrics:
-        results.update(reconstruction_metrics(pipeline, real_images))
+        results.update(reconstruction_metrics(pipeline, real_images,
+                                              class_labels=real_labels if num_classes(pipeline) else None))
     if "class_accuracy" in metrics:
         results.update({f"accuracy_{k}": v for k, v in class_accuracy(pipeline, seed=seed).items()})
     return {k: (float(v) if isinstance(v, (float, np.floating)) and math.isfinite(v) else v) for k, v in results.items()}
