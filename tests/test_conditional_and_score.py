@@ -192,3 +192,24 @@ def test_class_accuracy_of_a_conditional_pipeline():
     assert all(0 <= v <= 1 for v in result.values())
     with pytest.raises(ValueError, match="class-conditional"):
         class_accuracy(tiny_image_pipeline())
+
+
+def test_sample_grid_script_gives_a_row_per_class(tmp_path):
+    """`scripts/sample_grid.py`: one row per class for a conditional pipeline, `rows` rows for another; blocks side by side."""
+    import importlib.util, os
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("sample_grid", os.path.join(
+        os.path.dirname(__file__), "..", "scripts", "sample_grid.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    conditional_pipeline(num_classes=3).save_pretrained(tmp_path / "cond")
+    tiny_image_pipeline().save_pretrained(tmp_path / "plain")
+    cond_block = script.sample_block(AsIntroVAEPipeline.from_pretrained(tmp_path / "cond"), rows=5, cols=4, seed=0)
+    plain_block = script.sample_block(AsIntroVAEPipeline.from_pretrained(tmp_path / "plain"), rows=5, cols=4, seed=0)
+    tile = plain_block.height // 5
+    assert plain_block.size == (4 * tile, 5 * tile) and cond_block.size == (4 * tile, 3 * tile)
+    out = tmp_path / "grid.png"
+    assert script.main(["--pipeline", str(tmp_path / "cond"), str(tmp_path / "plain"), "--name", "c", "p",
+                        "--rows", "5", "--cols", "4", "--output", str(out)]) == 0
+    assert Image.open(out).size == (8 * tile + 8, 5 * tile + 18)
