@@ -31,6 +31,14 @@ GOLDEN_TRAINING = {
          "dis_encoder": 0.741081, "loss_encoder": 0.559657, "kl_rec_decoder": 0.864304, "loss_rr": 104.739243,
          "dis_decoder": 0.061266, "loss_decoder": 0.303711},
     ),
+    # the package's default AS-IntroVAE (the recommended preset: no squash; c is given, so the schedule is not used)
+    "as-introvae (recommended)": (
+        dict(objective="as-introvae", preset="recommended"),
+        [0.235456, 0.306007, 0.112567, 0.228394, 0.221400, 0.005025, 0.154908, 0.041909, 0.0],
+        {"loss_rec": 79.487907, "kl_real": 1.390901, "exp_elbo_rec": 0.463953, "exp_elbo_fake": 0.523874,
+         "dis_encoder": 1.037462, "loss_encoder": 0.562889, "kl_rec_decoder": 1.560255, "loss_rr": 108.427589,
+         "dis_decoder": 0.111288, "loss_decoder": 0.312397},
+    ),
     "soft-introvae": (
         dict(objective="soft-introvae", preset="reference", detach_rec_target=True),
         [0.235970, 0.305911, 0.112268, 0.230455, 0.221506, 0.004549, 0.156828, 0.041916, 0.0],

@@ -100,11 +100,11 @@ def test_toy2d_resumes_an_interrupted_batch(tmp_path, capsys):
 def test_toy2d_flags_override_the_reference_hyperparameters():
     toy2d = load_toy2d()
     args = toy2d.parse_args(["--methods", "as-introvae", "--num_iter", "2", "--beta_neg", "3.5",
-                             "--encoder_reduction", "mean", "--no-squash", "--schedule", "linear",
+                             "--encoder_reduction", "mean", "--squash", "--schedule", "tanh",
                              "--include_constant", "--no-detach_rec_target", "--seeds", "0"])
     (run,) = toy2d.plan_runs(args)
     config = run.config
-    assert (config.beta_neg, config.encoder_reduction, config.squash, config.schedule) == (3.5, "mean", False, "linear")
+    assert (config.beta_neg, config.encoder_reduction, config.squash, config.schedule) == (3.5, "mean", True, "tanh")
     assert config.include_constant and not config.detach_rec_target
     assert config.beta_kl == 0.3 and config.beta_rec == 0.2 and config.num_vae_steps == 2000
 

@@ -55,9 +55,11 @@ class ObjectiveConfig:
         loss_type (`str`, defaults to `"mse"`): Reconstruction error: `mse`, `l1` or `bce`.
         num_vae_steps (`int`, defaults to 0): Plain-VAE warm-up steps before the adversarial phase; `c(i)` counts
             the adversarial steps only.
-        schedule (`str`, defaults to `"tanh"`): Schedule of `c(i)`: `tanh` (reference code) or `linear` (paper).
-        squash (`bool`, defaults to `True`): AS-IntroVAE only: pass mu and logvar of reconstructed and fake data
+        schedule (`str`, defaults to `"linear"`): Schedule of `c(i)`: `linear` (paper) or `tanh` (reference code).
+        squash (`bool`, defaults to `False`): AS-IntroVAE only: pass mu and logvar of reconstructed and fake data
             through tanh before the AS-Distance and the decoder step's KL terms (reference code; the paper does not).
+            The defaults of `schedule` and `squash` are the paper's, which did best here (`docs/results.md`); the
+            `reference` preset restores the reference code's.
         encoder_reduction (`str`, defaults to `"sum"`): AS-Distance reduction in the encoder step: `sum` (reference
             code) or `mean`.
         decoder_reduction (`str`, defaults to `"mean"`): AS-Distance reduction in the decoder step.
@@ -77,8 +79,8 @@ class ObjectiveConfig:
     margin: float = 10.0
     loss_type: str = field(default="mse", metadata={"choices": LOSS_TYPES})
     num_vae_steps: int = 0
-    schedule: str = field(default="tanh", metadata={"choices": SCHEDULES})
-    squash: bool = True
+    schedule: str = field(default="linear", metadata={"choices": SCHEDULES})
+    squash: bool = False
     encoder_reduction: str = field(default="sum", metadata={"choices": REDUCTIONS})
     decoder_reduction: str = field(default="mean", metadata={"choices": REDUCTIONS})
     dis_scale: float = 1.0
