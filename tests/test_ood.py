@@ -28,6 +28,15 @@ def test_ood_sets_are_reproducible_8x8_images(name):
     assert len({np.asarray(im).tobytes() for im in a}) > 1
 
 
+def test_shifted_digit_sets_are_the_digits_transformed():
+    from asintrovae_hf.ood import digits_images
+
+    digits = {np.asarray(im).tobytes() for im in digits_images()}
+    for name, undo in (("inverted", lambda a: 255 - a), ("mirrored", np.fliplr), ("rotated", lambda a: np.rot90(a, -1))):
+        images = make_ood_set(name, 20, seed=3)
+        assert all(np.ascontiguousarray(undo(np.asarray(im))).tobytes() in digits for im in images), name
+
+
 def test_evaluate_and_script(tmp_path):
     pipe = tiny_image_pipeline(channels=1, size=8, block_out_channels=(8,))
     pipe.set_progress_bar_config(disable=True)

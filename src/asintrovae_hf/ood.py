@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .data import load_digits_dataset
 from .errors import require
 
-OOD_SETS = ("noise", "inverted", "letters", "blank")
+OOD_SETS = ("noise", "inverted", "letters", "blank", "mirrored", "rotated")
 
 
 def digits_images() -> List[Image.Image]:
@@ -32,14 +32,17 @@ def make_ood_set(name: str, count: int, seed: int = 0) -> List[Image.Image]:
     - `"letters"`: the 52 Latin letters drawn with PIL's default font on a black 16x16 canvas, slightly shifted and
       rotated at random, and reduced to 8x8 as the digits were scanned: strokes like the digits', other shapes.
     - `"blank"`: constant images of random grey levels.
+    - `"mirrored"`: digits mirrored left to right; the near shifts: 0, 1 and 8 stay almost in distribution.
+    - `"rotated"`: digits rotated by 90 degrees counter-clockwise.
     """
     rng = np.random.default_rng(seed)
     if name == "noise":
         return [Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L") for _ in range(count)]
-    if name == "inverted":
+    shifts = {"inverted": lambda a: 255 - a, "mirrored": np.fliplr, "rotated": np.rot90}
+    if name in shifts:
         digits = digits_images()
         picks = rng.choice(len(digits), size=count, replace=count > len(digits))
-        return [Image.fromarray(255 - np.asarray(digits[i]), "L") for i in picks]
+        return [Image.fromarray(np.ascontiguousarray(shifts[name](np.asarray(digits[i]))), "L") for i in picks]
     if name == "letters":
         font = ImageFont.load_default(size=13)
         letters = string.ascii_letters
