@@ -17,7 +17,7 @@ import torch
 
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.data import ImageTransform, load_image_dataset, resolve_class_column, resolve_image_column
-from asintrovae_hf.evaluation import evaluate_pipeline, num_classes
+from asintrovae_hf.evaluation import evaluate_pipeline
 
 
 def parse_args(argv=None):
@@ -53,7 +53,7 @@ def load_real_images(args, pipeline):
     config = pipeline.encoder.config
     transform = ImageTransform(config.sample_size, config.in_channels, center_crop=True, random_flip=False)
     images = torch.stack([transform(image) for image in dataset[column]])
-    if not num_classes(pipeline):
+    if not pipeline.num_classes:
         return images, None
     resolve_class_column(dataset, args.class_column)
     return images, torch.as_tensor(dataset[args.class_column]).long()

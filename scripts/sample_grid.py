@@ -38,7 +38,7 @@ def parse_args(argv=None):
 @torch.no_grad()
 def sample_block(pipeline: AsIntroVAEPipeline, rows: int, cols: int, seed: int) -> Image.Image:
     """`rows x cols` samples; a class-conditional pipeline gets one row per class and the same latents in each row."""
-    num_classes = getattr(pipeline.decoder.config, "num_class_embeds", None)
+    num_classes = pipeline.num_classes
     generator = torch.Generator().manual_seed(seed)
     if num_classes:
         latents = torch.randn(cols, pipeline.latent_dim, generator=generator).repeat(num_classes, 1)

@@ -53,11 +53,6 @@ def batched_features(feature_fn, images: torch.Tensor, batch_size: int = 256) ->
     return torch.cat([feature_fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
 
 
-def num_classes(pipeline) -> Optional[int]:
-    """The number of classes of a class-conditional pipeline, `None` for an unconditional one."""
-    return getattr(pipeline.decoder.config, "num_class_embeds", None) or None
-
-
 @torch.no_grad()
 def sample_images(
     pipeline, num_samples: int, seed: int = 0, batch_size: int = 256, class_labels: Optional[torch.Tensor] = None
@@ -105,12 +100,12 @@ def class_accuracy(pipeline, num_per_class: int = 200, seed: int = 0, batch_size
     """
     from .digits_classifier import load_digits_classifier
 
-    if not num_classes(pipeline):
+    if not pipeline.num_classes:
         raise ValueError("class_accuracy needs a class-conditional pipeline (num_class_embeds is None).")
     classifier = load_digits_classifier()
     generator = torch.Generator().manual_seed(seed)
     results = {}
-    for label in range(num_classes(pipeline)):
+    for label in range(pipeline.num_classes):
         latents = torch.randn(num_per_class, pipeline.latent_dim, generator=generator)
         correct = 0
         for i in range(0, num_per_class, batch_size):
@@ -180,9 +175,9 @@ def evaluate_pipeline(
     if unknown:
         raise ValueError(f"Unknown metrics {sorted(unknown)}; choose from {', '.join(METRICS)}.")
     sample_labels = None
-    if num_classes(pipeline) and {"fid", "torchmetrics_fid", "digits_fid", "reconstruction"} & set(metrics):
+    if pipeline.num_classes and {"fid", "torchmetrics_fid", "digits_fid", "reconstruction"} & set(metrics):
         if real_labels is None or len(real_labels) != len(real_images):
-            raise ValueError(f"This pipeline is class-conditional ({num_classes(pipeline)} classes): its FID and "
+            raise ValueError(f"This pipeline is class-conditional ({pipeline.num_classes} classes): its FID and "
                              f"reconstruction need the real images' labels, one per image ({len(real_images)}); got "
                              f"{'none' if real_labels is None else len(real_labels)} (scripts/evaluate.py: --class_column).")
         real_labels = torch.as_tensor(real_labels).long()
@@ -200,7 +195,7 @@ def evaluate_pipeline(
         results["digits_fid"] = digits_fid(real_images, fake, value_range=(0.0, 1.0))
     if "reconstruction" in metrics:
         results.update(reconstruction_metrics(pipeline, real_images,
-                                              class_labels=real_labels if num_classes(pipeline) else None))
+                                              class_labels=real_labels if pipeline.num_classes else None))
     if "class_accuracy" in metrics:
         results.update({f"accuracy_{k}": v for k, v in class_accuracy(pipeline, seed=seed).items()})
     return {k: (float(v) if isinstance(v, (float, np.floating)) and math.isfinite(v) else v) for k, v in results.items()}

@@ -85,7 +85,7 @@ def evaluate_ood(pipeline, sets: Optional[List[str]] = None, count: int = 1000, 
     """
     import torch
 
-    num_classes = getattr(pipeline.decoder.config, "num_class_embeds", None)
+    num_classes = pipeline.num_classes
 
     def score(images, weighted):
         def one(labels):

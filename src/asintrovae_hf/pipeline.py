@@ -95,6 +95,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     def latent_dim(self) -> int:
         return self.decoder.config.latent_dim
 
+    @property
+    def num_classes(self) -> Optional[int]:
+        """The number of classes of a class-conditional pipeline (`num_class_embeds`); `None` if unconditional."""
+        return getattr(self.decoder.config, "num_class_embeds", None) or None
+
     # ---- loading and saving ----------------------------------------------------------------------------------
 
     @classmethod
