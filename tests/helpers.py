@@ -17,6 +17,16 @@ from asintrovae_hf import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """Import `scripts/<name>.py` as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 TRAIN_SCRIPT = ROOT / "scripts" / "train_as_introvae.py"
 
 # A tiny run on the built-in digits: 8x8 images, 64 of them, batches of 16 (4 steps per epoch).

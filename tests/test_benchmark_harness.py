@@ -1,21 +1,17 @@
 """The side-by-side harness of `scripts/benchmark.py --section vs_reference`: loops in threads take strict turns."""
 
-import importlib.util
 import threading
 import time
 
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 def test_two_loops_alternate_one_iteration_at_a_time(benchmark):

@@ -17,7 +17,7 @@ from asintrovae_hf import (
 from asintrovae_hf.data import load_digits_dataset, resolve_class_column
 from asintrovae_hf.training import train
 from asintrovae_hf.training_args import parse_args
-from helpers import TINY, tiny_image_pipeline, tiny_vector_pipeline
+from helpers import TINY, load_script, tiny_image_pipeline, tiny_vector_pipeline
 
 
 def conditional_pipeline(num_classes=3):
@@ -105,11 +105,8 @@ def test_training_with_a_class_column(tmp_path, fresh_accelerate):
     assert pipe.encoder.config.num_class_embeds == 10 and pipe.decoder.config.num_class_embeds == 10
     assert len(pipe(class_labels=list(range(10))).images) == 10
     # the evaluation script reads the labels of the digits for the FID's samples and the reconstructions
-    import importlib.util, json, os
-    spec = importlib.util.spec_from_file_location("evaluate_script", os.path.join(
-        os.path.dirname(__file__), "..", "scripts", "evaluate.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    import json
+    script = load_script("evaluate")
     out = tmp_path / "metrics.json"
     assert script.main(["--pipeline", str(tmp_path / "o"), "--num_samples", "20", "--max_real", "40", "--metrics",
                         "digits_fid", "reconstruction", "class_accuracy", "--output", str(out)]) == 0
@@ -196,13 +193,9 @@ def test_class_accuracy_of_a_conditional_pipeline():
 
 def test_sample_grid_script_gives_a_row_per_class(tmp_path):
     """`scripts/sample_grid.py`: one row per class for a conditional pipeline, `rows` rows for another; blocks side by side."""
-    import importlib.util, os
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location("sample_grid", os.path.join(
-        os.path.dirname(__file__), "..", "scripts", "sample_grid.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("sample_grid")
     conditional_pipeline(num_classes=3).save_pretrained(tmp_path / "cond")
     tiny_image_pipeline().save_pretrained(tmp_path / "plain")
     cond_block = script.sample_block(AsIntroVAEPipeline.from_pretrained(tmp_path / "cond"), rows=5, cols=4, seed=0)

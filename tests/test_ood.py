@@ -1,6 +1,5 @@
 """Out-of-distribution detection: the AUROC, the offline sets, and the script."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from asintrovae_hf.ood import OOD_SETS, auroc, evaluate_ood, make_ood_set
-from helpers import ROOT, tiny_image_pipeline
+from helpers import load_script, tiny_image_pipeline
 
 
 def test_auroc_is_the_rank_statistic():
@@ -44,9 +43,7 @@ def test_evaluate_and_script(tmp_path):
     assert set(results) == {"digits", "noise", "inverted"}
     assert 0 <= results["noise"]["auroc_elbo"] <= 1 and results["digits"]["count"] == 1797
     pipe.save_pretrained(tmp_path / "pipe")
-    spec = importlib.util.spec_from_file_location("ood_script", ROOT / "scripts" / "ood.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("ood")
     assert script.main(["--pipeline", str(tmp_path / "pipe"), "--sets", "blank", "--count", "10", "--num_samples",
                         "1", "--output", str(tmp_path / "ood.json")]) == 0
     saved = json.loads((tmp_path / "ood.json").read_text())

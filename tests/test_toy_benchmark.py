@@ -1,9 +1,7 @@
 """The 2D toy benchmark: a short training run beats an untrained model, the official loop's schedule, and the
 script's outputs, resume and grids."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +11,11 @@ from asintrovae_hf.toy import sample_points, sample_toy_data, toy_eval_range, to
 from asintrovae_hf.toy import toy_objective_defaults
 from asintrovae_hf.toy.metrics import histogram_kl_jsd
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 def load_toy2d():
-    spec = importlib.util.spec_from_file_location("toy2d", ROOT / "scripts" / "toy2d.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("toy2d")
 
 
 def jsd_of(decoder, seed=0):
