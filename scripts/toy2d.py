@@ -11,7 +11,8 @@
 A method is `objective[:preset]` (presets: `reference`, `recommended`). Objective flags (`--beta_neg`, `--squash`,
 ...) override the per-dataset reference values for every method. Each finished run is appended as one JSON line to
 `OUTPUT_DIR/runs.jsonl`; running the same command again skips the runs already there, so an interrupted batch
-resumes where it stopped. The script writes `results.md` (mean ± std over seeds), one figure per dataset (per
+resumes where it stopped, and a run killed midway continues from its last checkpoint (every 1,000 iterations, in
+`OUTPUT_DIR/models/<run id>/`). The script writes `results.md` (mean ± std over seeds), one figure per dataset (per
 method: generated points above the model density `exp(-negative ELBO)`), and for grids `grid.md` and a heat map
 per dataset. The estimators are documented in `asintrovae_hf.toy.metrics`.
 """

@@ -68,6 +68,8 @@ def test_toy2d_script_outputs(tmp_path, capsys):
     assert len(lines) == 4
     assert set(lines[0]) >= {"dataset", "method", "seed", "num_iter", "kl", "jsd", "gnelbo", "seconds"}
     assert (out / "8gaussians.png").exists() and (out / "runs.jsonl").exists()
+    assert len(list((out / "models").glob("*/encoder"))) == 4
+    assert not list((out / "models").glob("*/training_checkpoint.pt*"))  # removed once a run is recorded
     table = (out / "results.md").read_text()
     assert "| 8gaussians | vae | 6 | 0, 1 |" in table and "| 8gaussians | as-introvae | 6 | 0, 1 |" in table
     # the table can be rebuilt from the JSON lines alone
@@ -119,3 +121,56 @@ def test_toy2d_presets_and_grid():
         toy2d.parse_args(["--methods", "as-introvae:best"])
     with pytest.raises(SystemExit):
         toy2d.parse_args(["--grid", "beta_kl=high"])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _short_toy_run(checkpoint_path=None, stop_at=None):
+    config = ObjectiveConfig(objective="as-introvae", num_vae_steps=10,
+                             **{k: v for k, v in toy_objective_defaults("8gaussians", "as-introvae").items()
+                                if k != "num_vae_steps"})
+    sampler = lambda n, g: sample_toy_data("8gaussians", n, generator=g)  # noqa: E731
+
+    def callback(iteration, terms):
+        if iteration == stop_at:
+            raise _Interrupt
+
+    return train_vector_model(sampler, config, num_iter=40, batch_size=16, hidden_dims=(16,), seed=3,
+                              lr_milestones=(30,), log_every=5, callback=callback,
+                              checkpoint_path=checkpoint_path, checkpoint_every=10)
+
+
+def test_a_killed_toy_run_resumes_exactly_from_its_checkpoint(tmp_path):
+    """Weights, optimizers, the learning-rate decay (after the resume point) and the data/noise generator all come
+    back: the resumed run ends bit-equal to an uninterrupted one, with the same logged terms."""
+    encoder, decoder, history = _short_toy_run()
+    path = tmp_path / "run" / "training_checkpoint.pt"
+    with pytest.raises(_Interrupt):
+        _short_toy_run(str(path), stop_at=25)  # the last checkpoint is at iteration 20
+    assert torch.load(path, weights_only=True)["iteration"] == 20
+    encoder2, decoder2, history2 = _short_toy_run(str(path))
+    for a, b in ((encoder, encoder2), (decoder, decoder2)):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in history2] == history
+    assert history2[-1]["seconds"] > 0 and not (tmp_path / "run" / "training_checkpoint.pt.partial").exists()
+
+
+def test_a_damaged_or_foreign_toy_checkpoint_is_refused_by_name(tmp_path):
+    import os
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    path = tmp_path / "training_checkpoint.pt"
+    path.write_bytes(pickle.dumps({"iteration": 5, "x": Payload()}, protocol=2))
+    with pytest.raises(RuntimeError, match="training_checkpoint.pt cannot be read"):
+        _short_toy_run(str(path))
+    assert not (tmp_path / "ran").exists()
+    torch.save({"iteration": 50}, path)  # from a longer run
+    with pytest.raises(RuntimeError, match="not a checkpoint of a 40-iteration run"):
+        _short_toy_run(str(path))

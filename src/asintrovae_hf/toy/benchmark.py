@@ -80,9 +80,13 @@ class ToyRun:
 def run_toy(run: ToyRun, model_dir: Optional[str] = None) -> Dict:
     """
     Train and evaluate one run; return its record (a JSON-able dict). With `model_dir`, the encoder and decoder are
-    saved to `model_dir/<run_id>/{encoder,decoder}` (safetensors).
+    saved to `model_dir/<run_id>/{encoder,decoder}` (safetensors), and the run keeps a checkpoint in
+    `model_dir/<run_id>/training_checkpoint.pt` while it trains, so a killed run resumes from it (see
+    [`train_vector_model`]); the checkpoint is removed once the run is recorded.
     """
     started = time.time()
+    folder = os.path.join(model_dir, run.run_id()) if model_dir is not None else None
+    checkpoint = os.path.join(folder, "training_checkpoint.pt") if folder is not None else None
     encoder, decoder, history = train_vector_model(
         lambda n, g: sample_toy_data(run.dataset, n, generator=g),
         run.config,
@@ -93,18 +97,23 @@ def run_toy(run: ToyRun, model_dir: Optional[str] = None) -> Dict:
         lr_gamma=run.lr_gamma,
         seed=run.seed,
         log_every=max(run.num_iter // 20, 1),
+        checkpoint_path=checkpoint,
+        checkpoint_every=max(min(1000, run.num_iter // 10), 1),
     )
+    trained = time.time()
     kl, jsd, gnelbo = evaluate_toy_model(encoder, decoder, run.dataset, run.config.loss_type, run.eval_seed,
                                          run.gnelbo_grid)
-    if model_dir is not None:
-        folder = os.path.join(model_dir, run.run_id())
+    if folder is not None:
         encoder.save_pretrained(os.path.join(folder, "encoder"))
         decoder.save_pretrained(os.path.join(folder, "decoder"))
-    last = history[-1] if history else {}
+        if os.path.exists(checkpoint):
+            os.remove(checkpoint)
+    last = dict(history[-1]) if history else {}
+    train_seconds = last.pop("seconds", trained - started)  # summed over the sessions of a resumed run
     return {
         "dataset": run.dataset, "method": run.config.objective, "name": run.name, "seed": run.seed,
         "num_iter": run.num_iter, "kl": kl, "jsd": jsd, "gnelbo": gnelbo,
-        "seconds": round(time.time() - started, 1), "overrides": run.overrides, "run_id": run.run_id(),
+        "seconds": round(train_seconds + time.time() - trained, 1), "overrides": run.overrides, "run_id": run.run_id(),
         "final_terms": {k: v for k, v in last.items() if isinstance(v, float)},
         "settings": run.settings(),
     }

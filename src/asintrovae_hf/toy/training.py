@@ -1,5 +1,7 @@
 """Training the MLP models on vector data that is sampled afresh every iteration (the 2D toy benchmark)."""
 
+import os
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +26,8 @@ def train_vector_model(
     seed: int = 0,
     log_every: int = 100,
     callback: Optional[Callable[[int, Dict[str, float]], None]] = None,
+    checkpoint_path: Optional[str] = None,
+    checkpoint_every: int = 1000,
 ) -> Tuple[AsIntroVAEVectorEncoder, AsIntroVAEVectorDecoder, List[Dict[str, float]]]:
     """
     Train a vector encoder/decoder pair with one of the objectives, as the official 2D loop does.
@@ -43,9 +47,15 @@ def train_vector_model(
         seed (`int`, defaults to 0): Seeds the weights, the data and the noise.
         log_every (`int`, defaults to 100): Iterations between reading the loss terms on the host.
         callback (`Callable`, *optional*): Called as `callback(iteration, terms)` at each logging iteration.
+        checkpoint_path (`str`, *optional*): Where to keep the state of the run (weights, optimizers, schedulers,
+            the generator, the logged terms) every `checkpoint_every` iterations. When the file exists, training
+            resumes from it and ends exactly as an uninterrupted run would. The file is replaced atomically and read
+            with `torch.load(weights_only=True)`, so loading it runs no code.
+        checkpoint_every (`int`, defaults to 1000): Iterations between checkpoints.
 
     Returns:
-        The trained encoder and decoder (in eval mode) and the logged loss terms.
+        The trained encoder and decoder (in eval mode) and the logged loss terms. With `checkpoint_path`, the last
+        entry of the terms also holds `seconds`, the training time summed over resumed sessions.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -59,7 +69,19 @@ def train_vector_model(
                   for opt in (opt_e, opt_d)]
     objective = IntrospectiveObjective(objective_config)
     history = []
-    for i in range(num_iter):
+    start, seconds, started = 0, 0.0, time.time()
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        state = _load_toy_checkpoint(checkpoint_path, num_iter)
+        encoder.load_state_dict(state["encoder"])
+        decoder.load_state_dict(state["decoder"])
+        for target, name in ((opt_e, "opt_e"), (opt_d, "opt_d"), (schedulers[0], "sched_e"),
+                             (schedulers[1], "sched_d")):
+            target.load_state_dict(state[name])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history = [dict(entry) for entry in state["history"]]
+        start, seconds = int(state["iteration"]), float(state["seconds"])
+    for i in range(start, num_iter):
         x = sample_fn(batch_size, generator)
         phase = objective_config.phase(i, num_iter)
         terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=phase.c, vae_step=phase.vae,
@@ -73,7 +95,36 @@ def train_vector_model(
             history.append(host)
             if callback is not None:
                 callback(i + 1, host)
+        if checkpoint_path is not None and (i + 1) % checkpoint_every == 0 and i + 1 < num_iter:
+            _save_toy_checkpoint(checkpoint_path, {
+                "iteration": i + 1, "seconds": seconds + time.time() - started, "history": history,
+                "encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
+                "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
+                "sched_e": schedulers[0].state_dict(), "sched_d": schedulers[1].state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
+    if checkpoint_path is not None and history:
+        history[-1]["seconds"] = round(seconds + time.time() - started, 1)
     return encoder.eval(), decoder.eval(), history
+
+
+def _save_toy_checkpoint(path: str, state: Dict) -> None:
+    """Write `state` to `path` through a temporary file, so a kill leaves the previous checkpoint whole."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(state, path + ".partial")
+    os.replace(path + ".partial", path)
+
+
+def _load_toy_checkpoint(path: str, num_iter: int) -> Dict:
+    """Read a toy checkpoint without running code; a damaged file or one from a longer run is refused by name."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RuntimeError(f"the toy checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it "
+                           "to start this run afresh.") from error
+    if not isinstance(state, dict) or not 0 < int(state.get("iteration", -1)) < num_iter:
+        raise RuntimeError(f"the toy checkpoint {path} is not a checkpoint of a {num_iter}-iteration run; delete it "
+                           "to start this run afresh.")
+    return state
 
 
 @torch.no_grad()
