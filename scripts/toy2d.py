@@ -166,7 +166,10 @@ def main(argv=None) -> int:
               file=sys.stderr)
     bar = tqdm(total=len(todo), desc="runs", file=sys.stderr)
     for run in todo:
-        record = run_toy(run, model_dir=os.path.join(args.output_dir, "models"))
+        iterations = tqdm(total=run.num_iter, desc=f"{run.name} seed {run.seed}", leave=False, file=sys.stderr)
+        progress = lambda i, terms: iterations.update(i - iterations.n)  # noqa: E731
+        record = run_toy(run, model_dir=os.path.join(args.output_dir, "models"), callback=progress)
+        iterations.close()
         append_record(runs_path, record)
         print(json.dumps({k: v for k, v in record.items() if k not in ("settings", "final_terms")}), flush=True)
         bar.set_postfix_str(f"{run.dataset} {run.name} seed {run.seed}: KL {record['kl']:.2f} JSD {record['jsd']:.2f}")

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,12 +77,15 @@ class ToyRun:
         return f"{self.dataset}-{self.config.objective}-seed{self.seed}-{digest}"
 
 
-def run_toy(run: ToyRun, model_dir: Optional[str] = None) -> Dict:
+def run_toy(
+    run: ToyRun, model_dir: Optional[str] = None, callback: Optional[Callable[[int, Dict], None]] = None
+) -> Dict:
     """
     Train and evaluate one run; return its record (a JSON-able dict). With `model_dir`, the encoder and decoder are
     saved to `model_dir/<run_id>/{encoder,decoder}` (safetensors), and the run keeps a checkpoint in
     `model_dir/<run_id>/training_checkpoint.pt` while it trains, so a killed run resumes from it (see
-    [`train_vector_model`]); the checkpoint is removed once the run is recorded.
+    [`train_vector_model`]); the checkpoint is removed once the run is recorded. `callback(iteration, terms)` is
+    called every 5 % of the run (for progress bars).
     """
     started = time.time()
     folder = os.path.join(model_dir, run.run_id()) if model_dir is not None else None
@@ -99,6 +102,7 @@ def run_toy(run: ToyRun, model_dir: Optional[str] = None) -> Dict:
         log_every=max(run.num_iter // 20, 1),
         checkpoint_path=checkpoint,
         checkpoint_every=max(min(1000, run.num_iter // 10), 1),
+        callback=callback,
     )
     trained = time.time()
     kl, jsd, gnelbo = evaluate_toy_model(encoder, decoder, run.dataset, run.config.loss_type, run.eval_seed,
