@@ -6,6 +6,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import CheckpointError, one_line
 from ..losses import kl_divergence, reconstruction_error
 from ..models import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from ..objectives import IntrospectiveObjective, ObjectiveConfig
@@ -119,11 +120,11 @@ def _load_toy_checkpoint(path: str, num_iter: int) -> Dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise RuntimeError(f"the toy checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it "
-                           "to start this run afresh.") from error
+        raise CheckpointError(f"the toy checkpoint {path} cannot be read ({one_line(error)}); delete it "
+                              "to start this run afresh.") from error
     if not isinstance(state, dict) or not 0 < int(state.get("iteration", -1)) < num_iter:
-        raise RuntimeError(f"the toy checkpoint {path} is not a checkpoint of a {num_iter}-iteration run; delete it "
-                           "to start this run afresh.")
+        raise CheckpointError(f"the toy checkpoint {path} is not a checkpoint of a {num_iter}-iteration run; "
+                              "delete it to start this run afresh.")
     return state
 
 
