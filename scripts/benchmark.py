@@ -125,15 +125,7 @@ def peak_memory_bytes(fn: Callable[[], None], device: torch.device) -> int:
         raise ValueError(f"peak memory is measured on 'cpu' and 'cuda' devices only, got {device.type!r}.")
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    # frees before allocations at equal times, so that ties never inflate the peak
-    events.sort(key=lambda e: (e.start_ns(), e.nbytes()))
-    live = peak = 0
-    for e in events:
-        if e.device_type() == torch.autograd.DeviceType.CPU:
-            live += e.nbytes()
-            peak = max(peak, live)
-    return peak
+    return _peak_from_events(prof)
 
 
 # ---------------------------------------------------------------------------------------------------------------
