@@ -41,7 +41,7 @@ from asintrovae_hf.toy.benchmark import (
     save_figure,
     save_grid_heatmap,
 )
-from asintrovae_hf.toy.hparams import BATCH_SIZE, LEARNING_RATE, LR_GAMMA, NUM_ITER
+from asintrovae_hf.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
 
 
 def _method(text: str):
@@ -76,10 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Iterations at which both learning rates are multiplied by --lr_gamma. Default: the official "
                         "10000 15000 at 30,000 iterations, the same fractions of other budgets; none: no decay.")
     p.add_argument("--lr_gamma", type=float, default=LR_GAMMA)
+    p.add_argument("--hidden_dims", nargs="+", type=int, default=list(HIDDEN_DIMS),
+                   help="Widths of the hidden ReLU layers of both MLPs (default: 256 256 256 256, the official "
+                        "networks; runs recorded before this option used 256 256 256).")
     p.add_argument("--label", type=str, default=None, help="A name for these settings in the tables.")
     p.add_argument("--grid", action="append", type=_grid, default=[], metavar="OPTION=V1,V2,...",
                    help="Run every combination of the listed values (repeat for several options).")
     p.add_argument("--output_dir", type=str, default="results/toy2d")
+    p.add_argument("--model_dir", type=str, default=None,
+                   help="Where the trained networks and the checkpoints of unfinished runs go (default: "
+                        "OUTPUT_DIR/models).")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine).")
     p.add_argument("--gnelbo_grid", type=int, default=1024, help="Grid size of the grid-normalized ELBO.")
     p.add_argument("--eval_seed", type=int, default=1234)
@@ -99,6 +105,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num_iter", "batch_size", "threads", "gnelbo_grid"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if any(d <= 0 for d in args.hidden_dims):
+        parser.error(f"--hidden_dims must be positive widths, got {args.hidden_dims}")
+    if args.model_dir is None:
+        args.model_dir = os.path.join(args.output_dir, "models")
     return args
 
 
@@ -120,11 +130,11 @@ def plan_runs(args: argparse.Namespace):
                     runs.append(ToyRun(dataset=dataset, name=name, config=config, seed=seed, num_iter=args.num_iter,
                                        batch_size=args.batch_size, learning_rate=args.learning_rate,
                                        lr_milestones=args.lr_milestones, lr_gamma=args.lr_gamma,
-                                       overrides=overrides, eval_seed=args.eval_seed, gnelbo_grid=args.gnelbo_grid))
+                                       hidden_dims=tuple(args.hidden_dims), overrides=overrides, eval_seed=args.eval_seed, gnelbo_grid=args.gnelbo_grid))
     return runs
 
 
-def summarize(records, output_dir: str, eval_seed: int = 1234) -> None:
+def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = None) -> None:
     """Write `results.md`, `grid.md`, and the figures of the runs whose models were kept."""
     iters = sorted({r["num_iter"] for r in records})
     table = markdown_table(records)
@@ -136,7 +146,7 @@ def summarize(records, output_dir: str, eval_seed: int = 1234) -> None:
         with open(os.path.join(output_dir, "grid.md"), "w") as f:
             f.write(grid)
         print(grid, file=sys.stderr)
-    model_dir = os.path.join(output_dir, "models")
+    model_dir = model_dir or os.path.join(output_dir, "models")
     for dataset in sorted({r["dataset"] for r in records}):
         panels = {}
         for r in sorted((r for r in records if r["dataset"] == dataset and not r.get("overrides")),
@@ -156,7 +166,7 @@ def main(argv=None) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     runs_path = os.path.join(args.output_dir, "runs.jsonl")
     if args.summarize is not None:
-        summarize(read_records(args.summarize or [runs_path]), args.output_dir, args.eval_seed)
+        summarize(read_records(args.summarize or [runs_path]), args.output_dir, args.eval_seed, args.model_dir)
         return 0
     runs = plan_runs(args)
     done = {record_key(r) for r in read_records([runs_path])}
@@ -168,14 +178,14 @@ def main(argv=None) -> int:
     for run in todo:
         iterations = tqdm(total=run.num_iter, desc=f"{run.name} seed {run.seed}", leave=False, file=sys.stderr)
         progress = lambda i, terms: iterations.update(i - iterations.n)  # noqa: E731
-        record = run_toy(run, model_dir=os.path.join(args.output_dir, "models"), callback=progress)
+        record = run_toy(run, model_dir=args.model_dir, callback=progress)
         iterations.close()
         append_record(runs_path, record)
         print(json.dumps({k: v for k, v in record.items() if k not in ("settings", "final_terms")}), flush=True)
         bar.set_postfix_str(f"{run.dataset} {run.name} seed {run.seed}: KL {record['kl']:.2f} JSD {record['jsd']:.2f}")
         bar.update(1)
     bar.close()
-    summarize(read_records([runs_path]), args.output_dir, args.eval_seed)
+    summarize(read_records([runs_path]), args.output_dir, args.eval_seed, args.model_dir)
     return 0
 
 

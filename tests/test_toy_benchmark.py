@@ -9,7 +9,9 @@ import torch
 from asintrovae_hf.objective_config import ObjectiveConfig
 from asintrovae_hf.toy import sample_points, sample_toy_data, toy_eval_range, toy_lr_milestones, train_vector_model
 from asintrovae_hf.toy import toy_objective_defaults
-from asintrovae_hf.toy.metrics import histogram_kl_jsd
+from asintrovae_hf.toy.benchmark import record_key
+from asintrovae_hf.toy.data import toy_modes
+from asintrovae_hf.toy.metrics import histogram_kl_jsd, mode_coverage
 
 from helpers import load_script
 
@@ -71,7 +73,9 @@ def test_toy2d_script_outputs(tmp_path, capsys):
     assert len(list((out / "models").glob("*/encoder"))) == 4
     assert not list((out / "models").glob("*/training_checkpoint.pt*"))  # removed once a run is recorded
     table = (out / "results.md").read_text()
-    assert "| 8gaussians | vae | 6 | 0, 1 |" in table and "| 8gaussians | as-introvae | 6 | 0, 1 |" in table
+    assert "| 8gaussians | vae | 4 x 256 | 6 | 0, 1 |" in table
+    assert "| 8gaussians | as-introvae | 4 x 256 | 6 | 0, 1 |" in table
+    assert "modes covered" in table and {"modes_covered", "high_quality", "hidden_dims"} <= set(lines[0])
     # the table can be rebuilt from the JSON lines alone
     assert toy2d.main(["--summarize", str(out / "runs.jsonl"), "--output_dir", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "results.md").read_text().splitlines()[2:] == table.splitlines()[2:]
@@ -174,3 +178,48 @@ def test_a_damaged_or_foreign_toy_checkpoint_is_refused_by_name(tmp_path):
     torch.save({"iteration": 50}, path)  # from a longer run
     with pytest.raises(RuntimeError, match="not a checkpoint of a 40-iteration run"):
         _short_toy_run(str(path))
+
+
+def test_default_toy_networks_are_the_official_ones():
+    """`SoftIntroVAESimple(n_layers=3, num_hidden=256)`: input Linear, 3 hidden Linear, output Linear, all 256 wide."""
+    sampler = lambda n, g: sample_toy_data("8gaussians", n, generator=g)  # noqa: E731
+    config = ObjectiveConfig(objective="vae")
+    encoder, decoder, _ = train_vector_model(sampler, config, num_iter=1, batch_size=4)
+    shapes = lambda m: [(l.in_features, l.out_features) for l in m.modules() if isinstance(l, torch.nn.Linear)]  # noqa
+    assert shapes(encoder) == [(2, 256), (256, 256), (256, 256), (256, 256), (256, 4)]
+    assert shapes(decoder) == [(2, 256), (256, 256), (256, 256), (256, 256), (256, 2)]
+    relus = lambda m: sum(isinstance(l, torch.nn.ReLU) for l in m.modules())  # noqa: E731
+    assert relus(encoder) == relus(decoder) == 4
+
+
+def test_toy2d_hidden_dims_option_is_recorded_and_old_records_keep_their_key(tmp_path):
+    toy2d = load_toy2d()
+    args = toy2d.parse_args(["--methods", "vae", "--seeds", "0", "--num_iter", "2", "--hidden_dims", "8", "8"])
+    (run,) = toy2d.plan_runs(args)
+    assert run.hidden_dims == (8, 8) and run.settings()["hidden_dims"] == [8, 8]
+    (official,) = toy2d.plan_runs(toy2d.parse_args(["--methods", "vae", "--seeds", "0"]))
+    assert official.hidden_dims == (256, 256, 256, 256)
+    # a record written before the option existed is the same run as --hidden_dims 256 256 256
+    (legacy,) = toy2d.plan_runs(toy2d.parse_args(["--methods", "vae", "--seeds", "0", "--hidden_dims", "256", "256",
+                                                  "256"]))
+    old_settings = {k: v for k, v in legacy.settings().items() if k != "hidden_dims"}
+    assert record_key({"settings": old_settings}) == legacy.key() != official.key()
+    with pytest.raises(SystemExit):
+        toy2d.parse_args(["--hidden_dims", "0"])
+
+
+def test_mode_coverage_counts_modes_and_high_quality_points():
+    centres, std = toy_modes("8gaussians")
+    gen = torch.Generator().manual_seed(0)
+    real = sample_toy_data("8gaussians", 5000, generator=gen)
+    modes, quality = mode_coverage(real, centres, std)
+    assert modes == 8 and quality > 0.98  # 3 std in 2D holds 98.9 % of a Gaussian's mass
+    # three modes only, plus 30 % of the points spread between the modes
+    three = real[(torch.cdist(real.double(), centres[:3]).min(dim=1).values < 0.1)]
+    stray = torch.rand(len(three) * 3 // 7, 2, generator=gen) * 0.4 - 0.2
+    modes, quality = mode_coverage(torch.cat([three, stray]), centres, std)
+    assert modes == 3 and quality == pytest.approx(0.7, abs=0.02)
+    # a mode with fewer than 1 % of the points does not count
+    few = torch.cat([centres[:1].float().repeat(995, 1), centres[1:2].float().repeat(5, 1)])
+    assert mode_coverage(few, centres, std) == (1, 1.0)
+    assert toy_modes("rings") is None

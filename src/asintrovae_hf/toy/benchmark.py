@@ -19,13 +19,15 @@ from PIL import Image, ImageDraw
 
 from ..models import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from ..objective_config import OBJECTIVES, ObjectiveConfig
-from .data import sample_toy_data, toy_eval_range
-from .hparams import BATCH_SIZE, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
-from .metrics import grid_normalized_elbo, histogram_kl_jsd
+from .data import sample_toy_data, toy_eval_range, toy_modes
+from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
+from .metrics import grid_normalized_elbo, histogram_kl_jsd, mode_coverage
 from .training import negative_elbo, sample_points, train_vector_model
 
 EVAL_POINTS = 5000
 GNELBO_POINTS = 51200
+# runs recorded before the networks could be chosen used three hidden layers of 256
+LEGACY_HIDDEN_DIMS = (256, 256, 256)
 
 
 @dataclasses.dataclass
@@ -40,6 +42,7 @@ class ToyRun:
         seed (`int`): Seeds the weights, the data and the noise.
         num_iter (`int`): Iterations, the warm-up included.
         batch_size, learning_rate, lr_milestones, lr_gamma: The loop (see [`train_vector_model`]).
+        hidden_dims (`Tuple[int]`): Widths of the hidden layers of both MLPs (default: the official networks).
         overrides (`Dict`): The grid values of this run (for robustness grids), `{}` otherwise.
         eval_seed (`int`), gnelbo_grid (`int`): The evaluation draws and the gnELBO grid size.
     """
@@ -53,6 +56,7 @@ class ToyRun:
     learning_rate: float = LEARNING_RATE
     lr_milestones: Optional[Tuple[int, ...]] = None
     lr_gamma: float = LR_GAMMA
+    hidden_dims: Tuple[int, ...] = HIDDEN_DIMS
     overrides: Dict = dataclasses.field(default_factory=dict)
     eval_seed: int = 1234
     gnelbo_grid: int = 1024
@@ -61,12 +65,14 @@ class ToyRun:
         if self.lr_milestones is None:
             self.lr_milestones = toy_lr_milestones(self.num_iter)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
+        self.hidden_dims = tuple(int(d) for d in self.hidden_dims)
 
     def settings(self) -> Dict:
         """Everything that determines the result (the `name` aside)."""
         return {"dataset": self.dataset, "seed": self.seed, "num_iter": self.num_iter,
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                "lr_milestones": list(self.lr_milestones), "lr_gamma": self.lr_gamma, "eval_seed": self.eval_seed,
+                "lr_milestones": list(self.lr_milestones), "lr_gamma": self.lr_gamma,
+                "hidden_dims": list(self.hidden_dims), "eval_seed": self.eval_seed,
                 "gnelbo_grid": self.gnelbo_grid, "config": self.config.to_dict()}
 
     def key(self) -> str:
@@ -99,14 +105,15 @@ def run_toy(
         lr_milestones=run.lr_milestones,
         lr_gamma=run.lr_gamma,
         seed=run.seed,
+        hidden_dims=run.hidden_dims,
         log_every=max(run.num_iter // 20, 1),
         checkpoint_path=checkpoint,
         checkpoint_every=max(min(1000, run.num_iter // 10), 1),
         callback=callback,
     )
     trained = time.time()
-    kl, jsd, gnelbo = evaluate_toy_model(encoder, decoder, run.dataset, run.config.loss_type, run.eval_seed,
-                                         run.gnelbo_grid)
+    scores = evaluate_toy_model(encoder, decoder, run.dataset, run.config.loss_type, run.eval_seed,
+                                run.gnelbo_grid)
     if folder is not None:
         encoder.save_pretrained(os.path.join(folder, "encoder"))
         decoder.save_pretrained(os.path.join(folder, "decoder"))
@@ -116,7 +123,7 @@ def run_toy(
     train_seconds = last.pop("seconds", trained - started)  # summed over the sessions of a resumed run
     return {
         "dataset": run.dataset, "method": run.config.objective, "name": run.name, "seed": run.seed,
-        "num_iter": run.num_iter, "kl": kl, "jsd": jsd, "gnelbo": gnelbo,
+        "num_iter": run.num_iter, **scores, "hidden_dims": list(run.hidden_dims),
         "seconds": round(train_seconds + time.time() - trained, 1), "overrides": run.overrides, "run_id": run.run_id(),
         "final_terms": {k: v for k, v in last.items() if isinstance(v, float)},
         "settings": run.settings(),
@@ -124,14 +131,27 @@ def run_toy(
 
 
 def record_key(record: Dict) -> Optional[str]:
-    """The [`ToyRun.key`] of a finished run's record (`None` for records written before settings were kept)."""
-    return json.dumps(record["settings"], sort_keys=True) if "settings" in record else None
+    """
+    The [`ToyRun.key`] of a finished run's record (`None` for records written before settings were kept). Records
+    written before `hidden_dims` was a setting ran [`LEGACY_HIDDEN_DIMS`].
+    """
+    if "settings" not in record:
+        return None
+    return json.dumps({"hidden_dims": list(LEGACY_HIDDEN_DIMS), **record["settings"]}, sort_keys=True)
+
+
+def record_hidden_dims(record: Dict) -> Tuple[int, ...]:
+    """The hidden widths a record's networks had."""
+    return tuple(record.get("settings", {}).get("hidden_dims", LEGACY_HIDDEN_DIMS))
 
 
 @torch.no_grad()
 def evaluate_toy_model(encoder, decoder, dataset: str, loss_type: str = "mse", eval_seed: int = 1234,
-                       gnelbo_grid: int = 1024) -> Tuple[float, float, float]:
-    """KL, JSD (5,000 real vs 5,000 generated points) and the grid-normalized ELBO (51,200 real points)."""
+                       gnelbo_grid: int = 1024) -> Dict[str, float]:
+    """
+    `kl`, `jsd` (5,000 real vs 5,000 generated points), `gnelbo` (51,200 real points) and, for data with discrete
+    modes, `modes_covered` and `high_quality` of the same 5,000 generated points (see `asintrovae_hf.toy.metrics`).
+    """
     encoder.eval(), decoder.eval()
     eval_gen = torch.Generator().manual_seed(eval_seed)
     real = sample_toy_data(dataset, EVAL_POINTS, generator=eval_gen)
@@ -141,7 +161,11 @@ def evaluate_toy_model(encoder, decoder, dataset: str, loss_type: str = "mse", e
     gn_real = sample_toy_data(dataset, GNELBO_POINTS, generator=eval_gen)
     gnelbo = grid_normalized_elbo(lambda pts: negative_elbo(encoder, decoder, pts, loss_type), gn_real,
                                   grid_size=gnelbo_grid, range_=square)
-    return float(kl), float(jsd), float(gnelbo)
+    scores = {"kl": float(kl), "jsd": float(jsd), "gnelbo": float(gnelbo)}
+    modes = toy_modes(dataset)
+    if modes is not None:
+        scores["modes_covered"], scores["high_quality"] = mode_coverage(fake, *modes)
+    return scores
 
 
 def read_records(paths: Iterable[str]) -> List[Dict]:
@@ -190,7 +214,8 @@ def _group(records: List[Dict], with_overrides: bool) -> Dict[Tuple, List[Dict]]
     groups: Dict[Tuple, List[Dict]] = {}
     for r in records:
         extra = json.dumps(r.get("overrides", {}), sort_keys=True) if with_overrides else ""
-        groups.setdefault((r["dataset"], r.get("name", r["method"]), r["num_iter"], extra), []).append(r)
+        key = (r["dataset"], r.get("name", r["method"]), r["num_iter"], record_hidden_dims(r), extra)
+        groups.setdefault(key, []).append(r)
     return groups
 
 
@@ -199,17 +224,29 @@ def _method_order(name: str) -> Tuple[int, str]:
     return (OBJECTIVES[::-1].index(method) if method in OBJECTIVES else len(OBJECTIVES), name)
 
 
+def _hidden_text(dims: Tuple[int, ...]) -> str:
+    return f"{len(dims)} x {dims[0]}" if len(set(dims)) == 1 else " x ".join(map(str, dims))
+
+
 def markdown_table(records: List[Dict]) -> str:
-    """Mean ± std over seeds of KL, JSD and gnELBO, one row per dataset, method and budget."""
-    rows = ["| dataset | method | iterations | seeds | KL (mean ± std) | JSD (mean ± std) | gnELBO (mean ± std) "
-            "| s/run |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """
+    Mean ± std over seeds of KL, JSD, gnELBO and (where recorded) modes covered and the share of high-quality
+    samples, one row per dataset, method, budget and network size.
+    """
+    rows = ["| dataset | method | hidden layers | iterations | seeds | KL (mean ± std) | JSD (mean ± std) "
+            "| modes covered (mean ± std) | high-quality share (mean ± std) | gnELBO (mean ± std) | s/run |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups = _group([r for r in records if not r.get("overrides")], with_overrides=False)
-    for (dataset, name, num_iter, _), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2],
-                                                                                  _method_order(kv[0][1]))):
+    for (dataset, name, num_iter, dims, _), rs in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][3], _method_order(kv[0][1]))):
         seeds = ", ".join(str(s) for s in sorted(r["seed"] for r in rs))
-        rows.append(f"| {dataset} | {name} | {num_iter} | {seeds} | {_mean_std([r['kl'] for r in rs])} | "
-                    f"{_mean_std([r['jsd'] for r in rs])} | {_mean_std([r['gnelbo'] for r in rs], '.3e')} | "
-                    f"{np.mean([r['seconds'] for r in rs]):.0f} |")
+        modes = [r["modes_covered"] for r in rs if "modes_covered" in r]
+        quality = [r["high_quality"] for r in rs if "high_quality" in r]
+        rows.append(f"| {dataset} | {name} | {_hidden_text(dims)} | {num_iter} | {seeds} | "
+                    f"{_mean_std([r['kl'] for r in rs])} | {_mean_std([r['jsd'] for r in rs])} | "
+                    f"{_mean_std(modes, '.1f') if len(modes) == len(rs) else 'n/a'} | "
+                    f"{_mean_std(quality, '.3f') if len(quality) == len(rs) else 'n/a'} | "
+                    f"{_mean_std([r['gnelbo'] for r in rs], '.3e')} | {np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(rows) + "\n"
 
 

@@ -66,6 +66,17 @@ def _eight_gaussians(n: int, generator: Optional[torch.Generator]) -> torch.Tens
     return (centres[which] + noise) / 1.414
 
 
+def toy_modes(name: str) -> Optional[Tuple[torch.Tensor, float]]:
+    """
+    The modes of a toy dataset made of isotropic Gaussians: `(centres, std)`, `centres` a float64 `K x 2` tensor.
+    `None` for the datasets that have no discrete modes (`2spirals`, `checkerboard`, `rings`).
+    """
+    if canonical_name(name) != "8gaussians":
+        return None
+    angles = torch.arange(8, dtype=torch.float64) * (math.pi / 4)
+    return 2.0 * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1) / 1.414, 0.02 / 1.414
+
+
 def _two_spirals(n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
     half = (n + 1) // 2
     t = torch.sqrt(torch.rand(half, generator=generator, dtype=torch.float64)) * (3 * math.pi)  # 540 degrees

@@ -11,7 +11,7 @@ from ..losses import kl_divergence, reconstruction_error
 from ..models import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from ..objectives import IntrospectiveObjective, ObjectiveConfig
 from ..train_step import train_step
-from .hparams import BATCH_SIZE, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
+from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 
 
 def train_vector_model(
@@ -20,7 +20,7 @@ def train_vector_model(
     num_iter: int,
     batch_size: int = BATCH_SIZE,
     latent_dim: int = 2,
-    hidden_dims: Sequence[int] = (256, 256, 256),
+    hidden_dims: Sequence[int] = HIDDEN_DIMS,
     learning_rate: float = LEARNING_RATE,
     lr_milestones: Optional[Sequence[int]] = None,
     lr_gamma: float = LR_GAMMA,
@@ -39,7 +39,8 @@ def train_vector_model(
             (`num_vae_steps`, counted within `num_iter`).
         num_iter (`int`): Iterations in all, the warm-up included.
         batch_size (`int`, defaults to 512): Points per iteration.
-        latent_dim (`int`, defaults to 2), hidden_dims (`Sequence[int]`, defaults to three layers of 256): The MLPs.
+        latent_dim (`int`, defaults to 2), hidden_dims (`Sequence[int]`, defaults to four ReLU layers of 256, the official
+            networks): The widths of the MLPs' hidden layers.
         learning_rate (`float`, defaults to 2e-4): Adam learning rate of both networks.
         lr_milestones (`Sequence[int]`, *optional*): Iterations at which both learning rates are multiplied by
             `lr_gamma` (`MultiStepLR`, stepped every iteration); defaults to [`toy_lr_milestones`]`(num_iter)`, the
