@@ -6,10 +6,15 @@
     python scripts/benchmark.py --section as_distance --batch_sizes 64 256 --latent_dims 32 --threads 2
 
     python scripts/benchmark.py --section vs_reference --reference_path /tmp/AS-IntroVAE --peak_gflops 78
+    python scripts/benchmark.py --section gradient_checkpointing --train_batch_size 32
 
 Sections are registered in `SECTIONS` (name -> function taking the parsed arguments, returning a list of dicts,
-one per measured configuration): `as_distance`, `training` and `vs_reference` (run by `all` only when
-`--reference_path` is given).
+one per measured configuration): `as_distance`, `training`, `gradient_checkpointing` and `vs_reference` (run by
+`all` only when `--reference_path` is given).
+
+`gradient_checkpointing` runs one AS-IntroVAE training iteration at `rgb64` (3 x 64 x 64, channels 64,128,256,512,
+Z 256) with and without `enable_gradient_checkpointing()` on both networks (`--gradient_checkpointing` of the
+training script) and reports the peak memory of the iteration (measured as for `as_distance`, below) and its time.
 
 `vs_reference` times a full iteration of the training script (`scripts/train_as_introvae.py`: data loading, both
 updates, EMA, logging) against a full iteration of the authors' own loop (`Train_AVAE` in `A_VAE.py`, imported from
@@ -65,6 +70,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from asintrovae_hf.as_distance import as_distance
+from asintrovae_hf.process_settings import torch_threads
 
 GIB = 2.0**30
 MIB = 2.0**20
@@ -235,6 +241,7 @@ TRAINING_CONFIGS = {
     # name: (channels, size, block_out_channels, latent_dim)
     "digits16": (1, 16, (32, 64), 32),
     "mnist28": (1, 28, (64, 128), 32),
+    "rgb64": (3, 64, (64, 128, 256, 512), 256),
 }
 
 
@@ -311,6 +318,34 @@ def _section_training(args) -> List[Dict]:
                 print(f"{config_name} {group[0]['precision']} compile={compile_models}: AS/Soft = {ratio:.3f}",
                       file=sys.stderr, flush=True)
                 rows += group
+    return rows
+
+
+def _section_gradient_checkpointing(args) -> List[Dict]:
+    """
+    One AS-IntroVAE `train_step` with and without gradient checkpointing (`enable_gradient_checkpointing()` on both
+    networks): the peak memory of the step (activations, gradients; the Adam state exists already) and its time.
+    """
+    rows = []
+    for config_name in args.checkpointing_configs:
+        pair = []
+        for enabled in (False, True):
+            setup = _training_setup("as-introvae", config_name, args.train_batch_size, args.device, False, args.seed)
+            if enabled:
+                setup[1].enable_gradient_checkpointing()
+                setup[2].enable_gradient_checkpointing()
+            step = lambda: _one_step(setup, args.device, None)  # noqa: E731
+            step()  # the Adam state is allocated by the first step
+            peak = peak_memory_bytes(step, torch.device(args.device))
+            seconds = time_call(step, torch.device(args.device), args.repeats)
+            pair.append({"config": config_name, "batch": args.train_batch_size,
+                         "checkpointing": "on" if enabled else "off", "s_per_iter": seconds,
+                         "peak_mib": peak / 2 ** 20})
+        off, on = pair
+        for row in pair:
+            row["memory_ratio"] = off["peak_mib"] / on["peak_mib"]
+            row["time_ratio"] = on["s_per_iter"] / off["s_per_iter"]
+        rows += pair
     return rows
 
 
@@ -438,15 +473,15 @@ class _Lane:
         """Run `fn()` (a whole training run) in a thread that starts and ends holding the turn."""
 
         def target():
-            torch.set_num_threads(threads)
-            self.turns.wait(self.name)
-            try:
-                fn()
-            except BaseException as err:  # reported by the caller
-                self.error = err
-            finally:
-                self._end(record=False)
-                self.turns.pass_on(self.name, done=True)
+            with torch_threads(threads):
+                self.turns.wait(self.name)
+                try:
+                    fn()
+                except BaseException as err:  # reported by the caller
+                    self.error = err
+                finally:
+                    self._end(record=False)
+                    self.turns.pass_on(self.name, done=True)
 
         thread = threading.Thread(target=target, name=self.name, daemon=True)
         thread.start()
@@ -703,6 +738,7 @@ SECTIONS: Dict[str, Callable[[argparse.Namespace], List[Dict]]] = {
     "as_distance": _section_as_distance,
     "training": _section_training,
     "vs_reference": _section_vs_reference,
+    "gradient_checkpointing": _section_gradient_checkpointing,
 }
 
 
@@ -743,6 +779,8 @@ TABLE_COLUMNS = {
                     "naive_err", "target_met", "note"],
     "training": ["config", "objective", "batch", "precision", "compile", "s_per_iter", "iters_per_s", "images_per_s",
                  "as_over_soft", "target_met"],
+    "gradient_checkpointing": ["config", "batch", "checkpointing", "s_per_iter", "peak_mib", "memory_ratio",
+                               "time_ratio"],
     "vs_reference": ["config", "precision", "threads", "implementation", "iters", "s_per_iter", "s_min", "s_max",
                      "images_per_s", "ratio", "peak_mib", "gflop_per_iter", "gflops", "peak_fraction"],
 }
@@ -771,6 +809,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--train_iters", type=int, default=10, help="Timed iterations (the median is reported).")
     g.add_argument("--train_warmup", type=int, default=3)
     g.add_argument("--compile", action="store_true", help="Also time torch.compile'd networks (slow to compile).")
+    g = p.add_argument_group("gradient_checkpointing (also uses --train_batch_size)")
+    g.add_argument("--checkpointing_configs", nargs="+", default=["rgb64"], choices=list(TRAINING_CONFIGS))
     g = p.add_argument_group("vs_reference (also uses --training_configs)")
     g.add_argument("--reference_path", default=None,
                    help="A local checkout of the authors' AS-IntroVAE code; its Train_AVAE loop is imported from there.")
@@ -796,8 +836,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return _main(args)
+
+
+def _main(args) -> int:
     if args.section == "all":
         names = [name for name in SECTIONS if name != "vs_reference" or args.reference_path]
     elif args.section in SECTIONS:

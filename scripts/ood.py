@@ -16,6 +16,7 @@ import torch
 
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.ood import OOD_SETS, evaluate_ood
+from asintrovae_hf.process_settings import torch_threads
 
 
 def parse_args(argv=None):
@@ -44,8 +45,11 @@ def markdown(results) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         pipe = AsIntroVAEPipeline.from_pretrained(args.pipeline)
     except (OSError, ValueError) as err:

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from asintrovae_hf.objective_config import OBJECTIVES, PRESETS, ObjectiveConfig, option_names
+from asintrovae_hf.process_settings import torch_threads
 from asintrovae_hf.toy import TOY_DATASETS, toy_objective_defaults
 from asintrovae_hf.toy.benchmark import (
     ToyRun,
@@ -162,7 +163,11 @@ def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return _main(args)
+
+
+def _main(args) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     runs_path = os.path.join(args.output_dir, "runs.jsonl")
     if args.summarize is not None:

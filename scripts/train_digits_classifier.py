@@ -31,6 +31,7 @@ from asintrovae_hf.digits_classifier import (
     digits_to_tensor,
     load_digits_uint8,
 )
+from asintrovae_hf.process_settings import torch_threads
 
 EVAL_RESOLUTIONS = (8, 12, 16, 24, 28, 32)
 
@@ -72,7 +73,11 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    with torch_threads(args.threads):
+        return _main(args)
+
+
+def _main(args):
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     started = time.time()

@@ -287,12 +287,6 @@ def test_dtypes(tmp_path, dtype):
     assert moved.reconstruct(torch.rand(1, 1, 16, 16), output_type="pt").images.dtype == torch.float32
 
 
-def test_from_pretrained_rejects_unknown_arguments(tmp_path):
-    make_pipeline().save_pretrained(tmp_path)
-    with pytest.raises(TypeError, match=r"unexpected arguments \['num_beams'\]"):
-        AsIntroVAEPipeline.from_pretrained(tmp_path, num_beams=2)
-
-
 # ---- the saved folder carries its code (diffusers' layout for custom pipelines on the Hub) --------------------
 
 

@@ -59,6 +59,7 @@ def spy_on_train_step(monkeypatch):
 
 
 @pytest.mark.slow  # TorchInductor builds ~40 C++ kernels on CPU: 30-60 s here with a cold cache, ~5 s warm
+@pytest.mark.usefixtures("torch_compile_environment")
 def test_compile_trains_checkpoints_resumes_and_saves_plain_weights(tmp_path, monkeypatch):
     common = TINY + ["--save_images_steps", "1000", "--logging_steps", "1", "--checkpointing_steps", "1"]
     eager = tmp_path / "eager"

@@ -10,10 +10,13 @@ Two families share one API:
 [`DiagonalGaussianDistribution`] over `B x Z` latents; `decoder.decode(z)` returns a [`DecoderOutput`].
 """
 
-from typing import Optional, Sequence, Tuple, Union
+import contextlib
+import os
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
@@ -29,9 +32,13 @@ def supported_sample_sizes(block_out_channels: Sequence[int], max_size: int = 10
     return list(range(factor, max_size + 1, factor))
 
 
+class InvalidConfigError(ValueError):
+    """A model configuration the networks cannot be built from (an argument of the wrong type or size)."""
+
+
 def check_config(model: str, **values) -> None:
     """
-    Raise a `ValueError` naming the model and the argument when a size is not a positive integer (a `config.json`
+    Raise an [`InvalidConfigError`] naming the model and the argument when a size is not a positive integer (a `config.json`
     edited by hand, `"latent_dim": "eight"`) or `block_out_channels` is not a non-empty list of them.
     """
     for name, value in values.items():
@@ -41,15 +48,15 @@ def check_config(model: str, **values) -> None:
         if not ok:
             kind = "a non-empty list of positive integers" if name == "block_out_channels" else (
                 "a list of positive integers" if name == "hidden_dims" else "a positive integer")
-            raise ValueError(f"{model}: {name} must be {kind}, got {value!r} ({type(value).__name__}).")
+            raise InvalidConfigError(f"{model}: {name} must be {kind}, got {value!r} ({type(value).__name__}).")
 
 
 def check_sample_size(sample_size: int, block_out_channels: Sequence[int]) -> None:
-    """Raise a `ValueError` naming the valid sizes when `sample_size` does not fit `block_out_channels`."""
+    """Raise an [`InvalidConfigError`] naming the valid sizes when `sample_size` does not fit `block_out_channels`."""
     factor = 2 ** len(block_out_channels)
     if not isinstance(sample_size, int) or sample_size < factor or sample_size % factor != 0:
         sizes = supported_sample_sizes(block_out_channels, max_size=max(256, 4 * factor))
-        raise ValueError(
+        raise InvalidConfigError(
             f"sample_size={sample_size!r} does not fit block_out_channels={tuple(block_out_channels)}: each of the "
             f"{len(block_out_channels)} blocks halves the image, so the size must be a multiple of {factor} "
             f"(for example {', '.join(str(s) for s in sizes[:8])}, ...)."
@@ -78,7 +85,7 @@ def _class_embedding(model, batch_size: int, class_labels) -> Optional[torch.Ten
 
 def _check_output_activation(output_activation: Optional[str]) -> None:
     if output_activation not in OUTPUT_ACTIVATIONS:
-        raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}.")
+        raise InvalidConfigError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}.")
 
 
 def _apply_output_activation(x: torch.Tensor, output_activation: Optional[str]) -> torch.Tensor:
@@ -143,22 +150,86 @@ class ResidualBlock(nn.Module):
         return self.act(h + identity)
 
 
-def _run_conv(layers: nn.Sequential, h: torch.Tensor, emb: Optional[torch.Tensor], fuse_upsample: bool = False
-              ) -> torch.Tensor:
+def _run_conv(layers: nn.Sequential, h: torch.Tensor, emb: Optional[torch.Tensor], fuse_upsample: bool = False,
+              checkpoint: Optional[Callable] = None) -> torch.Tensor:
     """
     `layers(h)`, with the class embedding handed to each residual block; with `fuse_upsample`, each nearest
-    upsampling is done by the residual block after it (`ResidualBlock.forward(upsample=True)`).
+    upsampling is done by the residual block after it (`ResidualBlock.forward(upsample=True)`); with `checkpoint`
+    (gradient checkpointing), each residual block runs as `checkpoint(block, *inputs)`.
     """
-    if emb is None and not fuse_upsample:
+    if emb is None and not fuse_upsample and checkpoint is None:
         return layers(h)
+    run_block = checkpoint or (lambda block, *inputs: block(*inputs))
     layers, i = list(layers), 0
     while i < len(layers):
         layer = layers[i]
         if fuse_upsample and isinstance(layer, nn.Upsample) and isinstance(layers[i + 1], ResidualBlock):
-            h, i = layers[i + 1](h, emb, upsample=True), i + 2
+            h, i = run_block(layers[i + 1], h, emb, True), i + 2
         else:
-            h, i = (layer(h, emb) if isinstance(layer, ResidualBlock) else layer(h)), i + 1
+            h, i = (run_block(layer, h, emb) if isinstance(layer, ResidualBlock) else layer(h)), i + 1
     return h
+
+
+class _NamesTheConfigFile:
+    """`from_pretrained` as in diffusers (every argument passed on), with a configuration the networks cannot be
+    built from reported with the path of its `config.json`."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except InvalidConfigError as err:
+            where = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "", "config.json")
+            raise InvalidConfigError(f"{where} cannot be used: {err}") from None
+
+
+class _KeepBatchNormStatistics:
+    """
+    Restores the BatchNorm running statistics of `module` on exit. Gradient checkpointing runs each block's forward a
+    second time during the backward pass; in training mode BatchNorm would update its running statistics twice.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self):
+        self.saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+                      for m in self.norms]
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for norm, saved in zip(self.norms, self.saved):
+                buffers = [b for b in (norm.running_mean, norm.running_var, norm.num_batches_tracked) if b is not None]
+                for buffer, value in zip(buffers, saved):
+                    buffer.copy_(value)
+        return False
+
+
+def checkpoint_keeping_batchnorm_statistics(module: nn.Module, *inputs):
+    """
+    `torch.utils.checkpoint.checkpoint(module, *inputs)` (non-reentrant, as diffusers' default) whose recomputation
+    leaves BatchNorm running statistics as the first forward left them, so a checkpointed training step changes the
+    model exactly as a plain one does.
+    """
+    contexts = lambda: (contextlib.nullcontext(), _KeepBatchNormStatistics(module))  # noqa: E731
+    return torch.utils.checkpoint.checkpoint(module.__call__, *inputs, use_reentrant=False, context_fn=contexts)
+
+
+class _GradientCheckpointing:
+    """diffusers' gradient checkpointing for the conv models: `enable_gradient_checkpointing()` makes each residual
+    block recompute its activations in the backward pass instead of keeping them (less memory, more time)."""
+
+    _supports_gradient_checkpointing = True
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func: Optional[Callable] = None) -> None:
+        """As diffusers' `ModelMixin.enable_gradient_checkpointing`; the default function keeps the BatchNorm running
+        statistics exact ([`checkpoint_keeping_batchnorm_statistics`]) where diffusers' would update them twice."""
+        super().enable_gradient_checkpointing(gradient_checkpointing_func or checkpoint_keeping_batchnorm_statistics)
+
+    def _checkpoint_function(self) -> Optional[Callable]:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func
+        return None
 
 
 class ClassConditioning(nn.Module):
@@ -182,7 +253,7 @@ class ClassConditioning(nn.Module):
         return self.embedding(labels)
 
 
-class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
+class AsIntroVAEEncoder(_NamesTheConfigFile, _GradientCheckpointing, ModelMixin, ConfigMixin):
     r"""
     Residual conv encoder mapping images to a diagonal Gaussian posterior `q(z | x)`.
 
@@ -226,6 +297,7 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
             layers += [ResidualBlock(c_in, c_out, embed_dim), nn.AvgPool2d(2)]
         layers.append(ResidualBlock(channels[-1], channels[-1], embed_dim))
         self.conv = nn.Sequential(*layers)
+        self.gradient_checkpointing = False
         final_size = sample_size // 2 ** len(channels)
         self.fc = nn.Linear(channels[-1] * final_size * final_size, 2 * latent_dim)
         if num_class_embeds:
@@ -242,7 +314,7 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
     def _moments(self, x: torch.Tensor, class_labels: Optional[torch.Tensor]) -> torch.Tensor:
         self._check_input(x)
         emb = _class_embedding(self, x.shape[0], class_labels)
-        return self.fc(_run_conv(self.conv, x, emb).flatten(1))
+        return self.fc(_run_conv(self.conv, x, emb, checkpoint=self._checkpoint_function()).flatten(1))
 
     def encode(
         self, x: torch.Tensor, class_labels: Optional[torch.Tensor] = None, return_dict: bool = True
@@ -267,7 +339,7 @@ class AsIntroVAEEncoder(ModelMixin, ConfigMixin):
         return self._moments(x, class_labels).chunk(2, dim=1)
 
 
-class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
+class AsIntroVAEDecoder(_NamesTheConfigFile, _GradientCheckpointing, ModelMixin, ConfigMixin):
     r"""
     Residual conv decoder mapping latents to images, the mirror of [`AsIntroVAEEncoder`].
 
@@ -323,6 +395,7 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
             c_in = c_out
         layers += [ResidualBlock(c_in, c_in, embed_dim), nn.Conv2d(c_in, out_channels, 5, padding=2)]
         self.conv = nn.Sequential(*layers)
+        self.gradient_checkpointing = False
         if num_class_embeds:
             self.class_conditioning = ClassConditioning(num_class_embeds, embed_dim)
 
@@ -355,7 +428,8 @@ class AsIntroVAEDecoder(ModelMixin, ConfigMixin):
         c = self.config.block_out_channels[-1]
         h = self.fc(z).view(z.shape[0], c, self.initial_size, self.initial_size)
         fuse = self.fuse_upsample and self.training
-        return _apply_output_activation(_run_conv(self.conv, h, emb, fuse), self.config.output_activation)
+        h = _run_conv(self.conv, h, emb, fuse, checkpoint=self._checkpoint_function())
+        return _apply_output_activation(h, self.config.output_activation)
 
 
 def _mlp(in_features: int, hidden_dims: Sequence[int], out_features: int) -> nn.Sequential:
@@ -367,7 +441,7 @@ def _mlp(in_features: int, hidden_dims: Sequence[int], out_features: int) -> nn.
     return nn.Sequential(*layers)
 
 
-class AsIntroVAEVectorEncoder(ModelMixin, ConfigMixin):
+class AsIntroVAEVectorEncoder(_NamesTheConfigFile, ModelMixin, ConfigMixin):
     r"""
     MLP encoder for vectors (2D toy data, tabular data), with the API of [`AsIntroVAEEncoder`].
 
@@ -404,7 +478,7 @@ class AsIntroVAEVectorEncoder(ModelMixin, ConfigMixin):
         return self.net(x).chunk(2, dim=1)
 
 
-class AsIntroVAEVectorDecoder(ModelMixin, ConfigMixin):
+class AsIntroVAEVectorDecoder(_NamesTheConfigFile, ModelMixin, ConfigMixin):
     r"""
     MLP decoder for vectors, with the API of [`AsIntroVAEDecoder`].
 

@@ -35,9 +35,14 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 PIPELINE_MODULE = "pipeline_asintrovae"
 COMPONENT_MODULES = {"encoder": "modeling_asintrovae_encoder", "decoder": "modeling_asintrovae_decoder"}
 
-# `from_pretrained` arguments passed on to the Hub download of the config and of each component.
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "token")
-MODEL_KWARGS = ("torch_dtype", "variant", "use_safetensors", "low_cpu_mem_usage")
+# The model classes each component may have (`model_index.json` names one of them; anything else is refused).
+COMPONENT_CLASSES = {
+    "encoder": ("AsIntroVAEEncoder", "AsIntroVAEVectorEncoder"),
+    "decoder": ("AsIntroVAEDecoder", "AsIntroVAEVectorDecoder"),
+}
+# The module diffusers' loader imports the component classes from when the plugin is installed. It must also hold
+# `ModelMixin` in its namespace: diffusers picks a component's loading method by the base classes it finds there.
+PLUGIN_MODELS_MODULE = "asintrovae_hf.models"
 
 
 def _plugin_models():
@@ -47,9 +52,27 @@ def _plugin_models():
     the plugin on machines that load the repo without it.
     """
     try:
-        return importlib.import_module("asintrovae_hf.models")
+        return importlib.import_module(PLUGIN_MODELS_MODULE)
     except ImportError:
         return None
+
+
+def _check_component_config(folder, name: str, class_name: str) -> None:
+    """
+    In a local folder (diffusers loads a Hub repo from its downloaded folder), refuse a `model_index.json` class
+    that is not the class of the component's own `config.json`: the weights would load into the wrong network.
+    """
+    path = os.path.join(str(folder), name, "config.json")
+    if not os.path.isfile(path):
+        return  # diffusers reports the missing file itself
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f).get("_class_name")
+    except (ValueError, RecursionError, AttributeError, OSError) as err:
+        raise ValueError(f"{path} is not a readable JSON object: {type(err).__name__}: {str(err)[:200]}") from None
+    if saved != class_name:
+        raise ValueError(f"{folder}: model_index.json names {class_name} for {name!r}, but {name}/config.json is a "
+                         f"{str(saved)[:100]}; expected the same class in both.")
 
 
 class AsIntroVAEPipeline(DiffusionPipeline):
@@ -105,68 +128,76 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
         r"""
-        Load a saved pipeline from a folder or a Hub repo id.
+        Load a saved pipeline from a folder or a Hub repo id, with diffusers' `DiffusionPipeline.from_pretrained`.
 
-        Each component is loaded with this package's model classes (`ModelMixin.from_pretrained(...,
-        subfolder=...)`): no code from the folder or repo runs. Without the package installed, load a repo with
-        `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` instead.
+        Every argument is diffusers': `dtype` (a dtype, or a dict per component with a `"default"`), `device_map`,
+        `variant`, `use_safetensors`, `low_cpu_mem_usage`, the Hub arguments (`revision`, `token`, `cache_dir`,
+        `local_files_only`, `force_download`, ...), and components to use instead of loading them (`decoder=...`).
+        With the plugin installed, each component is built from this package's classes (the class
+        `model_index.json` names must be one a component may have) and no code from the folder or repo runs;
+        `trust_remote_code` is ignored. Without the plugin, load a repo with
+        `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)`.
 
-        Args:
-            pretrained_model_name_or_path (`str` or `os.PathLike`): A folder written by `save_pretrained`, or a Hub
-                repo id such as `"owner/name"`.
-            cache_dir, force_download, local_files_only, proxies, revision, token: As in diffusers, for the Hub.
-            torch_dtype (`torch.dtype`, *optional*), variant, use_safetensors, low_cpu_mem_usage: As in diffusers'
-                `ModelMixin.from_pretrained`.
+        Examples:
+            ```py
+            >>> pipe = AsIntroVAEPipeline.from_pretrained("you/as-introvae-digits", dtype=torch.bfloat16)
+            ```
         """
-        models = _plugin_models()
-        if models is None:  # running as a repo's remote code: diffusers loads the components itself
-            return DiffusionPipeline.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        kwargs.pop("trust_remote_code", None)  # nothing from the repo is executed on this path
-        hub_kwargs = {k: kwargs.pop(k) for k in HUB_KWARGS if k in kwargs}
-        model_kwargs = {k: kwargs.pop(k) for k in MODEL_KWARGS if k in kwargs}
-        if kwargs:
-            raise TypeError(
-                f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}; it takes "
-                f"{', '.join(HUB_KWARGS + MODEL_KWARGS)}."
-            )
-        config = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
-        components = {}
-        for name in ("encoder", "decoder"):
-            entry = config.get(name)
-            is_pair = isinstance(entry, (list, tuple)) and len(entry) == 2
-            model_cls = getattr(models, entry[1], None) if is_pair else None
-            if model_cls is None:
-                raise ValueError(
-                    f"{pretrained_model_name_or_path}: model_index.json entry {name!r} is {entry!r}; expected "
-                    f"[module, class] with a class of asintrovae_hf.models (AsIntroVAEEncoder, AsIntroVAEDecoder, ...)."
-                )
-            try:
-                components[name] = model_cls.from_pretrained(
-                    pretrained_model_name_or_path, subfolder=name, **hub_kwargs, **model_kwargs
-                )
-            except (ValueError, TypeError) as err:  # a config the model class refuses
-                raise ValueError(f"{pretrained_model_name_or_path}: {name}/config.json cannot be used: {err}") from None
-        pipe = cls(**components)
-        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
-        return pipe
+        if _plugin_models() is not None:
+            # the plugin's classes are used, so the repo's code is never needed: never let diffusers import it
+            kwargs.pop("trust_remote_code", None)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _dict_from_json_file(cls, json_file: Union[str, os.PathLike], *args, **kwargs):
+        """
+        Read `model_index.json` as diffusers does, then, when the plugin is installed, name this class instead of
+        the saved pipeline file. diffusers reads the index here both before downloading a repo and before loading
+        it; with the file's name it would import the repo's code (and ask for `trust_remote_code`).
+        """
+        try:
+            index = super()._dict_from_json_file(json_file, *args, **kwargs)
+        except (ValueError, RecursionError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{json_file} is not a readable JSON object: {type(err).__name__}: "
+                             f"{str(err)[:200]}") from None
+        if not isinstance(index, dict):
+            raise ValueError(f"{json_file} must hold a JSON object; got a JSON {type(index).__name__}.")
+        if _plugin_models() is not None and os.path.basename(str(json_file)) == cls.config_name:
+            index["_class_name"] = cls.__name__
+        return index
+
+    @classmethod
+    def load_config(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """
+        diffusers' `load_config`; for `model_index.json` with the plugin installed, each component entry names its
+        class in this package (checked against the classes that component may have) instead of the saved code file.
+        """
+        loaded = super().load_config(pretrained_model_name_or_path, *args, **kwargs)
+        index = loaded[0] if isinstance(loaded, tuple) else loaded
+        if _plugin_models() is not None and index.get("_class_name") == cls.__name__:
+            for name, allowed in COMPONENT_CLASSES.items():
+                entry = index.get(name)
+                if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] in allowed):
+                    raise ValueError(
+                        f"{pretrained_model_name_or_path}: model_index.json entry {name!r} is {str(entry)[:200]}; "
+                        f"expected [module, class] with the class one of {', '.join(allowed)}."
+                    )
+                _check_component_config(pretrained_model_name_or_path, name, entry[1])
+                index[name] = [PLUGIN_MODELS_MODULE, entry[1]]
+        return loaded
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
         r"""
-        A new pipeline sharing the components of `pipeline` (no copy), as diffusers' `from_pipe`; `encoder=` or
-        `decoder=` replace one, `torch_dtype=` converts them. (diffusers' own version only takes over components
-        whose exact class appears in the signature's type hints, which this file cannot import.)
+        A new pipeline sharing the components of `pipeline` (no copy), with diffusers' `from_pipe` and its
+        arguments (`dtype`, `encoder=` or `decoder=` to replace one, ...).
         """
-        torch_dtype = kwargs.pop("torch_dtype", None)
-        components = {name: kwargs.pop(name, getattr(pipeline, name, None)) for name in ("encoder", "decoder")}
-        if kwargs:
-            raise TypeError(f"{cls.__name__}.from_pipe got unexpected arguments {sorted(kwargs)}.")
-        missing = [name for name, component in components.items() if component is None]
-        if missing:
-            raise ValueError(f"{type(pipeline).__name__} has no {' or '.join(missing)}; pass them as keyword "
-                             f"arguments.")
-        new = cls(**components)
-        return new.to(dtype=torch_dtype) if torch_dtype is not None else new
+        # diffusers takes a component over only when its exact class is in the signature's type hints, which this
+        # file cannot import (it is also the code of saved pipelines): hand the components over explicitly.
+        for name in COMPONENT_CLASSES:
+            if name not in kwargs and getattr(pipeline, name, None) is not None:
+                kwargs[name] = getattr(pipeline, name)
+        return super().from_pipe(pipeline, **kwargs)
 
     def save_pretrained(
         self,

@@ -381,6 +381,9 @@ def setup(args: argparse.Namespace) -> TrainingRun:
                       num_training_steps=max_train_steps * accelerator.num_processes)
         for opt in (opt_e, opt_d)
     )
+    if args.gradient_checkpointing:
+        encoder.enable_gradient_checkpointing()
+        decoder.enable_gradient_checkpointing()
     if args.channels_last:
         encoder.to(memory_format=torch.channels_last)
         decoder.to(memory_format=torch.channels_last)

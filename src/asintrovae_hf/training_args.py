@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="The channels-last memory format for the networks and batches. Default: on for the CPU "
                             "(measured 1.2x faster there, docs/results.md), off on other devices.")
     train.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder.")
+    train.add_argument("--gradient_checkpointing", action="store_true",
+                       help="diffusers' gradient checkpointing: each residual block recomputes its activations in the "
+                            "backward pass instead of keeping them (less memory, more time; the same weights).")
 
     ckpt = parser.add_argument_group("checkpoints")
     ckpt.add_argument("--checkpointing_steps", type=int, default=500)
