@@ -1,4 +1,4 @@
-"""`as_distance` against ALGORITHM.md's definition, written out here twice: a scalar triple loop, a broadcast form."""
+"""`as_distance` against docs/algorithm.md, Eq. 6-7, written out here twice: a scalar triple loop, a broadcast form."""
 
 import itertools
 import math

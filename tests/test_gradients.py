@@ -1,8 +1,8 @@
-"""Gradients of the training objectives against a literal re-implementation of ALGORITHM.md (float64, tiny nets).
+"""Gradients of the training objectives against a literal re-implementation of docs/algorithm.md (float64, tiny nets).
 
 `test_objectives.py` compares detached loss values, so a missing (or extra) `.detach()` in the objective code goes
 unnoticed there. Here the gradients the package computes are compared with those of a reference written below from
-ALGORITHM.md ("The AS-Distance", "One training iteration", "The baselines") with plain autograd: its own `kl`,
+docs/algorithm.md (Eq. 6-7 and 13-17) with plain autograd: its own `kl`,
 `rec_err`, `reparam` (fed the same `eps` the package draws, replayed from a generator with the same seed) and a
 naive broadcast AS-Distance. Nothing of the package is used but the models and the entry points under test.
 
@@ -89,7 +89,7 @@ def make_models(family):
     return E.double().train(), G.double().train(), x
 
 
-# ---- the reference, literally from ALGORITHM.md ---------------------------------------------------------------
+# ---- the reference, literally from docs/algorithm.md ----------------------------------------------------------
 
 
 class Noise:

@@ -1,4 +1,4 @@
-"""The four objectives against ALGORITHM.md's formulas, written out by hand here (float64, tiny networks)."""
+"""The four objectives against the formulas of docs/algorithm.md, written out by hand here (float64, tiny networks)."""
 
 import math
 

@@ -6,7 +6,7 @@ integral `k(a_i, b_j)_d = exp(-0.5 (mu_a_i,d - mu_b_j,d)^2 / s) / sqrt(s)` with 
 
     AS(a, b) = R(a, a) + R(b, b) - 2 R(a, b),    R(u, v) = sum (or mean) over (i, j, d) of k(u_i, v_j)_d
 
-(see `ALGORITHM.md`, "The AS-Distance"). The straightforward broadcast form materialises several `B x B x Z`
+(see `docs/algorithm.md`, Eq. 6-7). The straightforward broadcast form materialises several `B x B x Z`
 tensors and keeps them for the backward pass. Here the three sums are one: with `c` the two batches stacked and
 `alpha = +1` on `a`'s rows, `-1` on `b`'s (`1 / B_a`, `-1 / B_b` for the mean), `AS = sum_{i,j} alpha_i alpha_j
 sum_d k(c_i, c_j)_d`. A custom autograd function evaluates that symmetric kernel block by block (only the blocks

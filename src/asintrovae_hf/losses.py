@@ -1,6 +1,6 @@
 """The building blocks of the objectives: reparameterisation, KL divergence, reconstruction error.
 
-Names and conventions follow `ALGORITHM.md`: every function returns per-sample values (shape `B`) unless it
+Names and conventions follow `docs/algorithm.md`: every function returns per-sample values (shape `B`) unless it
 says otherwise, so the objectives can write `mean_b` where the equations do.
 """
 

@@ -20,10 +20,15 @@ from .errors import require
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 
-def _as_numpy(points: ArrayLike) -> np.ndarray:
+def as_numpy(points: ArrayLike) -> np.ndarray:
+    """`points` (a tensor, array or nested sequence) as a float64 NumPy array; a tensor is detached and moved to the
+    CPU first."""
     if isinstance(points, torch.Tensor):
         points = points.detach().cpu().double().numpy()
     return np.asarray(points, dtype=np.float64)
+
+
+_as_numpy = as_numpy  # the former private name, for code written before it became public
 
 
 def frechet_distance(
@@ -50,8 +55,8 @@ def frechet_distance(
     require("scipy", purpose="The Frechet distance (FID)", extra="eval")
     from scipy import linalg
 
-    mu1, mu2 = np.atleast_1d(_as_numpy(mu1)), np.atleast_1d(_as_numpy(mu2))
-    sigma1, sigma2 = np.atleast_2d(_as_numpy(sigma1)), np.atleast_2d(_as_numpy(sigma2))
+    mu1, mu2 = np.atleast_1d(as_numpy(mu1)), np.atleast_1d(as_numpy(mu2))
+    sigma1, sigma2 = np.atleast_2d(as_numpy(sigma1)), np.atleast_2d(as_numpy(sigma2))
     if mu1.shape != mu2.shape:
         raise ValueError(f"The means have different shapes: {mu1.shape} and {mu2.shape}.")
     if sigma1.shape != sigma2.shape or sigma1.shape != (mu1.shape[0], mu1.shape[0]):
@@ -88,7 +93,7 @@ def frechet_distance_from_features(feats1: ArrayLike, feats2: ArrayLike, eps: fl
     Returns:
         `float`: the distance.
     """
-    feats1, feats2 = _as_numpy(feats1), _as_numpy(feats2)
+    feats1, feats2 = as_numpy(feats1), as_numpy(feats2)
     for name, feats in (("feats1", feats1), ("feats2", feats2)):
         if feats.ndim != 2 or feats.shape[0] < 2:
             raise ValueError(f"{name} must be N x D with N >= 2, got shape {feats.shape}.")

@@ -67,7 +67,7 @@ class ObjectiveConfig:
         include_constant (`bool`, defaults to `False`): Include the kernel's (2 pi)^(-1/2) (the paper) or not (the
             reference code).
         detach_rec_target (`bool`, defaults to `True`): In the encoder step, compare the reconstruction of `rec`
-            with `rec.detach()` (ALGORITHM.md); `False` keeps `rec` attached, as the reference code does, so the
+            with `rec.detach()` (`docs/algorithm.md`, Eq. 15); `False` keeps `rec` attached, as the reference code does, so the
             encoder also gets gradient through `rec = G(z)` in that term.
     """
 
@@ -116,7 +116,7 @@ class ObjectiveConfig:
         The phase of training step `step` (0-based) of `total_steps`: a plain-VAE step (the warm-up, or the `vae`
         objective) or an adversarial one, and the weight `c` of that step.
 
-        `c(i)` counts adversarial steps only (`ALGORITHM.md`): `i = step - num_vae_steps` of
+        `c(i)` counts adversarial steps only (`docs/algorithm.md`, Eq. 12): `i = step - num_vae_steps` of
         `T = total_steps - num_vae_steps`. `c` is 1 for every objective but AS-IntroVAE, and 0 during the warm-up.
         """
         vae = self.objective == "vae" or step < self.num_vae_steps

@@ -1,4 +1,4 @@
-"""The training objectives of the introspective VAE family, written as `ALGORITHM.md` writes them.
+"""The training objectives of the introspective VAE family, written as `docs/algorithm.md` writes them.
 
 One iteration of an introspective method is an encoder step followed by a decoder step, each with its own
 optimizer. [`IntrospectiveObjective.encoder_step`] and [`IntrospectiveObjective.decoder_step`] compute the two
@@ -200,7 +200,7 @@ class IntrospectiveObjective:
             rec_fake = self._decode(decoder, reparameterize(mu_f, logvar_f, generator), y_f)
             kl_rec = kl_divergence(mu_r, logvar_r)
             kl_fake = kl_divergence(mu_f, logvar_f)
-            # R_rec's target: rec.detach() (ALGORITHM.md) or the attached rec (reference code)
+            # R_rec's target: rec.detach() (docs/algorithm.md, Eq. 15) or the attached rec (reference code)
             r_rec = self._rec_err(rec.detach() if cfg.detach_rec_target else rec, rec_rec)
             r_fake = self._rec_err(fake.detach(), rec_fake)
 

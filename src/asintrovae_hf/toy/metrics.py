@@ -59,7 +59,7 @@ from typing import Callable, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..metrics import ArrayLike, _as_numpy
+from ..metrics import ArrayLike, as_numpy
 
 LOG_EPS = 1e-14
 
@@ -81,7 +81,7 @@ def histogram_density(
     Returns:
         `np.ndarray`: float64 `bins x bins` densities; all zeros when no point lies inside the square.
     """
-    points = _as_numpy(points)
+    points = as_numpy(points)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"points must be N x 2, got shape {points.shape}.")
     if normalize_by not in ("inside", "all"):
@@ -201,7 +201,7 @@ def grid_normalized_elbo(
     Returns:
         `float`: the score, in `(0, 1 / N]` for a non-negative `e`.
     """
-    real = torch.as_tensor(_as_numpy(real_points), dtype=torch.float32)
+    real = torch.as_tensor(as_numpy(real_points), dtype=torch.float32)
     if real.ndim != 2 or real.shape[1] != 2 or len(real) == 0:
         raise ValueError(f"real_points must be N x 2 with N > 0, got shape {tuple(real.shape)}.")
     if batch_size < 1:
@@ -236,7 +236,7 @@ def mode_coverage(
     Returns:
         `Tuple[int, float]`: `(modes covered, share of points within num_std * std of a centre)`.
     """
-    points, centres = _as_numpy(points).astype(np.float64), _as_numpy(centres).astype(np.float64)
+    points, centres = as_numpy(points).astype(np.float64), as_numpy(centres).astype(np.float64)
     if points.ndim != 2 or centres.ndim != 2 or points.shape[1] != centres.shape[1]:
         raise ValueError(f"points must be N x D and centres K x D, got {points.shape} and {centres.shape}.")
     if len(points) == 0:
