@@ -28,9 +28,6 @@ def as_numpy(points: ArrayLike) -> np.ndarray:
     return np.asarray(points, dtype=np.float64)
 
 
-_as_numpy = as_numpy  # the former private name, for code written before it became public
-
-
 def frechet_distance(
     mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, eps: float = 1e-6
 ) -> float:
