@@ -122,11 +122,13 @@ def test_mode_i_is_read_as_16_bit_data_or_refused(gray):
 
 def test_mode_f_is_checked_like_float_arrays(gray):
     values = rng(3).random((SIZE, SIZE)).astype(np.float32)
-    torch.testing.assert_close(gray.preprocess(PIL.Image.fromarray(values, mode="F")), as_pixels(values), rtol=0, atol=0)
+    image = PIL.Image.fromarray(values)
+    assert image.mode == "F"
+    torch.testing.assert_close(gray.preprocess(image), as_pixels(values), rtol=0, atol=0)
     for bad, match in ((np.nan, "NaN"), (np.inf, "infinite"), (1.5, "to 1.5"), (-0.25, "from -0.25")):
         data = values.copy()
         data[3, 4] = bad
-        refused(lambda: gray.preprocess(PIL.Image.fromarray(data, mode="F")), match=match)
+        refused(lambda: gray.preprocess(PIL.Image.fromarray(data)), match=match)
 
 
 @pytest.mark.parametrize("size", [(0, 0), (0, 5), (5, 0)])
@@ -145,7 +147,8 @@ def test_lists_of_different_sizes_and_kinds_are_resized_one_by_one(gray):
     """They used to end in a RuntimeError of torch.cat."""
     items = [rng(4).random((SIZE, SIZE, 1)).astype(np.float32), rng(5).random((9, 23, 1)),
              torch.rand(1, 7, 5, generator=torch.Generator().manual_seed(0)),
-             PIL.Image.fromarray(gray_u8(6, size=40)), torch.rand(2, 1, 30, 30, generator=torch.Generator().manual_seed(1))]
+             PIL.Image.fromarray(gray_u8(6, size=40)),
+             torch.rand(2, 1, 30, 30, generator=torch.Generator().manual_seed(1))]
     pixels = gray.preprocess(items)
     assert pixels.shape == (6, 1, SIZE, SIZE) and pixels.dtype == torch.float32
     expected = torch.cat([gray.preprocess(item) for item in items])
@@ -223,7 +226,7 @@ def test_rgb_is_exact_for_rgb_models_and_luma_for_gray_ones(gray, rgb):
 def test_palette_images_are_looked_up_exactly(gray, rgb):
     palette = rng(10).integers(0, 256, (256, 3), dtype=np.uint8)
     index = gray_u8(11)
-    image = PIL.Image.fromarray(index, mode="L").convert("P")
+    image = PIL.Image.fromarray(index).convert("P")
     image.putpalette(palette.flatten().tolist())
     image.frombytes(index.tobytes())
     assert image.mode == "P"
@@ -293,7 +296,7 @@ def test_16_bit_and_8_bit_versions_of_one_picture_agree_after_resizing(gray):
     values = gray_u8(14, size=37)
     eight = gray.preprocess(PIL.Image.fromarray(values))
     sixteen = gray.preprocess(PIL.Image.fromarray(values.astype(np.uint16) * 257))
-    floats = gray.preprocess(PIL.Image.fromarray(values.astype(np.float32) / 255, mode="F"))
+    floats = gray.preprocess(PIL.Image.fromarray(values.astype(np.float32) / 255))
     torch.testing.assert_close(sixteen, floats, rtol=0, atol=1e-6)
     torch.testing.assert_close(sixteen, eight, rtol=0, atol=1 / 255)  # PIL's 8-bit filter rounds to 8 bits
 
@@ -378,7 +381,8 @@ def test_the_given_arrays_are_not_modified(gray):
 
 
 def test_wrong_types_are_refused_with_their_names(gray):
-    refused(lambda: gray.preprocess([PIL.Image.new("L", (4, 4)), "digit.png"]), TypeError, match="got str inside a list")
+    refused(lambda: gray.preprocess([PIL.Image.new("L", (4, 4)), "digit.png"]), TypeError,
+            match="got str inside a list")
     refused(lambda: gray.preprocess([[np.zeros((4, 4, 1))]]), TypeError, match="got list inside a list")
     refused(lambda: gray.preprocess(()), match="empty tuple")
     refused(lambda: gray.preprocess(None), TypeError, match="got NoneType")

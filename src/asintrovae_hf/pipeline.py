@@ -86,8 +86,9 @@ class AsIntroVAEImageProcessor(VaeImageProcessor):
     - values: no NaN or infinity; tensors must hold values (a `meta` tensor does not) in a dense layout.
 
     Each image is then resized to the model's size with diffusers' `resize`: PIL images with PIL's filter of
-    `resample` (8-bit ones after the conversion to the model's mode, high-depth ones as 32-bit floats), arrays and tensors with
-    `torch.nn.functional.interpolate` (nearest). Images of different sizes in one list are resized one by one.
+    `resample` (8-bit ones after the conversion to the model's mode, high-depth ones as 32-bit floats), arrays
+    and tensors with `torch.nn.functional.interpolate` (nearest). Images of different sizes in one list are resized
+    one by one.
 
     The conversions and the resizing are diffusers' and PIL's; the checks are written here because
     `VaeImageProcessor.preprocess` does not make them: it reads `H x W x C` arrays as batches of gray images for
@@ -282,10 +283,17 @@ class AsIntroVAEPipeline(DiffusionPipeline):
 
     Images go in as PIL images, NumPy arrays (`H x W x C` or `B x H x W x C`) or tensors (`B x C x H x W`), as in
     diffusers; float values must lie in `[0, 1]`, `uint8` values are read as `0..255` and `uint16` ones as
-    `0..65535`. Inputs are resized to the model's `sample_size`. [`AsIntroVAEImageProcessor`] (`pipe.image_processor`)
-    converts and checks every input, and refuses what it cannot read exactly. Every call runs the models in eval mode (restoring their mode afterwards) and changes
-    none of their weights or buffers, so a sample depends only on its own latent or image, never on the rest of the
-    batch.
+    `0..65535`. Inputs are resized to the model's `sample_size`. [`AsIntroVAEImageProcessor`]
+    (`pipe.image_processor`) converts and checks every input, and refuses what it cannot read exactly. Every call
+    runs the models in eval mode (restoring their mode afterwards) and changes none of their weights or buffers, so a
+    sample depends only on its own latent or image, never on the rest of the batch.
+
+    Request sizes: a call whose latents and outputs would take more than `pipe.max_request_bytes` (4 GiB by default;
+    float32 latents and output values, `N x (latent_dim + values per sample) x 4` bytes) is refused before anything
+    is allocated, naming the most samples it may have; the networks then run on at most `pipe.forward_batch_size`
+    (256) samples at a time, so their activations take bounded memory. Latents are drawn for the whole request at
+    once, so chunking changes no draw; CPU kernels may round differently for different batch sizes (float32
+    rounding, as between a sample alone and in a batch).
 
     Parameters:
         encoder ([`AsIntroVAEEncoder`] or [`AsIntroVAEVectorEncoder`]): Maps data to `q(z | x)`.
@@ -293,6 +301,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "encoder->decoder"
+    # Request sizes. One call's latents and outputs (float32: `N x (latent_dim + values per sample) x 4` bytes) may
+    # take at most `max_request_bytes`; a larger request is refused before anything is allocated. The networks run
+    # on at most `forward_batch_size` samples at a time, so the activations' memory stays bounded whatever `N`.
+    max_request_bytes: int = 4 * 2**30
+    forward_batch_size: int = 256
 
     def __init__(self, encoder: ModelMixin, decoder: ModelMixin):
         super().__init__()
@@ -523,12 +536,41 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         labels = torch.as_tensor(class_labels, device=self._execution_device)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
             raise ValueError(f"class_labels must be an int or {batch_size} integers; got {class_labels!r}.")
+        if len(labels) != batch_size:  # checked here: the networks see the labels of one chunk at a time
+            raise ValueError(f"class_labels must be an int or {batch_size} integers; got {len(labels)} labels.")
         return labels.long()
 
+    def _check_request_size(self, count: int, output_type: str, what: str) -> None:
+        """
+        Refuse, before anything is allocated, a call whose `count` latents and outputs would take more than
+        `max_request_bytes` (float32 latents, and float32 values of the outputs unless `output_type="latent"`).
+        """
+        values = 0
+        if output_type != "latent":
+            config = self.decoder.config
+            values = (config.out_channels * config.sample_size**2 if self.is_image_model else config.out_features)
+        per_sample = 4 * (self.latent_dim + values)
+        if count * per_sample > self.max_request_bytes:
+            raise ValueError(
+                f"{what}: expected at most {self.max_request_bytes // per_sample} samples per call here (their "
+                f"latents and outputs, {per_sample} bytes each with output_type={output_type!r}, may take "
+                f"pipe.max_request_bytes = {self.max_request_bytes / 2**30:.4g} GiB); got {count} samples "
+                f"({count * per_sample / 2**30:.4g} GiB): split the request into several calls."
+            )
+
+    def _chunks(self, count: int):
+        step = max(1, int(self.forward_batch_size))
+        return [slice(start, start + step) for start in range(0, count, step)]
+
     def _posterior(self, pixels: torch.Tensor, labels: Optional[torch.Tensor] = None) -> DiagonalGaussianDistribution:
-        # the networks' forward (not `.encode`), so that a `torch.compile`d encoder is the one that runs
-        mu, logvar = self.encoder(pixels) if labels is None else self.encoder(pixels, labels)
-        return DiagonalGaussianDistribution(torch.cat([mu, logvar], dim=1))
+        # the networks' forward (not `.encode`), so that a `torch.compile`d encoder is the one that runs;
+        # `forward_batch_size` images at a time
+        parameters = []
+        for chunk in self._chunks(len(pixels)):
+            x = pixels[chunk]
+            mu, logvar = self.encoder(x) if labels is None else self.encoder(x, labels[chunk])
+            parameters.append(torch.cat([mu, logvar], dim=1))
+        return DiagonalGaussianDistribution(parameters[0] if len(parameters) == 1 else torch.cat(parameters))
 
     def _decode(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.decoder(latents) if labels is None else self.decoder(latents, labels)
@@ -543,11 +585,24 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             raise ValueError("latents contain NaN or infinity.")
         return latents.to(device=self._execution_device, dtype=self.decoder.dtype)
 
-    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool, labels=None):
+    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool, labels=None, what: str = "latents"):
+        """Decode `forward_batch_size` latents at a time, each chunk post-processed into its place in the output."""
+        self._check_request_size(len(latents), output_type, what)
         if output_type == "latent":
             images = latents
         else:
-            images = self._postprocess(self._decode(latents, labels), output_type)
+            images = None
+            for chunk in self._chunks(len(latents)):
+                part = self._postprocess(self._decode(latents[chunk], None if labels is None else labels[chunk]),
+                                         output_type)
+                if isinstance(part, list):  # PIL images
+                    images = part if images is None else images + part
+                    continue
+                if images is None:  # the whole output, allocated once: no concatenation of the chunks
+                    shape = (len(latents), *part.shape[1:])
+                    images = (np.empty(shape, part.dtype) if isinstance(part, np.ndarray)
+                              else part.new_empty(shape))
+                images[chunk] = part
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
@@ -594,6 +649,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                 batch_size = len(class_labels)
             if isinstance(generator, list) and len(generator) != batch_size:
                 raise ValueError(f"Got {len(generator)} generators for batch_size {batch_size}; give one per sample.")
+            self._check_request_size(batch_size, output_type, "batch_size")
             latents = randn_tensor((batch_size, self.latent_dim), generator=generator, device=self._execution_device,
                                    dtype=self.decoder.dtype)
         latents = self._check_latents(latents)
@@ -643,11 +699,12 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         """
         self._check_output_type(output_type)
         pixels = self.preprocess(images)
+        self._check_request_size(len(pixels), output_type, "images")
         labels = self._labels(class_labels, len(pixels))
         with self._inference():
             posterior = self._posterior(pixels, labels)
             latents = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
-            return self._output(latents, output_type, return_dict, labels)
+            return self._output(latents, output_type, return_dict, labels, what="images")
 
     def interpolate(
         self,
@@ -665,6 +722,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
             raise ValueError(f"num_steps must be at least 2 (an integer: the two endpoints), got {num_steps!r}.")
         self._check_output_type(output_type)
+        self._check_request_size(num_steps, output_type, "num_steps")
         ends = [self.preprocess(image, what=name) for image, name in ((image_a, "image_a"), (image_b, "image_b"))]
         for name, pixels in zip(("image_a", "image_b"), ends):
             if pixels.shape[0] != 1:
@@ -673,7 +731,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             z_a, z_b = (self._posterior(pixels, self._labels(class_labels, 1)).mode() for pixels in ends)
             weights = torch.linspace(0, 1, num_steps, device=z_a.device, dtype=z_a.dtype)[:, None]
             return self._output((1 - weights) * z_a + weights * z_b, output_type, return_dict,
-                                self._labels(class_labels, num_steps))
+                                self._labels(class_labels, num_steps), what="num_steps")
 
     def score(
         self,
@@ -708,6 +766,13 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         pixels = self.preprocess(images)
+        # what grows with num_samples: two float32 values per sample and image of a batch, kept until its score
+        rows = min(batch_size, len(pixels))
+        if 8 * num_samples * rows > self.max_request_bytes:
+            raise ValueError(f"num_samples: expected at most {self.max_request_bytes // (8 * rows)} posterior samples "
+                             f"per image with batches of {rows} images (8 bytes each, at most pipe.max_request_bytes "
+                             f"= {self.max_request_bytes / 2**30:.4g} GiB); got {num_samples}: lower num_samples or "
+                             f"batch_size.")
         labels = self._labels(class_labels, len(pixels))
         if isinstance(generator, list) and len(generator) != len(pixels):
             raise ValueError(f"Got {len(generator)} generators for {len(pixels)} images; give one per image.")
