@@ -402,3 +402,15 @@ def test_vector_pipelines_keep_their_vector_checks():
     refused(lambda: pipe.preprocess(PIL.Image.new("L", (2, 1))), TypeError, match="got Image")
     refused(lambda: pipe.preprocess([np.zeros(2), np.zeros(3)]), match="vectors of shape (batch, 2)")
     refused(lambda: pipe.preprocess(np.array([[np.nan, 0.0]])), match="NaN or infinity")
+
+
+def test_truncated_files_and_masked_arrays_are_refused(gray):
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(gray_u8(18, size=64)).save(buffer, "PNG")
+    truncated = PIL.Image.open(io.BytesIO(buffer.getvalue()[:200]))  # opens lazily: the header is intact
+    refused(lambda: gray.preprocess(truncated), match="cannot be read (image file is truncated)")
+    values = rng(19).random((SIZE, SIZE, 1))
+    masked = np.ma.masked_array(values, mask=values > 0.9)
+    refused(lambda: gray.preprocess(masked), match="masked array with")
+    unmasked = np.ma.masked_array(values, mask=False)
+    torch.testing.assert_close(gray.preprocess(unmasked), as_pixels(values), rtol=0, atol=0)

@@ -165,6 +165,9 @@ class AsIntroVAEImageProcessor(VaeImageProcessor):
                 raise ValueError(f"{what}: expected a dense tensor; got layout {data.layout}.")
             name = str(data.dtype).replace("torch.", "")
         else:
+            if isinstance(data, np.ma.MaskedArray) and np.ma.getmaskarray(data).any():
+                raise ValueError(f"{what}: expected every value to be given; got a masked array with "
+                                 f"{int(np.ma.getmaskarray(data).sum())} masked values (fill them first).")
             name = data.dtype.name
         scale = IMAGE_DTYPE_SCALES.get(name)
         if scale is None:
@@ -225,6 +228,11 @@ class AsIntroVAEImageProcessor(VaeImageProcessor):
         if image.width == 0 or image.height == 0:
             raise ValueError(f"{what}: got an empty PIL image of size {image.width} x {image.height}; expected at "
                              f"least 1 x 1 pixels.")
+        try:  # a lazily opened file is read here: a truncated or corrupt one fails now, in one line
+            image.load()
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ValueError(f"{what}: expected a readable PIL image; got a {mode} image of size {image.width} x "
+                             f"{image.height} whose data cannot be read ({str(err).splitlines()[0]}).") from None
         if mode == "F" or mode == "I" or mode.startswith("I;16"):
             return self._high_depth_pil_to_pixels(image, what, height, width)
         if mode not in PIL_8BIT_MODES:
