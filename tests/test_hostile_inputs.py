@@ -14,6 +14,7 @@ import PIL.Image
 import pytest
 import torch
 
+from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
 from asintrovae_hf.pipeline import AsIntroVAEImageProcessor
 from helpers import tiny_image_pipeline, tiny_vector_pipeline
 
@@ -414,3 +415,19 @@ def test_truncated_files_and_masked_arrays_are_refused(gray):
     refused(lambda: gray.preprocess(masked), match="masked array with")
     unmasked = np.ma.masked_array(values, mask=False)
     torch.testing.assert_close(gray.preprocess(unmasked), as_pixels(values), rtol=0, atol=0)
+
+
+def test_latents_and_labels_that_hold_no_values_are_refused(gray):
+    """Latents and class labels are inputs too: meta, sparse, integer and complex tensors get one line."""
+    refused(lambda: gray(latents=torch.empty(2, 4, device="meta"), output_type="pt"), match="meta device")
+    refused(lambda: gray.decode(torch.zeros(2, 4).to_sparse(), output_type="pt"), match="sparse_coo")
+    refused(lambda: gray.decode(torch.zeros(2, 4, dtype=torch.int64), output_type="pt"), match="int64 tensor")
+    refused(lambda: gray.decode(torch.zeros(2, 4, dtype=torch.complex64), output_type="pt"), match="complex64")
+    torch.testing.assert_close(gray.decode(torch.zeros(2, 4, dtype=torch.float64), output_type="pt").images,
+                               gray.decode(torch.zeros(2, 4), output_type="pt").images, rtol=0, atol=0)
+    torch.manual_seed(0)
+    kw = dict(sample_size=8, latent_dim=4, block_out_channels=(8, 16), num_class_embeds=3)
+    pipe = AsIntroVAEPipeline(encoder=AsIntroVAEEncoder(in_channels=1, **kw).eval(),
+                              decoder=AsIntroVAEDecoder(out_channels=1, **kw).eval())
+    refused(lambda: pipe(batch_size=2, class_labels=torch.empty(2, dtype=torch.long, device="meta")),
+            match="meta device")

@@ -541,6 +541,9 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             return None
         if isinstance(class_labels, int) and not isinstance(class_labels, bool):
             class_labels = [class_labels] * batch_size
+        if torch.is_tensor(class_labels) and (class_labels.device.type == "meta" or class_labels.is_sparse):
+            raise ValueError(f"class_labels must be an int or {batch_size} integers; got a {class_labels.layout} "
+                             f"tensor on the {class_labels.device.type} device.")
         labels = torch.as_tensor(class_labels, device=self._execution_device)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
             raise ValueError(f"class_labels must be an int or {batch_size} integers; got {class_labels!r}.")
@@ -589,6 +592,9 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             raise ValueError(f"latents must have shape (batch, {self.latent_dim}), got {shape}.")
         if latents.shape[0] == 0:
             raise ValueError("latents: got an empty batch.")
+        if latents.device.type == "meta" or latents.layout != torch.strided or not latents.is_floating_point():
+            raise ValueError(f"latents: expected a dense float tensor holding values; got a {latents.layout} "
+                             f"{str(latents.dtype).replace('torch.', '')} tensor on the {latents.device.type} device.")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinity.")
         return latents.to(device=self._execution_device, dtype=self.decoder.dtype)
