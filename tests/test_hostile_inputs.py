@@ -431,3 +431,15 @@ def test_latents_and_labels_that_hold_no_values_are_refused(gray):
                               decoder=AsIntroVAEDecoder(out_channels=1, **kw).eval())
     refused(lambda: pipe(batch_size=2, class_labels=torch.empty(2, dtype=torch.long, device="meta")),
             match="meta device")
+
+
+def test_the_pipeline_holds_one_processor_and_delegates_to_it(gray, rgb):
+    from diffusers.image_processor import VaeImageProcessor
+
+    for pipe, channels in ((gray, 1), (rgb, 3)):
+        processor = pipe.image_processor
+        assert isinstance(processor, AsIntroVAEImageProcessor) and isinstance(processor, VaeImageProcessor)
+        assert processor.config.channels == channels and processor.config.sample_size == SIZE
+        items = [PIL.Image.fromarray(rgb_u8(20, size=21)), rng(21).random((3, 9, 9, channels)).astype(np.float32)]
+        torch.testing.assert_close(pipe.preprocess(items), processor.preprocess(items), rtol=0, atol=0)
+    assert tiny_vector_pipeline().image_processor is None  # vector models keep their vector checks
