@@ -205,8 +205,13 @@ def test_vector_pipelines_are_chunked_too():
     points = np.asarray(a)
     r = pipe.reconstruct(points, output_type="np").images
     pipe.forward_batch_size = 2
-    assert torch.equal(pipe(batch_size=9, generator=g(), output_type="pt").images, a)
-    np.testing.assert_array_equal(pipe.reconstruct(points, output_type="np").images, r)
+    latents = pipe(batch_size=9, generator=g(), output_type="latent").images
+    assert torch.equal(latents, torch.randn(9, 2, generator=g()))  # the draws of one pass
+    with torch.no_grad():  # bit for bit: the networks on chunks of 2
+        expected = torch.cat([pipe.decoder(latents[i : i + 2]) for i in range(0, 9, 2)])
+    assert torch.equal(pipe(batch_size=9, generator=g(), output_type="pt").images, expected)
+    torch.testing.assert_close(pipe(batch_size=9, generator=g(), output_type="pt").images, a, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(pipe.reconstruct(points, output_type="np").images, r, rtol=0, atol=1e-6)
 
 
 # ---- the limit -----------------------------------------------------------------------------------------------------
