@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 
