@@ -375,3 +375,91 @@ def test_train_step_updates_match_reference(family, case):
         reference_iteration(cfg, E_old, G_old, x, update_encoder=False)
         stale = deltas(G_old, before_g)
         assert weight(deltas(G, before_g), stale) > 1e3, "the encoder update does not change the decoder step"
+
+
+# ---- the contracts of the `.detach()` calls between the two steps ----------------------------------------------
+
+
+class _Saved:
+    """
+    What the pack hook stores for a tensor the autograd graph saves; weakly referenced to count the live ones. It
+    holds the tensor detached: a saved output holding its own `grad_fn` would make a cycle through C++ that the
+    garbage collector cannot break (no backward runs in the test that uses it).
+    """
+
+    def __init__(self, tensor):
+        self.tensor = tensor.detach()
+
+
+@pytest.mark.parametrize("family", ["mlp", "conv"])
+@pytest.mark.parametrize("case", ["introvae", "soft", "as-squash-sum"])
+def test_without_graph_releases_the_encoder_steps_graph(family, case):
+    """
+    `EncoderStepOutput.without_graph` keeps no graph alive between the steps (the micro-batch path of
+    `train_step`): once the full output is dropped, none of the tensors the encoder step's graph saved for backward
+    is alive, even when no backward ran to free them. Fails if `loss` or `z` is returned without `.detach()`: each
+    holds the `grad_fn` chain, and with it every saved activation of `E(x)` (and of `G(z)`, `E(rec)`, ... for `loss`).
+    """
+    import gc
+    import weakref
+
+    cfg = ObjectiveConfig(**CASES[case])
+    E, G, x = make_models(family)
+    z_f = torch.randn(B, Z, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    live = weakref.WeakSet()
+
+    def pack(tensor):
+        saved = _Saved(tensor)
+        live.add(saved)
+        return saved
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved.tensor):
+        out = IntrospectiveObjective(cfg).encoder_step(E, G, x, z_f, C, torch.Generator().manual_seed(SEED))
+    z = out.z.detach().clone()
+    gc.collect()
+    assert len(live) > 10, f"precondition: the encoder step's graph saves tensors ({len(live)} found)"
+    kept = out.without_graph()
+    del out
+    gc.collect()
+    assert len(live) == 0, f"without_graph() keeps {len(live)} saved tensors of the encoder step's graph alive"
+    for name in ("loss", "z"):
+        value = getattr(kept, name)
+        assert not value.requires_grad and value.grad_fn is None, f"without_graph().{name} holds a graph"
+    torch.testing.assert_close(kept.z, z, rtol=0, atol=0)
+    assert kept.rec is None and kept.fake is None and kept.loss_rec is None
+
+
+@pytest.mark.parametrize("family", ["mlp", "conv"])
+@pytest.mark.parametrize("case", ["introvae", "soft", "as-nosquash-mean"])
+def test_decoder_step_recomputes_rec_from_the_detached_z(family, case):
+    """
+    Given an encoder output with no `rec` to reuse but a `z` still attached to the encoder (a caller's own
+    `EncoderStepOutput`), `decoder_step` computes the spec's `L_G` with `rec = G(z.detach())`: its gradient with
+    respect to *every* parameter equals the reference's, so the encoder's parameters reach `L_G` only through
+    `E(rec)` and `E(fake)`, never through `z`. Fails if the decoder step decodes `encoder_output.z` undetached.
+    """
+    import dataclasses
+
+    cfg = ObjectiveConfig(**CASES[case])
+    E, G, x = make_models(family)
+    E_ref, G_ref = copy.deepcopy(E), copy.deepcopy(G)
+    z_f = torch.randn(B, Z, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    objective = IntrospectiveObjective(cfg)
+    gen = torch.Generator().manual_seed(SEED)
+    out = objective.encoder_step(E, G, x, z_f, C, gen)
+    assert out.z.requires_grad  # precondition: this z does reach the encoder
+    attached = dataclasses.replace(out, rec=None, fake=None, loss_rec=None)
+    loss_d, _ = objective.decoder_step(E, G, x, attached, C, gen)
+    params = [*E.parameters(), *G.parameters()]
+
+    noise = Noise()
+    _, z_ref = ref_encoder_loss(cfg, E_ref, G_ref, x, z_f, C, noise)
+    L_G = ref_decoder_loss(cfg, E_ref, G_ref, x, z_ref, z_f, C, noise)
+    params_ref = [*E_ref.parameters(), *G_ref.parameters()]
+
+    torch.testing.assert_close(loss_d.detach(), L_G.detach(), rtol=1e-10, atol=1e-12)
+    n_e = len(list(E.parameters()))
+    g, g_ref = grads(loss_d, params), grads(L_G, params_ref)
+    assert_grads_close(g[:n_e], g_ref[:n_e], names(E, G)[:n_e], "grad of L_G w.r.t. the encoder")
+    assert_grads_close(g[n_e:], g_ref[n_e:], names(E, G)[n_e:], "grad of L_G w.r.t. the decoder")
