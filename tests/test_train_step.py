@@ -61,3 +61,35 @@ def test_micro_batch_generators_must_match_the_micro_batches():
         train_step(objective, e, d, opt(e), opt(d), [x[:2], x[2:]], 2, micro_batch_generators=[torch.Generator()])
     with pytest.raises(ValueError, match="3 generators for 4 samples"):
         train_step(objective, e, d, opt(e), opt(d), x, 2, generator=[torch.Generator()] * 3)
+
+
+@pytest.mark.parametrize("objective", ["introvae", "soft-introvae", "as-introvae"])
+def test_measured_gradient_parts_are_the_encoder_gradient_split_in_two(objective):
+    """`measure_gradients=True` returns the norms of the encoder's gradient from the adversarial and the VAE parts
+    of `L_E`; the two parts add up to the gradient the update uses, and the weights move exactly as without."""
+    from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, ObjectiveConfig
+
+    def run(measure):
+        torch.manual_seed(0)
+        kw = dict(sample_size=8, latent_dim=4, block_out_channels=(8,))
+        encoder = AsIntroVAEEncoder(in_channels=1, **kw).double()
+        decoder = AsIntroVAEDecoder(out_channels=1, **kw).double()
+        opt_e, opt_d = torch.optim.SGD(encoder.parameters(), lr=0.1), torch.optim.SGD(decoder.parameters(), lr=0.1)
+        objective_ = IntrospectiveObjective(ObjectiveConfig(objective=objective, beta_neg=8.0, margin=50.0))
+        x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        before = [p.detach().clone() for p in encoder.parameters()]
+        terms = train_step(objective_, encoder, decoder, opt_e, opt_d, x, 4, c=0.5,
+                           generator=torch.Generator().manual_seed(2), measure_gradients=measure)
+        step = torch.cat([(b - p.detach()).flatten() / 0.1 for b, p in zip(before, encoder.parameters())])
+        return terms, step
+
+    measured, gradient = run(True)
+    plain, same_gradient = run(False)
+    assert "grad_norm_adversarial" not in plain
+    torch.testing.assert_close(gradient, same_gradient, rtol=0, atol=0)
+    adversarial, vae = float(measured["grad_norm_adversarial"]), float(measured["grad_norm_vae"])
+    assert adversarial > 0 and vae > 0
+    # |g_adv + g_vae| = |g|: the two parts are the whole gradient (triangle inequality, and not equal to either)
+    total = float(gradient.norm())
+    assert abs(adversarial - vae) - 1e-9 <= total <= adversarial + vae + 1e-9
+    assert total != pytest.approx(vae, rel=1e-6) and total != pytest.approx(adversarial, rel=1e-6)

@@ -1,5 +1,6 @@
 """Training options end to end: --compile, --channels_last, the Hub upload's file selection, one-line errors."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -246,3 +247,19 @@ def test_programming_errors_keep_their_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train_step", broken_step)
     with pytest.raises(ValueError, match="a bug in the training step"):
         main(TINY + ["--output_dir", str(tmp_path / "x"), "--max_train_steps", "1"])
+
+
+# ---- --log_gradient_norms_steps ---------------------------------------------------------------------------------
+
+
+def test_gradient_norms_are_logged_on_adversarial_steps_without_changing_the_run(tmp_path):
+    common = TINY + ["--max_train_steps", "6", "--num_vae_steps", "2", "--checkpointing_steps", "100",
+                     "--save_images_steps", "100", "--no-use_ema"]
+    train(parse_args(common + ["--output_dir", str(tmp_path / "measured"), "--log_gradient_norms_steps", "2"]))
+    reset_accelerate()
+    train(parse_args(common + ["--output_dir", str(tmp_path / "plain")]))
+    lines = [json.loads(line) for line in (tmp_path / "measured" / "gradient_norms.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]  # steps 0 and 1 are the plain-VAE warm-up
+    assert all(line["grad_norm_adversarial"] > 0 and line["grad_norm_vae"] > 0 for line in lines)
+    assert not (tmp_path / "plain" / "gradient_norms.jsonl").exists()
+    assert_weights_close(saved_weights(tmp_path / "measured"), saved_weights(tmp_path / "plain"), rtol=0, atol=0)

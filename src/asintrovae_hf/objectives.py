@@ -37,6 +37,8 @@ class EncoderStepOutput:
         rec (`torch.Tensor`): `G(z)`, with its graph into the decoder.
         fake (`torch.Tensor`): `G(z_f)`, with its graph into the decoder.
         loss_rec (`torch.Tensor`): `L_rec = mean_b rec_err(x, rec)`, with its graph.
+        adversarial_loss (`torch.Tensor`): The part of `L_E` that is not the VAE loss (IntroVAE's hinge term; the
+            `expELBO` terms of Soft-IntroVAE and AS-IntroVAE), with its graph; for measuring its gradient.
     """
 
     loss: torch.Tensor
@@ -48,6 +50,7 @@ class EncoderStepOutput:
     loss_rec: Optional[torch.Tensor] = None
     labels: Optional[torch.Tensor] = None
     fake_labels: Optional[torch.Tensor] = None
+    adversarial_loss: Optional[torch.Tensor] = None
 
     def without_graph(self) -> "EncoderStepOutput":
         """Only the latents (`z` detached, `z_f`): the decoder step then recomputes `G(z_f)`, `G(z)` and `L_rec`, so
@@ -192,7 +195,8 @@ class IntrospectiveObjective:
             kl_rec = kl_divergence(mu_r, logvar_r).mean()
             kl_fake = kl_divergence(mu_f, logvar_f).mean()
             hinge = torch.relu(cfg.margin - kl_rec) + torch.relu(cfg.margin - kl_fake)
-            loss = s * (cfg.beta_rec * loss_rec + cfg.beta_kl * kl_real) + s * cfg.beta_neg * hinge / 2
+            adversarial = s * cfg.beta_neg * hinge / 2
+            loss = s * (cfg.beta_rec * loss_rec + cfg.beta_kl * kl_real) + adversarial
             terms.update(kl_rec=kl_rec, kl_fake=kl_fake)
         else:
             # 3. For y in {rec, fake}: z_y = reparam(E(y)), y_rec = G(z_y), per-sample KL_y and R_y
@@ -215,7 +219,8 @@ class IntrospectiveObjective:
             exp_elbo_fake = torch.exp(-2 * s * (cfg.beta_rec * r_fake + cfg.beta_neg * (c * kl_fake + (1 - c) * dis))).mean()
 
             # 6. L_E = s (beta_rec L_rec + beta_kl KL_real) + 0.25 (expELBO_rec + expELBO_fake)
-            loss = s * (cfg.beta_rec * loss_rec + cfg.beta_kl * kl_real) + 0.25 * (exp_elbo_rec + exp_elbo_fake)
+            adversarial = 0.25 * (exp_elbo_rec + exp_elbo_fake)
+            loss = s * (cfg.beta_rec * loss_rec + cfg.beta_kl * kl_real) + adversarial
             terms.update(
                 kl_rec=kl_rec.mean(),
                 kl_fake=kl_fake.mean(),
@@ -226,7 +231,7 @@ class IntrospectiveObjective:
         terms["loss_encoder"] = loss
         terms = {k: v.detach() for k, v in terms.items()}
         return EncoderStepOutput(loss=loss, terms=terms, z=z, z_f=z_f, rec=rec, fake=fake, loss_rec=loss_rec,
-                                 labels=y, fake_labels=y_f)
+                                 labels=y, fake_labels=y_f, adversarial_loss=adversarial)
 
     def decoder_step(
         self,

@@ -71,6 +71,7 @@ def train_step(
     clip_grad_norm: Optional[Callable] = None,
     micro_batch_generators: Optional[List[torch.Generator]] = None,
     labels: Optional[Union[torch.Tensor, Sequence[torch.Tensor]]] = None,
+    measure_gradients: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """
     Run one iteration and return its detached loss terms (device tensors: no host sync here).
@@ -96,6 +97,9 @@ def train_step(
         labels (`torch.Tensor` or a sequence of them, *optional*): Class-conditional models: the labels of `x` (per
             micro-batch). The fake batch draws its labels from them (uniformly, with replacement: the data's label
             distribution), after `z_f`.
+        measure_gradients (`bool`, defaults to `False`): Also return the norms of the encoder's gradient from the
+            adversarial part of `L_E` (`grad_norm_adversarial`) and from its VAE part (`grad_norm_vae`), over the
+            encoder's trainable parameters, summed over micro-batches (this process's; the weights are unchanged).
     """
     backward = backward or _default_backward
     clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
@@ -141,10 +145,12 @@ def train_step(
         z_fs = randn_tensor((sum(sizes), latent_dim), generator=generator, device=device, dtype=dtype).split(sizes)
 
     encoder_optimizer.zero_grad(set_to_none=True)
-    outputs = []
+    outputs, gradient_parts = [], {}
     fake_label_batches = [None if yk is None else _draw_labels(yk, gk) for yk, gk in zip(label_batches, generators)]
     for xk, zk, gk, w, yk, yfk in zip(micro_batches, z_fs, generators, weights, label_batches, fake_label_batches):
         out = objective.encoder_step(encoder, decoder, xk, zk, c, gk, labels=yk, fake_labels=yfk)
+        if measure_gradients:
+            _add_gradient_norms(gradient_parts, out, w, _trainable(encoder))
         single = len(micro_batches) == 1
         # One micro-batch: the graph stays alive, the decoder step reuses G(z_f), G(z) and L_rec from it.
         backward(out.loss if single else out.loss * w, inputs=_trainable(encoder), retain_graph=single)
@@ -161,4 +167,17 @@ def train_step(
 
     terms = _mean_terms(all_terms, weights)
     terms["c"] = torch.tensor(objective.effective_c(c))
+    for name, parts in gradient_parts.items():
+        terms[name] = torch.sqrt(sum(g.double().pow(2).sum() for g in parts)).float()
     return terms
+
+
+def _add_gradient_norms(parts: Dict[str, list], out, weight: float, params: list) -> None:
+    """Accumulate (into `parts`) the encoder's gradients from the adversarial and the VAE parts of one micro-batch's
+    `L_E`, without touching `.grad`."""
+    losses = {"grad_norm_adversarial": out.adversarial_loss, "grad_norm_vae": out.loss - out.adversarial_loss}
+    for name, loss in losses.items():
+        grads = torch.autograd.grad(loss * weight, params, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)]
+        previous = parts.get(name)
+        parts[name] = grads if previous is None else [a + b for a, b in zip(previous, grads)]

@@ -539,6 +539,20 @@ def _save_grids(run: TrainingRun, step: int) -> None:
     log_images(run.accelerator, grids, step)
 
 
+def _measures_gradients(args, step: int, phase) -> bool:
+    """Whether this step measures the encoder's gradient parts (`--log_gradient_norms_steps`, adversarial steps)."""
+    every = args.log_gradient_norms_steps
+    return bool(every) and not phase.vae and step % every == 0
+
+
+def _record_gradient_norms(run: TrainingRun, step: int, norms: Dict[str, float]) -> None:
+    """Log the gradient norms and append them, one JSON line per measured step, to `gradient_norms.jsonl`."""
+    run.accelerator.log(norms, step=step)
+    if run.accelerator.is_main_process:
+        with open(os.path.join(run.args.output_dir, "gradient_norms.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **norms}) + "\n")
+
+
 def _optimizer_step(run: TrainingRun, batches: List, noise_generators) -> Dict[str, torch.Tensor]:
     """One iteration over `(images, labels)` batches: the encoder and decoder updates (`train_step`), the
     schedulers and the EMA."""
@@ -555,7 +569,10 @@ def _optimizer_step(run: TrainingRun, batches: List, noise_generators) -> Dict[s
                        images[0] if single else images, args.latent_dim, c=phase.c, vae_step=phase.vae,
                        backward=accelerator.backward, generator=noise_generators[0] if single else None,
                        micro_batch_generators=None if single else noise_generators,
-                       max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_, labels=labels)
+                       max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_, labels=labels,
+                       measure_gradients=_measures_gradients(args, step, phase))
+    if "grad_norm_adversarial" in terms:
+        _record_gradient_norms(run, step, {k: float(terms.pop(k)) for k in ("grad_norm_adversarial", "grad_norm_vae")})
     run.sched_e.step()
     run.sched_d.step()
     if run.ema is not None:

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="The channels-last memory format for the networks and batches. Default: on for the CPU "
                             "(measured 1.2x faster there, docs/results.md), off on other devices.")
     train.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder.")
+    train.add_argument("--log_gradient_norms_steps", type=int, default=0,
+                       help="Every N adversarial steps, measure the norm of the encoder's gradient from the adversarial "
+                            "terms of its loss and from its VAE terms, and append them to OUTPUT_DIR/"
+                            "gradient_norms.jsonl (0: never; costs two extra backward passes on those steps).")
     train.add_argument("--gradient_checkpointing", action="store_true",
                        help="diffusers' gradient checkpointing: each residual block recomputes its activations in the "
                             "backward pass instead of keeping them (less memory, more time; the same weights).")
@@ -141,7 +145,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ("max_train_steps", "max_train_samples", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    for name in ("lr_warmup_steps", "dataloader_num_workers"):
+    for name in ("lr_warmup_steps", "dataloader_num_workers", "log_gradient_norms_steps"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.encoder_learning_rate is None:
