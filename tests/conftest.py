@@ -3,6 +3,7 @@ Shared constants and helpers live in tests/helpers.py."""
 
 import pytest
 
+from demo_fixtures import demo_folders, demo_servers  # noqa: F401
 from fake_hub import fake_hub  # noqa: F401
 from helpers import reset_accelerate
 

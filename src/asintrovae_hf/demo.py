@@ -91,8 +91,9 @@ def load_image(image, what: str = "image") -> PIL.Image.Image:
                 opened.load()
                 image = opened.copy()
         except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
-            raise DemoError(f"Cannot read the {what} ({os.path.basename(str(image))}) as an image: "
-                            f"{one_line(err, 160)}") from None
+            name = os.path.basename(str(image))
+            reason = one_line(err).replace(str(image), name)  # no server path in the page
+            raise DemoError(f"Cannot read the {what} ({name}) as an image: {reason[:160]}") from None
     elif isinstance(image, np.ndarray):
         array = image
         if array.dtype != np.uint8:
@@ -200,7 +201,8 @@ def score_image(pipe, image, class_label: Optional[int] = None, reference: Optio
     reference = reference or {}
     num_samples = int(num_samples or reference.get("num_samples") or SCORE_SAMPLES)
     seed = int(seed if seed is not None else reference.get("seed", 0))
-    out = pipe.score(load_image(image), num_samples=num_samples, generator=torch.Generator().manual_seed(seed), class_labels=label)
+    out = pipe.score(load_image(image), num_samples=num_samples, generator=torch.Generator().manual_seed(seed),
+                     class_labels=label)
     result = {"neg_elbo": float(out.neg_elbo[0]), "bits_per_dim": float(out.bits_per_dim[0]),
               "num_samples": num_samples, "percentile": None}
     ref = reference.get("neg_elbo")
@@ -390,24 +392,25 @@ def explore(pipe, basis: ExploreBasis, values: Sequence[float], class_label: Opt
 STYLE = "<style>img { image-rendering: pixelated; }</style>"  # small images enlarged by the browser stay crisp
 
 
-def _upload_component():
-    """`gr.Image` whose unreadable uploads give a one-line `gr.Error` (Gradio's own opens the file and fails with a
-    bare exception, shown in the page as "Error" alone)."""
+def _upload_component(**kwargs):
+    """A `gr.Image` upload whose unreadable files give a one-line `gr.Error`: Gradio's own preprocessing opens the file
+    and fails with a bare exception, which the page shows as "Error" alone. (Wrapped on the instance: a subclass of
+    a Gradio component makes Gradio write a `.pyi` stub next to this module.)"""
     import gradio as gr
 
-    class ImageUpload(gr.Image):
-        def get_block_name(self) -> str:  # the frontend's Image component
-            return "image"
+    component = gr.Image(**kwargs)
+    preprocess = component.preprocess
 
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:
-                name = getattr(payload, "orig_name", None) or "the upload"
-                raise gr.Error(f"Cannot read {name} as an image: {one_line(err, 160)}", print_exception=False) \
-                    from None
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:
+            name = getattr(payload, "orig_name", None) or "the upload"
+            reason = one_line(err).replace(str(getattr(payload, "path", None)), name)  # no server path in the page
+            raise gr.Error(f"Cannot read {name} as an image: {reason[:160]}", print_exception=False) from None
 
-    return ImageUpload
+    component.preprocess = checked
+    return component
 
 
 def _expected(fn):
@@ -463,8 +466,8 @@ def build_demo(pipe, reference_scores: Optional[dict] = None, explore_images=Non
                            interactive=True, elem_id=f"{tab}-class")
 
     def upload(label, elem_id):
-        return _upload_component()(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                   format="png", height=192, elem_id=elem_id)
+        return _upload_component(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                 format="png", height=192, elem_id=elem_id)
 
     def shown(label, elem_id):
         return gr.Image(label=label, type="pil", format="png", interactive=False, height=192, elem_id=elem_id)
