@@ -389,7 +389,9 @@ def explore(pipe, basis: ExploreBasis, values: Sequence[float], class_label: Opt
 
 # ---- the Gradio app ----------------------------------------------------------------------------------------------
 
-STYLE = "<style>img { image-rendering: pixelated; }</style>"  # small images enlarged by the browser stay crisp
+# Small images are enlarged to their box by the browser, and stay crisp.
+STYLE = ("<style>img { image-rendering: pixelated; } "
+         ".demo-image img { width: 100% !important; height: 100% !important; object-fit: contain !important; }</style>")
 
 
 def _upload_component(**kwargs):
@@ -467,10 +469,11 @@ def build_demo(pipe, reference_scores: Optional[dict] = None, explore_images=Non
 
     def upload(label, elem_id):
         return _upload_component(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                 format="png", height=192, elem_id=elem_id)
+                                 format="png", height=192, elem_id=elem_id, elem_classes="demo-image")
 
     def shown(label, elem_id):
-        return gr.Image(label=label, type="pil", format="png", interactive=False, height=192, elem_id=elem_id)
+        return gr.Image(label=label, type="pil", format="png", interactive=False, height=192, elem_id=elem_id,
+                        elem_classes="demo-image")
 
     with gr.Blocks(title=f"{name} · asintrovae-hf", analytics_enabled=False) as demo:
         gr.Markdown(f"# {name}\n{'Class-conditional ' if num_classes else ''}introspective VAE "
@@ -495,7 +498,8 @@ def build_demo(pipe, reference_scores: Optional[dict] = None, explore_images=Non
             gr.Markdown(TAB_DESCRIPTIONS["reconstruct"])
             with gr.Row():
                 r_upload = upload("upload an image", "reconstruct-upload")
-                r_draw = gr.Sketchpad(label="or draw one", type="pil", image_mode="RGBA", canvas_size=(192, 192),
+                r_draw = gr.Sketchpad(value=PIL.Image.new("RGB", (192, 192)), label="or draw one (white on black)",
+                                      type="pil", image_mode="RGBA", canvas_size=(192, 192),
                                       brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", default_size=14),
                                       elem_id="reconstruct-sketch")
                 r_class = class_picker("reconstruct")
@@ -504,7 +508,8 @@ def build_demo(pipe, reference_scores: Optional[dict] = None, explore_images=Non
                 r_in = shown("input (as the model sees it)", "reconstruct-input")
                 r_rec = shown("reconstruction", "reconstruct-output")
                 r_err = shown("absolute error", "reconstruct-error")
-            r_mse = gr.Number(label="mean squared error", interactive=False, elem_id="reconstruct-mse")
+            r_mse = gr.Number(label="mean squared error (values in [0, 1])", interactive=False, precision=6,
+                              elem_id="reconstruct-mse")
 
             def run_reconstruct(uploaded, drawn, label):
                 image = uploaded if uploaded else drawn
@@ -524,7 +529,8 @@ def build_demo(pipe, reference_scores: Optional[dict] = None, explore_images=Non
                 i_steps = gr.Slider(2, MAX_STEPS, value=8, step=1, label="steps")
                 i_class = class_picker("interpolate")
             i_button = gr.Button("Interpolate", variant="primary", elem_id="interpolate-button")
-            i_out = gr.Image(label="the walk", type="pil", format="png", interactive=False, elem_id="interpolate-strip")
+            i_out = gr.Image(label="the walk", type="pil", format="png", interactive=False, height=160,
+                             elem_id="interpolate-strip", elem_classes="demo-image")
             i_button.click(_expected(lambda *a: interpolate(pipe, *a)[0]),
                            [i_a, i_b, i_seed_a, i_seed_b, i_steps, i_class], i_out, api_name="interpolate")
 
@@ -549,8 +555,8 @@ def build_demo(pipe, reference_scores: Optional[dict] = None, explore_images=Non
                                          elem_id=f"explore-slider-{k + 1}")
                                for k in range(len(basis.components))]
                     e_class = class_picker("explore")
-                e_out = gr.Image(label="decoded", type="pil", format="png", interactive=False, height=256,
-                                 elem_id="explore-image",
+                e_out = gr.Image(label="decoded", type="pil", format="png", interactive=False, height=320,
+                                 elem_id="explore-image", elem_classes="demo-image",
                                  value=explore(pipe, basis, [0.0] * len(sliders), 0 if num_classes else None))
             run_explore = _expected(lambda label, *values: explore(pipe, basis, values, label))
             for control in [*sliders, e_class]:
