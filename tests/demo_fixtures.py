@@ -116,7 +116,8 @@ def demo_folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("demo_pipelines")
     folders = {"unconditional": base / "unconditional", "conditional": base / "conditional"}
     given = os.environ.get("ASINTROVAE_DEMO_PIPELINE")
-    if given:
+    if given:  # a copy, under the given folder's name (the page's title)
+        folders["unconditional"] = base / Path(given).resolve().name
         shutil.copytree(given, folders["unconditional"], ignore=shutil.ignore_patterns("checkpoint-*", "logs"))
         unconditional = AsIntroVAEPipeline.from_pretrained(folders["unconditional"])
     else:

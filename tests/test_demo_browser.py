@@ -47,7 +47,7 @@ def missing_browser():
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session scope: set up (or skipped) before the session's demo servers start
 def browser(tmp_path_factory):
     """A fresh headless Chromium profile that reaches nothing but 127.0.0.1."""
     reason = missing_browser()
