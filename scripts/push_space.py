@@ -43,7 +43,8 @@ The [asintrovae-hf](https://pypi.org/project/asintrovae-hf/) demo of the model
 [{pipeline}](https://huggingface.co/{pipeline}): sample from the prior (seed, temperature, and class for a
 class-conditional model), reconstruct an uploaded or drawn image, interpolate between two images, score an image
 (negative ELBO, bits per dimension, and its percentile among the training data's scores when they are saved with
-the model), and explore the main directions of the latent space. Run it locally with `python scripts/demo.py --pipeline {pipeline}`.
+the model), and explore the main directions of the latent space. Run it locally with
+`python scripts/demo.py --pipeline {pipeline}`.
 """
 
 

@@ -114,12 +114,6 @@ def load_image(image, what: str = "image") -> PIL.Image.Image:
     return image
 
 
-def model_input(pipe, image, what: str = "image") -> PIL.Image.Image:
-    """The image as the model sees it: converted to its channels and resized to its `sample_size` (as `preprocess`)."""
-    pixels = pipe.preprocess(load_image(image, what), what=what)
-    return to_pil(pixels)[0]
-
-
 def to_pil(images: torch.Tensor) -> List[PIL.Image.Image]:
     """`B x C x H x W` values in `[0, 1]` -> PIL images (`"L"` for one channel), rounded as the pipeline rounds."""
     array = (images.detach().float().clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
