@@ -32,23 +32,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def prepare(args: argparse.Namespace):
+    """Load the pipeline, save its reference scores if asked, and build the demo; exits with a one-line error."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from asintrovae_hf import AsIntroVAEPipeline
     from asintrovae_hf.demo import build_demo, save_reference_scores
     from asintrovae_hf.errors import one_line
 
+    if args.save_reference_scores and not os.path.isdir(args.pipeline):
+        sys.exit("error: --save_reference_scores writes into the pipeline's folder; give a local folder.")
     try:
         pipe = AsIntroVAEPipeline.from_pretrained(args.pipeline)
     except (OSError, ValueError) as err:
-        print(f"error: cannot load the pipeline {args.pipeline!r}: {one_line(err, 300)}", file=sys.stderr)
-        return 1
+        sys.exit(f"error: cannot load the pipeline {args.pipeline!r}: {one_line(err, 300)}")
     if args.save_reference_scores:
-        if not os.path.isdir(args.pipeline):
-            print("error: --save_reference_scores writes into the pipeline's folder; give a local folder.",
-                  file=sys.stderr)
-            return 1
         from asintrovae_hf.data import load_digits_dataset
 
         digits = load_digits_dataset()
@@ -57,10 +54,14 @@ def main(argv=None) -> int:
                                      source="the built-in digits")
         print(f"saved the reference scores of {len(digits)} digits to {path}", flush=True)
     try:
-        demo = build_demo(pipe)
+        return build_demo(pipe)
     except (ImportError, ValueError) as err:
-        print(f"error: {one_line(err, 300)}", file=sys.stderr)
-        return 1
+        sys.exit(f"error: {one_line(err, 300)}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    demo = prepare(args)
     port = args.port or free_port(args.host)
     print(f"serving the demo of {args.pipeline} on http://{args.host}:{port}", flush=True)
     demo.launch(server_name=args.host, server_port=port, share=args.share, show_error=False, inbrowser=False)

@@ -283,3 +283,22 @@ def test_build_demo_errors_are_one_line_gradio_errors(pipe):
     assert info.value.message == "number of images must be an integer from 1 to 64; got 0."
     with pytest.raises(D.DemoError, match="vector models"):
         D.build_demo(tiny_vector_pipeline())
+
+
+def test_demo_script_saves_reference_scores_and_refuses_bad_pipelines(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    from helpers import load_script
+
+    script = load_script("demo")
+    folder = tmp_path / "pipe"
+    tiny_image_pipeline().save_pretrained(folder)
+    demo = script.prepare(script.parse_args(["--pipeline", str(folder), "--save_reference_scores"]))
+    saved = json.loads((folder / "reference_scores.json").read_text())
+    assert saved["count"] == 1797 and saved["source"] == "the built-in digits"
+    assert "saved the reference scores of 1797 digits" in capsys.readouterr().out
+    markdown = " ".join(str(getattr(b, "value", "")) for b in demo.blocks.values())
+    assert "No reference scores" not in markdown  # the Score tab found them
+    with pytest.raises(SystemExit, match=r"^error: cannot load the pipeline '.*nowhere'"):
+        script.prepare(script.parse_args(["--pipeline", str(tmp_path / "nowhere")]))
+    with pytest.raises(SystemExit, match="--save_reference_scores writes into the pipeline's folder"):
+        script.prepare(script.parse_args(["--pipeline", "acme/not-a-folder", "--save_reference_scores"]))
