@@ -290,6 +290,8 @@ def test_demo_script_saves_reference_scores_and_refuses_bad_pipelines(tmp_path, 
     from helpers import load_script
 
     script = load_script("demo")
+    defaults = script.parse_args(["--pipeline", "x"])
+    assert defaults.host == "127.0.0.1" and defaults.port is None and defaults.share is False  # local, free port
     folder = tmp_path / "pipe"
     tiny_image_pipeline().save_pretrained(folder)
     demo = script.prepare(script.parse_args(["--pipeline", str(folder), "--save_reference_scores"]))
