@@ -8,6 +8,7 @@ import pytest
 import sklearn  # noqa: F401  (sets KMP_* environment variables when first imported: done here, before any test)
 import torch
 
+from demo_fixtures import demo_folders, demo_servers  # noqa: F401
 from fake_hub import fake_hub  # noqa: F401
 from helpers import reset_accelerate
 

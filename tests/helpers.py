@@ -78,3 +78,12 @@ def tiny_vector_pipeline(features=2, latent_dim=2, hidden_dims=(8,), seed=0) -> 
         encoder=AsIntroVAEVectorEncoder(in_features=features, latent_dim=latent_dim, hidden_dims=hidden_dims),
         decoder=AsIntroVAEVectorDecoder(out_features=features, latent_dim=latent_dim, hidden_dims=hidden_dims),
     )
+
+
+def tiny_conditional_pipeline(num_classes=3, size=8, latent_dim=4, block_out_channels=(8, 16), seed=0):
+    """A class-conditional tiny conv pipeline (`num_class_embeds=num_classes`), in eval mode."""
+    torch.manual_seed(seed)
+    kw = dict(sample_size=size, latent_dim=latent_dim, block_out_channels=block_out_channels,
+              num_class_embeds=num_classes)
+    return AsIntroVAEPipeline(encoder=AsIntroVAEEncoder(in_channels=1, **kw).eval(),
+                              decoder=AsIntroVAEDecoder(out_channels=1, **kw).eval())

@@ -118,6 +118,7 @@ def create_model_card(
     license: str = "apache-2.0",
     template_path: Optional[str] = None,
     model_classes: Tuple[str, str] = ("AsIntroVAEEncoder", "AsIntroVAEDecoder"),
+    space_id: Optional[str] = None,
 ) -> ModelCard:
     r"""
     Write the model card (`README.md`) of a trained pipeline into `output_dir`.
@@ -134,6 +135,7 @@ def create_model_card(
         license (`str`, *optional*, defaults to `"apache-2.0"`): The card's license.
         template_path (`str`, *optional*): A Jinja template; defaults to the packaged `model_card_template.md`.
         model_classes (`Tuple[str, str]`, *optional*): The encoder and decoder class names.
+        space_id (`str`, *optional*): A Space that demoes the model (`scripts/push_space.py`): linked under the title.
 
     Returns:
         `huggingface_hub.ModelCard`: the card, also saved as `output_dir/README.md`.
@@ -163,10 +165,40 @@ def create_model_card(
         paper_url=PAPER_URL,
         encoder_class=model_classes[0],
         decoder_class=model_classes[1],
+        space_link=space_link(space_id) if space_id else None,
     )
     os.makedirs(output_dir, exist_ok=True)
     card.save(os.path.join(output_dir, "README.md"))
     return card
+
+
+def space_link(space_id: str) -> str:
+    """The model card's line that links the Space demoing the model."""
+    return (f"**Try it in the browser:** [{space_id}](https://huggingface.co/spaces/{space_id}), a Gradio demo that "
+            f"samples, reconstructs, interpolates, scores and explores the latent space.")
+
+
+def link_space_in_card(repo_id: str, space_id: str, token: Optional[str] = None) -> bool:
+    r"""
+    Add the [`space_link`] line under the title of the model card (`README.md`) of the Hub repo `repo_id`, if it is
+    not there yet. Returns whether the card changed.
+
+    Raises:
+        [`HubError`]: no network, offline mode, no or bad token, no such repo or card.
+    """
+    line = space_link(space_id)
+    try:
+        card = ModelCard.load(repo_id, token=token)
+        if f"https://huggingface.co/spaces/{space_id})" in card.text:
+            return False
+        lines = card.text.split("\n")
+        title = next((i for i, text in enumerate(lines) if text.startswith("# ")), None)
+        at = 0 if title is None else title + 1
+        card.text = "\n".join(lines[:at] + ["", line] + lines[at:])
+        card.push_to_hub(repo_id, token=token, commit_message=f"Link the Space {space_id}")
+    except network_errors() as err:
+        raise _hub_error("update the model card of", repo_id, err) from None
+    return True
 
 
 # ---- upload -----------------------------------------------------------------------------------------------------
