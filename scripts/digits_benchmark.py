@@ -8,10 +8,15 @@ resumes from its last checkpoint).
     # a variant, with objective flags passed to the training script
     python scripts/digits_benchmark.py --methods as-introvae --label mean-encoder --seeds 0 1 2 \
         --output_dir results/digits -- --encoder_reduction mean
+    # the paper's mechanism: the encoder's gradient from the adversarial terms, at a resolution (the digits upscaled)
+    python scripts/digits_benchmark.py --methods soft-introvae as-introvae --seeds 0 --label r32 \
+        --output_dir results/mechanism -- --resolution 32 --log_gradient_norms_steps 20
 
 A method is `objective[:preset]`. Everything after `--` goes to `scripts/train_as_introvae.py` for every run. Writes
 `OUTPUT_DIR/runs.jsonl` (one line per run: method, seed, steps, digits FID, reconstruction MSE, seconds, the options)
-and `OUTPUT_DIR/results.md` (mean ± std over seeds); the trained pipelines go to `OUTPUT_DIR/runs/`.
+and `OUTPUT_DIR/results.md` (mean ± std over seeds, and the digit classes the samples cover), and, for runs with
+`--log_gradient_norms_steps`, the gradient norms in each line and `OUTPUT_DIR/gradient_norms.png`; the trained
+pipelines go to `OUTPUT_DIR/runs/`.
 """
 
 import argparse
@@ -88,7 +93,8 @@ def run_one(args, method, seed):
     seconds = time.time() - started
     metrics = os.path.join(folder, "metrics.json")
     evaluate = [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--pipeline", folder,
-                "--num_samples", str(args.num_samples), "--seed", str(seed), "--output", metrics]
+                "--num_samples", str(args.num_samples), "--seed", str(seed), "--output", metrics,
+                "--metrics", "digits_fid", "reconstruction", "class_coverage"]
     subprocess.run(evaluate, env=env, check=True, stdout=subprocess.DEVNULL)
     with open(metrics) as f:
         result = json.load(f)
@@ -97,13 +103,24 @@ def run_one(args, method, seed):
     return {"name": display_name(method, args.label), "method": objective, "preset": preset or None,
             "label": args.label, "seed": seed, "steps": args.max_train_steps,
             "digits_fid": result["digits_fid"], "reconstruction_mse": result["reconstruction_mse"],
-            "psnr": result["psnr"], "seconds": round(seconds, 1), "train_args": args.train_args,
-            "final_losses": summary.get("final_losses", {})}
+            "psnr": result["psnr"], "classes_covered": result["classes_covered"],
+            "class_entropy": result["class_entropy"], "seconds": round(seconds, 1), "train_args": args.train_args,
+            "final_losses": summary.get("final_losses", {}), "gradient_norms": read_gradient_norms(folder)}
+
+
+def read_gradient_norms(folder):
+    """`[[step, adversarial, vae], ...]` from a run's `gradient_norms.jsonl` (`--log_gradient_norms_steps`); a step
+    measured again after a resume keeps its last line."""
+    path = os.path.join(folder, "gradient_norms.jsonl")
+    by_step = {}
+    for line in read_records(path):
+        by_step[line["step"]] = [line["step"], line["grad_norm_adversarial"], line["grad_norm_vae"]]
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def markdown(records) -> str:
-    rows = ["| method | steps | seeds | digits FID (mean ± std) | reconstruction MSE | s/run |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| method | steps | seeds | digits FID (mean ± std) | classes covered | reconstruction MSE | s/run |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     groups = {}
     for r in records:
         groups.setdefault((r["name"], r["steps"]), []).append(r)
@@ -112,9 +129,56 @@ def markdown(records) -> str:
                                                                     kv[0][0])):
         fids = [r["digits_fid"] for r in rs]
         rows.append(f"| {name} | {steps} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "
-                    f"| {np.mean(fids):.2f} ± {np.std(fids):.2f} | {np.mean([r['reconstruction_mse'] for r in rs]):.4f}"
+                    f"| {np.mean(fids):.2f} ± {np.std(fids):.2f} | {_classes_covered(rs)} "
+                    f"| {np.mean([r['reconstruction_mse'] for r in rs]):.4f}"
                     f" | {np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(rows) + "\n"
+
+
+def _classes_covered(records) -> str:
+    covered = [r["classes_covered"] for r in records if "classes_covered" in r]
+    return f"{np.mean(covered):.1f}" if len(covered) == len(records) else "n/a"
+
+
+def gradient_norm_figure(records, path: str, size=(720, 420)) -> bool:
+    """
+    The encoder's gradient norm from the adversarial terms over the training steps, one line per run that recorded
+    it (log scale), the VAE terms' norm of the same run dotted. Returns `False` when no run recorded any.
+    """
+    from PIL import Image, ImageDraw
+
+    runs = [r for r in records if r.get("gradient_norms")]
+    if not runs:
+        return False
+    values = [v for r in runs for _, adv, vae in r["gradient_norms"] for v in (adv, vae) if v > 0]
+    lo, hi = np.log10(min(values)), np.log10(max(values))
+    hi = hi if hi > lo else lo + 1
+    last = max(step for r in runs for step, _, _ in r["gradient_norms"])
+    width, height = size
+    left, top, right, bottom = 70, 20, 220, 40
+    fig = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(fig)
+    draw.rectangle((left, top, width - right, height - bottom), outline="black")
+    to_xy = lambda step, v: (left + step / max(last, 1) * (width - right - left),  # noqa: E731
+                             height - bottom - (np.log10(max(v, 1e-30)) - lo) / (hi - lo) * (height - bottom - top))
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+    for i, r in enumerate(runs):
+        colour = colours[i % len(colours)]
+        adversarial = [to_xy(step, adv) for step, adv, _ in r["gradient_norms"]]
+        vae = [to_xy(step, v) for step, _, v in r["gradient_norms"]]
+        if len(adversarial) > 1:
+            draw.line(adversarial, fill=colour, width=2)
+        for x, y in vae:
+            draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=colour)
+        label = r["name"] + "".join(f" {a}" for a in r.get("train_args", []) if not a.startswith("--log"))
+        draw.text((width - right + 8, top + 14 * i), label[:34], fill=colour)
+    for exponent in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
+        y = to_xy(0, 10.0 ** exponent)[1]
+        draw.text((8, y - 6), f"1e{exponent}", fill="black")
+    draw.text((left, height - bottom + 8), f"step 0 .. {last}; line: adversarial terms, dots: VAE terms "
+                                           f"(|grad of the encoder loss|)", fill="black")
+    fig.save(path)
+    return True
 
 
 def main(argv=None) -> int:
@@ -131,9 +195,11 @@ def main(argv=None) -> int:
                 with open(path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 print(json.dumps({k: record[k] for k in ("name", "seed", "digits_fid", "seconds")}), flush=True)
-    table = markdown(read_records(path))
+    records = read_records(path)
+    table = markdown(records)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(table)
+    gradient_norm_figure(records, os.path.join(args.output_dir, "gradient_norms.png"))
     print(table)
     return 0
 

@@ -33,11 +33,13 @@ def parse_args(argv=None):
     p.add_argument("--num_samples", type=int, default=2000)
     p.add_argument("--max_real", type=int, default=None, help="Real images used (default: all).")
     p.add_argument("--metrics", nargs="+", default=["digits_fid", "reconstruction"],
-                   choices=("fid", "torchmetrics_fid", "digits_fid", "reconstruction", "class_accuracy"),
+                   choices=("fid", "torchmetrics_fid", "digits_fid", "reconstruction", "class_accuracy",
+                            "class_coverage"),
                    help="digits_fid (offline, the default), torchmetrics_fid (the standard FID through torchmetrics: "
                         "pip install 'asintrovae-hf[fid]', Inception weights downloaded on first use), fid (the "
                         "Inception network from a local TorchScript file), reconstruction (MSE, PSNR), class_accuracy "
-                        "(class-conditional digits: the digit classifier's accuracy on samples of each class).")
+                        "(class-conditional digits: the digit classifier's accuracy on samples of each class), "
+                        "class_coverage (digits: the classes the digit classifier finds among the samples).")
     p.add_argument("--inception_weights", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON file (default: print only).")

@@ -10,7 +10,7 @@ import torch
 from .digits_classifier import digits_fid
 from .metrics import frechet_distance_from_features
 
-METRICS = ("fid", "torchmetrics_fid", "digits_fid", "reconstruction", "class_accuracy")
+METRICS = ("fid", "torchmetrics_fid", "digits_fid", "reconstruction", "class_accuracy", "class_coverage")
 INCEPTION_ENV = "ASINTROVAE_INCEPTION_WEIGHTS"
 INCEPTION_HELP = (
     "The standard FID needs the Inception-v3 feature network as a TorchScript file: 'inception-2015-12-05.pt' "
@@ -116,6 +116,33 @@ def class_accuracy(pipeline, num_per_class: int = 200, seed: int = 0, batch_size
     return results
 
 
+@torch.no_grad()
+def class_coverage(images: torch.Tensor, min_share: float = 0.01, batch_size: int = 256) -> Dict[str, float]:
+    r"""
+    Mode coverage of generated digits: the shipped digit classifier labels each image, and a class counts as covered
+    when at least `min_share` of the images fall in it (the digits' analogue of the modes covered on 8 Gaussians).
+
+    Args:
+        images (`torch.Tensor`): `N x C x H x W` generated digits, values in `[0, 1]`, any size.
+        min_share (`float`, defaults to 0.01): The share of the images a class needs.
+        batch_size (`int`, defaults to 256): Images per forward pass.
+
+    Returns:
+        `Dict[str, float]`: `classes_covered` (of 10), `class_entropy` (of the predicted-class histogram, in nats;
+        `log 10 = 2.30` when the classes are equally frequent) and `largest_class_share`.
+    """
+    from .digits_classifier import load_digits_classifier
+
+    classifier = load_digits_classifier()
+    predicted = torch.cat([classifier(images[i : i + batch_size].float() * 2 - 1).argmax(1)
+                           for i in range(0, len(images), batch_size)])
+    shares = torch.bincount(predicted, minlength=10).double() / max(len(predicted), 1)
+    nonzero = shares[shares > 0]
+    return {"classes_covered": int((shares >= min_share).sum()),
+            "class_entropy": float(-(nonzero * nonzero.log()).sum()),
+            "largest_class_share": float(shares.max())}
+
+
 def torchmetrics_fid(real: torch.Tensor, fake: torch.Tensor, feature=2048, batch_size: int = 256) -> float:
     r"""
     The standard FID computed by torchmetrics' `FrechetInceptionDistance` (the maintained implementation this
@@ -163,7 +190,8 @@ def evaluate_pipeline(
         num_samples (`int`): Generated images for the FIDs.
         metrics (`Sequence[str]`): Any of `"fid"` (Inception, local TorchScript weights), `"torchmetrics_fid"`
             (Inception through torchmetrics, the `[fid]` extra), `"digits_fid"`, `"reconstruction"`,
-            `"class_accuracy"` (class-conditional digits pipelines: [`class_accuracy`]).
+            `"class_accuracy"` (class-conditional digits pipelines: [`class_accuracy`]), `"class_coverage"` (digits
+            pipelines: [`class_coverage`] of the samples).
         inception_weights (`str`, *optional*): TorchScript Inception file for `"fid"`.
         seed (`int`, defaults to 0): Seed of the samples.
         fid_feature (`int` or `torch.nn.Module`, defaults to 2048): The feature network of `"torchmetrics_fid"`.
@@ -186,7 +214,7 @@ def evaluate_pipeline(
     inception = InceptionFeatures(inception_weights) if "fid" in metrics else None  # fail before sampling
     results: Dict[str, float] = {"num_samples": num_samples, "num_real": len(real_images)}
     fake = (sample_images(pipeline, num_samples, seed=seed, class_labels=sample_labels)
-            if {"fid", "torchmetrics_fid", "digits_fid"} & set(metrics) else None)
+            if {"fid", "torchmetrics_fid", "digits_fid", "class_coverage"} & set(metrics) else None)
     if inception is not None:
         results["fid"] = fid(inception, real_images, fake)
     if "torchmetrics_fid" in metrics:
@@ -198,4 +226,6 @@ def evaluate_pipeline(
                                               class_labels=real_labels if pipeline.num_classes else None))
     if "class_accuracy" in metrics:
         results.update({f"accuracy_{k}": v for k, v in class_accuracy(pipeline, seed=seed).items()})
+    if "class_coverage" in metrics:
+        results.update(class_coverage(fake))
     return {k: (float(v) if isinstance(v, (float, np.floating)) and math.isfinite(v) else v) for k, v in results.items()}

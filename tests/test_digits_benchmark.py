@@ -1,0 +1,40 @@
+"""The digits benchmark (`scripts/digits_benchmark.py`) and the class coverage of generated digits."""
+
+import json
+import math
+
+import torch
+
+from asintrovae_hf.digits_classifier import digits_to_tensor, load_digits_uint8
+from asintrovae_hf.evaluation import class_coverage
+from helpers import TINY, load_script
+
+
+def _digits(resolution=16):
+    pixels, labels = load_digits_uint8()
+    return (digits_to_tensor(pixels, resolution) + 1) / 2, torch.from_numpy(labels)  # values in [0, 1]
+
+
+def test_class_coverage_counts_the_classes_the_classifier_finds():
+    images, labels = _digits()
+    every = class_coverage(images)
+    assert every["classes_covered"] == 10 and every["class_entropy"] > 0.98 * math.log(10)
+    sevens = class_coverage(images[labels == 7])
+    assert sevens["classes_covered"] == 1 and sevens["largest_class_share"] > 0.95
+    # at 64 x 64 (the digits upscaled) the classifier still finds them
+    assert class_coverage(_digits(64)[0][:500])["classes_covered"] == 10
+
+
+def test_digits_benchmark_records_coverage_and_gradient_norms(tmp_path):
+    benchmark = load_script("digits_benchmark")
+    out = tmp_path / "mechanism"
+    tiny = [a for a in TINY if a != "--report_to" and a != "none"]
+    assert benchmark.main(["--methods", "soft-introvae", "--seeds", "0", "--max_train_steps", "4",
+                           "--num_samples", "64", "--output_dir", str(out), "--label", "r8", "--",
+                           *tiny, "--num_vae_steps", "1", "--log_gradient_norms_steps", "1"]) == 0
+    (record,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert 1 <= record["classes_covered"] <= 10 and record["class_entropy"] >= 0
+    assert [step for step, _, _ in record["gradient_norms"]] == [1, 2, 3]  # step 0 is the plain-VAE warm-up
+    assert all(adversarial > 0 and vae > 0 for _, adversarial, vae in record["gradient_norms"])
+    assert "classes covered" in (out / "results.md").read_text()
+    assert (out / "gradient_norms.png").stat().st_size > 0
