@@ -448,7 +448,12 @@ def resume(run: TrainingRun) -> None:
     if path is None:
         return
     current = run.state.options
-    refused, applied = compare_options(TrainingState.load(path).options, current)
+    saved = TrainingState.load(path)
+    if saved.global_step > run.max_train_steps:
+        raise UsageError(f"Cannot resume from {path!r}: it is at step {saved.global_step}, beyond this run's "
+                         f"{run.max_train_steps} steps (--max_train_steps / --num_epochs); expected a checkpoint at "
+                         f"step {run.max_train_steps} or earlier.")
+    refused, applied = compare_options(saved.options, current)
     if refused:
         flag = lambda name: "the number of processes" if name == "world_size" else f"--{name}"  # noqa: E731
         raise UsageError(f"Cannot resume from {path!r}: " + "; ".join(
