@@ -11,6 +11,7 @@ Two families share one API:
 """
 
 import importlib
+import inspect
 import math
 import os
 from typing import Optional, Sequence, Tuple, Union
@@ -21,7 +22,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import logging as diffusers_logging
 from torch import nn
+
+_logger = diffusers_logging.get_logger(__name__)
 
 OUTPUT_ACTIVATIONS = (None, "sigmoid", "tanh")
 
@@ -390,17 +394,30 @@ class CheckedLoading:
     @classmethod
     def _dict_from_json_file(cls, json_file):
         if not os.path.isfile(json_file):  # follows the Hub cache's symlinks; refuses FIFOs and devices
-            raise ValueError(f"{json_file}: expected a regular config file, got a special file (FIFO, device or "
-                             f"socket).")
+            raise ValueError(f"{cls.__name__}: {json_file}: expected a regular config file, got a special file "
+                             f"(FIFO, device or socket).")
         size = os.path.getsize(json_file)
         if size > MAX_CONFIG_BYTES:
-            raise ValueError(f"{json_file}: expected a config of at most {_figure(MAX_CONFIG_BYTES)} bytes, got "
-                             f"{_figure(size)} bytes.")
+            raise ValueError(f"{cls.__name__}: {json_file}: expected a config of at most {_figure(MAX_CONFIG_BYTES)} "
+                             f"bytes, got {_figure(size)} bytes.")
         config = super()._dict_from_json_file(json_file)
         if not isinstance(config, dict):
-            raise ValueError(f"{json_file}: expected a JSON object of {cls.__name__} options, got a JSON "
+            raise ValueError(f"{cls.__name__}: {json_file}: expected a JSON object of options, got a JSON "
                              f"{type(config).__name__}.")
         return config
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers' own, with one bounded warning for options this class does not take (diffusers' warning quotes
+        them whole: megabytes for a hostile config); they are ignored, as diffusers does."""
+        expected = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = [k for k in config_dict if k not in expected and not str(k).startswith("_") and k not in kwargs
+                   and k != "quantization_config"]
+        if unknown:
+            _logger.warning("%s ignores %d unknown config option(s): %s", cls.__name__, len(unknown),
+                            _brief(sorted(map(str, unknown))[:5], 200))
+            config_dict = {k: v for k, v in config_dict.items() if k not in unknown}
+        return super().extract_init_dict(config_dict, **kwargs)
 
     @classmethod
     def _load_pretrained_model(cls, model, state_dict, resolved_model_file, *args, **kwargs):
