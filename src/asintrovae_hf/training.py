@@ -120,14 +120,16 @@ def _load_data(args: argparse.Namespace):
                     "already in the cache load), or train from a local copy: --train_data_dir, or a folder written "
                     "by `save_to_disk` as --dataset_name.")
         raise UsageError(f"Cannot use the training data {source!r}: {one_line(err)}{hint}") from err
-    if args.train_data_dir is not None:  # image folders are where damaged files turn up: check them once, now
+    if args.train_data_dir is not None or args.dataset_name not in (None, "digits"):
+        # every image is decoded once, now, so that a damaged one never stops the run (the built-in digits are made
+        # in memory and need no check)
         dataset, dropped = drop_unreadable_images(dataset, image_column)
         for name in dropped[:20]:
-            logger.warning("Skipping %s in %s: PIL cannot read it.", name, args.train_data_dir)
+            logger.warning("Skipping %s in %s: PIL cannot read it.", name, source)
         if len(dropped) > 20:
             logger.warning("... and %d more unreadable files skipped.", len(dropped) - 20)
         if len(dataset) == 0:
-            raise UsageError(f"No readable image in {args.train_data_dir!r} ({len(dropped)} unreadable files).")
+            raise UsageError(f"No readable image in {source!r} ({len(dropped)} unreadable files).")
     return dataset, image_column
 
 
