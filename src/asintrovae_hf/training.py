@@ -672,12 +672,17 @@ def finish(run: TrainingRun, started: float) -> Dict:
     accelerator.free_memory()
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
-        from .hub import push_to_hub
+        from .hub import HubError, push_to_hub, retry_command
 
-        summary["hub_url"] = str(push_to_hub(args.output_dir, run.repo_id, token=args.hub_token,
-                                             private=args.hub_private_repo,
-                                             ignore_patterns=training_ignore_patterns(args.output_dir,
-                                                                                      args.logging_dir)))
+        try:
+            summary["hub_url"] = str(push_to_hub(args.output_dir, run.repo_id, token=args.hub_token,
+                                                 private=args.hub_private_repo,
+                                                 ignore_patterns=training_ignore_patterns(args.output_dir,
+                                                                                          args.logging_dir)))
+        except (HubError, FileNotFoundError) as err:  # the run itself is complete: say where it is, how to upload
+            command = retry_command(args.output_dir, run.repo_id, args.hub_private_repo, args.logging_dir)
+            raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {args.output_dir!r}; retry only "
+                           f"the upload with: {command}") from None
     return summary
 
 
