@@ -73,7 +73,8 @@ class TrainingState:
                                       f"object), got {one_line(ValueError(repr(data)), 80)}.")
             step = data["global_step"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{where} is missing or unreadable ({one_line(err, 300)}).") from None
+            raise CheckpointError(f"{where} is missing or unreadable ({type(err).__name__}: {one_line(err, 300)})."
+                                  ) from None
         match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(folder)))
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise CheckpointError(f"{where}: global_step must be a non-negative integer, got "

@@ -115,7 +115,7 @@ def load_reference_checkpoint(path: str) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         detail = unpickling_detail(err)
-        if not detail.startswith("Unsupported global"):  # not a pickle at all, or a damaged one
+        if "GLOBAL" not in detail:  # not a pickle at all, or a damaged one
             raise ValueError(f"cannot read {path!r} as a PyTorch checkpoint ({detail}).") from None
         raise ValueError(
             f"refused to load {path!r}: its pickle holds more than tensors and plain containers ({detail}); "

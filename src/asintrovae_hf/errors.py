@@ -55,8 +55,10 @@ def unpickling_detail(err: BaseException) -> str:
     """
     text = _ESCAPES.sub("", str(err))
     match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, flags=re.S)
-    detail = " ".join((match.group(1) if match else (text.strip().splitlines() or [""])[0]).split())
-    if match:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line]  # torch's other wording: "Trying to load unsupported GLOBAL"
+    detail = " ".join((match.group(1) if match else named[0] if named else lines[0] if lines else "").split())
+    if match or named:
         detail = re.split(r"\. (?:Please|Check|To )", detail)[0].rstrip(".")
     return (detail if len(detail) <= 300 else detail[:297] + "...") or type(err).__name__
 
