@@ -3,6 +3,7 @@ finishes. Every kind: a compressed stream cut inside valid chunks (passes PIL's 
 text under an image extension, and declared dimensions beyond PIL's decompression-bomb limit."""
 
 import io
+import os
 import struct
 import zlib
 
@@ -78,18 +79,34 @@ def test_each_kind_of_damage_is_unreadable_and_verify_alone_misses_the_cut_strea
     assert not _is_readable(None)  # a missing image in a dataset column
 
 
-def image_folder(root, good: int = 16):
+def test_a_fifo_or_missing_path_is_unreadable_without_blocking(tmp_path):
+    import threading
+
+    os.mkfifo(tmp_path / "fifo.png")
+    results = []
+    for path in (tmp_path / "fifo.png", tmp_path / "gone.png"):
+        thread = threading.Thread(target=lambda p=path: results.append(_is_readable({"bytes": None, "path": str(p)})),
+                                  daemon=True)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), f"_is_readable blocked on {path.name}"
+    assert results == [False, False]
+
+
+def image_folder(root, good: int = 16, with_fifo: bool = False):
     root.mkdir()
     for i in range(good):
         (root / f"{i}.png").write_bytes(png_bytes(i + 10))
     for name, data in DAMAGED.items():
         (root / name).write_bytes(data)
     (root / "a-png-named.jpg").write_bytes(png_bytes(99))  # the wrong extension, a good image: kept
+    if with_fifo:
+        os.mkfifo(root / "fifo.png")  # opening it would block the run (datasets' imagefolder leaves it out)
     return root
 
 
 def test_a_run_over_a_folder_with_damaged_files_finishes(tmp_path, caplog):
-    folder = image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images", with_fifo=True)
     with caplog.at_level("WARNING"):
         summary = train(parse_args(TINY + ["--train_data_dir", str(folder), "--output_dir", str(tmp_path / "o"),
                                            "--max_train_steps", "4", "--train_batch_size", "8",

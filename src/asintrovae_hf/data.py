@@ -370,6 +370,8 @@ def _is_readable(value) -> bool:
     """
     if not isinstance(value, dict) or (value.get("bytes") is None and not value.get("path")):
         return False  # a missing image (None) in a dataset column
+    if value.get("bytes") is None and not os.path.isfile(value["path"]):
+        return False  # gone, or a FIFO or device (opening one would block)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)

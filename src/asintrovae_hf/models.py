@@ -193,8 +193,8 @@ class ClassConditioning(nn.Module):
 # ---- what a configuration or a weight file may ask for, and strict loading ----------------------------------------
 # A `config.json` or a weight file is data from somewhere else: its sizes are checked arithmetically before anything is
 # allocated, and loading refuses weights that do not fill the model exactly (diffusers only warns and leaves the rest
-# at random). These are limits far above any introspective VAE (the 1024x1024 models of the papers have about 10^8
-# parameters and 1.7 x 10^7 values in their largest feature map).
+# at random). The limits are far above any introspective VAE: Soft-IntroVAE's 256x256 and 1024x1024 configurations have
+# under 3 x 10^7 parameters per network and at most 1.7 x 10^7 values in a feature map (`conv_model_size`).
 MAX_PARAMETERS = 10**9
 MAX_ACTIVATION_VALUES = 2**30  # values in the largest feature map of one image
 MAX_LAYERS = 64  # entries of block_out_channels / hidden_dims
@@ -211,7 +211,11 @@ def _brief(value, limit: int = 80) -> str:
 
 def _figure(n: int) -> str:
     """An integer for a message: `1,234,567`, or its order of magnitude when it is absurdly long."""
-    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+    if n < 10**15:
+        return f"{n:,}"
+    exponent = int(math.log10(n))  # not len(str(n)): Python limits the digits of such conversions
+    exponent += 1 if 10 ** (exponent + 1) <= n else -1 if 10**exponent > n else 0
+    return f"about 10^{exponent}"
 
 
 def _residual_block_parameters(c_in: int, c_out: int, embedding_dim: Optional[int]) -> int:
