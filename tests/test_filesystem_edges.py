@@ -36,7 +36,8 @@ def within(seconds, function, *args):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(seconds)
-    assert not thread.is_alive(), f"{getattr(function, '__name__', function)} still blocked after {seconds} s (reading a FIFO?)"
+    name = getattr(function, "__name__", function)
+    assert not thread.is_alive(), f"{name} still blocked after {seconds} s (reading a FIFO?)"
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -202,3 +203,24 @@ def test_the_saved_code_still_loads_without_the_plugin(tmp_path):
                PYTHONPATH=str(Path(__file__).parent))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "asintrovae_hf" not in result.stdout, result.stderr[-3000:]
+
+
+def test_the_hub_caches_own_symlinks_load_and_others_are_refused(saved, tmp_path):
+    """A Hub cache snapshot is made of symlinks into the repo's blobs/ folder: those load; a link elsewhere does not."""
+    repo = tmp_path / "hub" / "models--acme--x"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    for path in sorted(p for p in saved.rglob("*") if p.is_file()):
+        relative = path.relative_to(saved)
+        blob = repo / "blobs" / str(relative).replace("/", "_")
+        shutil.copy(path, blob)
+        (snapshot / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, (snapshot / relative).parent), snapshot / relative)
+    assert AsIntroVAEEncoder.from_pretrained(snapshot, subfolder="encoder") is not None
+    assert AsIntroVAEPipeline.from_pretrained(snapshot) is not None
+    outside = tmp_path / "outside.json"
+    shutil.copy(saved / "encoder" / "config.json", outside)
+    (snapshot / "encoder" / "config.json").unlink()
+    os.symlink(outside, snapshot / "encoder" / "config.json")
+    with pytest.raises(ValueError, match=r"'config\.json' in .* is a symlink; expected only regular files"):
+        AsIntroVAEEncoder.from_pretrained(snapshot, subfolder="encoder")

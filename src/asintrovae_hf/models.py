@@ -265,26 +265,47 @@ def check_model_size(model: str, layers: Sequence[int], sizes) -> None:
     parameters, activation = sizes()
     if parameters > MAX_PARAMETERS:
         raise ValueError(f"{model}: this configuration has {_figure(parameters)} parameters; the limit is "
-                         f"{_figure(MAX_PARAMETERS)} (check latent_dim, sample_size, block_out_channels or hidden_dims).")
+                         f"{_figure(MAX_PARAMETERS)} (check latent_dim, sample_size, block_out_channels or "
+                         f"hidden_dims).")
     if activation > MAX_ACTIVATION_VALUES:
         raise ValueError(f"{model}: this configuration's largest feature map holds {_figure(activation)} values per "
                          f"image; the limit is {_figure(MAX_ACTIVATION_VALUES)} (check sample_size and "
                          f"block_out_channels).")
 
 
-def _is_plain(path: str, folder: bool = False) -> bool:
-    """A real file (or folder): not a symlink, not a FIFO, device or socket (reading one of those can hang)."""
+def _hub_cache_blobs(root: str) -> Optional[str]:
+    """
+    The `blobs/` folder of the Hub cache repo that `root` lies in (`.../models--owner--name/snapshots/<commit>/...`),
+    or `None`. The cache's snapshots are made of symlinks into it, by design.
+    """
+    parts = os.path.abspath(root).split(os.sep)
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots":
+            blobs = os.sep.join(parts[:i] + ["blobs"])
+            return blobs if os.path.isdir(blobs) and not os.path.islink(blobs) else None
+    return None
+
+
+def _is_plain(path: str, folder: bool = False, blobs: Optional[str] = None) -> bool:
+    """
+    A real file (or folder): not a symlink, not a FIFO, device or socket (reading one of those can hang). In the Hub
+    cache (`blobs`), a file may be the cache's own symlink to a regular file in its `blobs/` folder.
+    """
+    if blobs and not folder and os.path.islink(path):
+        target = os.path.realpath(path)
+        return os.path.dirname(target) == os.path.realpath(blobs) and os.path.isfile(target)
     return not os.path.islink(path) and (os.path.isdir(path) if folder else os.path.isfile(path))
 
 
 def check_plain_tree(root: str, what: str) -> None:
     """Raise a `ValueError` naming the first symlink or special file under `root` (`root` itself included)."""
+    blobs = _hub_cache_blobs(root)
     if not _is_plain(root, folder=True):
         raise ValueError(f"{what}: {root!r} must be a real folder, not a symlink or special file.")
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             path = os.path.join(folder, name)
-            if not _is_plain(path, folder=name in dirs):
+            if not _is_plain(path, folder=name in dirs, blobs=blobs):
                 kind = "symlink" if os.path.islink(path) else "special file (FIFO, device or socket)"
                 raise ValueError(f"{what}: {os.path.relpath(path, root)!r} in {root!r} is a {kind}; expected only "
                                  f"regular files and folders.")
@@ -321,8 +342,8 @@ def check_weight_file(path: str, what: str = "weight file") -> None:
     try:
         declared = declared_tensor_bytes(path)
     except Exception as err:  # safetensors and zipfile raise their own types for a damaged header
-        raise ValueError(f"{what} {path!r} cannot be read: {type(err).__name__}: "
-                         f"{_brief(' '.join(str(err).split()), 200)}") from None
+        raise ValueError(f"{what} {path!r} cannot be loaded: its header is unreadable ({type(err).__name__}: "
+                         f"{_brief(' '.join(str(err).split()), 200)}).") from None
     if declared is None:
         return
     size = os.path.getsize(path)
@@ -446,7 +467,7 @@ def _check_local_folder(name: str, path: str, subfolder: Optional[str]) -> None:
         return  # diffusers says what is missing
     check_plain_tree(folder, f"{name}.from_pretrained")
     index = os.path.join(path, "model_index.json")
-    if subfolder and (os.path.lexists(index) and not _is_plain(index)):
+    if subfolder and (os.path.lexists(index) and not _is_plain(index, blobs=_hub_cache_blobs(path))):
         raise ValueError(f"{name}.from_pretrained: {index!r} is a symlink or special file; expected a regular file.")
     for root, _, files in os.walk(folder):
         for file in files:
