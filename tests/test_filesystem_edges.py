@@ -180,6 +180,18 @@ def test_saving_replaces_a_symlinked_code_file_instead_of_writing_through_it(tmp
     assert not [p for p in folder.rglob("*.tmp")]
 
 
+@pytest.mark.parametrize("name", ["encoder/config.json", "decoder/diffusion_pytorch_model.safetensors"])
+def test_saving_replaces_a_symlinked_config_or_weight_file(tmp_path, name):
+    outside = tmp_path / "outside"
+    outside.write_text("outside the pipeline folder\n")
+    folder = tmp_path / "pipe"
+    (folder / os.path.dirname(name)).mkdir(parents=True)
+    os.symlink(outside, folder / name)
+    tiny_image_pipeline(size=8).save_pretrained(folder)
+    assert outside.read_text() == "outside the pipeline folder\n" and not os.path.islink(folder / name)
+    assert AsIntroVAEPipeline.from_pretrained(folder) is not None
+
+
 def test_saving_replaces_a_fifo_code_file_without_blocking(tmp_path):
     folder = tmp_path / "pipe"
     folder.mkdir()

@@ -416,6 +416,17 @@ class CheckedLoading:
             _check_local_folder(cls.__name__, os.fspath(path), kwargs.get("subfolder"))
         return super().from_pretrained(*args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' own, after removing a symlink or special file where it writes `config.json` or the weights:
+        they are replaced, never written through (a link pointing outside the folder stays untouched)."""
+        if os.path.isdir(save_directory):
+            for name in os.listdir(save_directory):
+                path = os.path.join(save_directory, name)
+                ours = name == self.config_name or name.startswith("diffusion_pytorch_model")
+                if ours and (os.path.islink(path) or not (os.path.isfile(path) or os.path.isdir(path))):
+                    os.remove(path)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @classmethod
     def _dict_from_json_file(cls, json_file):
         if not os.path.isfile(json_file):  # follows the Hub cache's symlinks; refuses FIFOs and devices
