@@ -120,3 +120,19 @@ def test_a_resume_from_a_checkpoint_missing_a_buffer_is_one_line(tmp_path, capsy
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert "checkpoint-1" in lines[0] and "conv.0.norm1.running_mean" in lines[0], lines[0]
     assert json.loads((out / "checkpoint-1" / "training_state.json").read_text())["global_step"] == 1
+
+
+def test_sharded_weights_are_checked_from_their_headers(tmp_path):
+    """A sharded save is loaded shard by shard (no state dict up front): the keys and dtypes come from the headers."""
+    pipe = tiny_image_pipeline(size=8, block_out_channels=(8,))
+    pipe.encoder.save_pretrained(tmp_path / "enc", max_shard_size="2KB")
+    shards = sorted((tmp_path / "enc").glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) > 1
+    AsIntroVAEEncoder.from_pretrained(tmp_path / "enc")  # intact: loads
+    tensors = load_file(shards[-1])
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key].to(torch.int16) if tensors[key].is_floating_point() else tensors[key].float()
+    save_file(tensors, shards[-1])
+    with pytest.raises(ValueError) as info:
+        AsIntroVAEEncoder.from_pretrained(tmp_path / "enc")
+    assert key in str(info.value) and str(info.value).startswith(str(shards[-1])) and "expects" in str(info.value)

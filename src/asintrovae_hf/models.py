@@ -314,26 +314,36 @@ def check_plain_tree(root: str, what: str) -> None:
 def declared_tensor_bytes(path: str) -> Optional[int]:
     """
     The bytes of tensor data a weight file declares, read without loading a tensor: a safetensors header (shapes and
-    dtypes, through `safe_open`), or the uncompressed sizes of the entries of a torch zip archive (what
-    `torch.load` would inflate). `None` for another format.
+    dtypes), or the uncompressed sizes of the entries of a torch zip archive (what `torch.load` would inflate).
+    `None` for another format.
     """
-    zipfile = importlib.import_module("zipfile")  # stdlib; the shipped copy of this file imports only what diffusers
-    if path.endswith(".safetensors"):             # machines have (see test_shipped_modules_import_only_...)
-        safe_open = importlib.import_module("safetensors").safe_open
-        total = 0
-        with safe_open(path, framework="pt") as f:
-            for key in f.keys():
-                tensor = f.get_slice(key)
-                total += math.prod(tensor.get_shape()) * _DTYPE_BYTES.get(tensor.get_dtype(), 8)
-        return total
+    if path.endswith(".safetensors"):
+        return sum(math.prod(shape) * dtype.itemsize for shape, dtype in _header_entries(path).values())
+    # zipfile and safetensors through importlib: the shipped copy of this file may import only the modules
+    # test_shipped_modules_import_only_what_a_machine_without_the_plugin_has lists (both are on any diffusers machine)
+    zipfile = importlib.import_module("zipfile")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             return sum(info.file_size for info in archive.infolist())
     return None
 
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-                "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
+                       "F8_E5M2": torch.float8_e5m2, "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64}
+
+
+def _header_entries(path: str) -> dict:
+    """`{key: (shape, dtype)}` from a safetensors header, read with `safe_open` (no tensor is loaded); a dtype this
+    table does not know counts as 8-byte integers (refused where the model wants floating point)."""
+    safe_open = importlib.import_module("safetensors").safe_open
+    entries = {}
+    with safe_open(path, framework="pt") as f:
+        for key in f.keys():
+            tensor = f.get_slice(key)
+            entries[key] = (tuple(tensor.get_shape()), _SAFETENSORS_DTYPES.get(tensor.get_dtype(), torch.int64))
+    return entries
 
 
 def check_weight_file(path: str, what: str = "weight file") -> None:
@@ -353,10 +363,11 @@ def check_weight_file(path: str, what: str = "weight file") -> None:
                          f"(refusing to inflate it).")
 
 
-def _check_weights(model_cls, model, loaded: dict, file: str) -> None:
+def _check_weights(model_cls, model, loaded: dict, files: Sequence[str]) -> None:
     """
-    The loaded tensors (or their safetensors header entries) against the model's state dict: the same keys, the same
-    shapes, and floating-point data where the model has floating-point tensors (integer counters stay integers).
+    The loaded tensors (or their safetensors header entries), `{key: (shape, dtype, file)}`, against the model's state
+    dict: the same keys, the same shapes, and floating-point data where the model has floating-point tensors (integer
+    counters stay integers). `files` are the weight files, named for a missing key.
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(loaded))
@@ -364,13 +375,15 @@ def _check_weights(model_cls, model, loaded: dict, file: str) -> None:
     name = model_cls.__name__
     more = lambda keys: f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""  # noqa: E731
     if missing:
-        raise ValueError(f"{file}: the weights lack {_brief(missing[0])}{more(missing)}, which {name} needs; expected "
+        where = files[0] + (f" (and {len(files) - 1} other shards)" if len(files) > 1 else "") if files else name
+        raise ValueError(f"{where}: the weights lack {_brief(missing[0])}{more(missing)}, which {name} needs; expected "
                          f"exactly the model's {len(expected)} tensors (weights and BatchNorm buffers).")
     if unexpected:
+        file = loaded[unexpected[0]][2]
         raise ValueError(f"{file}: unexpected tensor {_brief(unexpected[0])}{more(unexpected)}, which {name} does not "
                          f"have; expected exactly the model's {len(expected)} tensors.")
     for key, target in expected.items():
-        shape, dtype = loaded[key]
+        shape, dtype, file = loaded[key]
         if tuple(shape) != tuple(target.shape):
             raise ValueError(f"{file}: {key!r} has shape {_brief(tuple(shape))}; {name} expects "
                              f"{tuple(target.shape)}.")
@@ -379,19 +392,6 @@ def _check_weights(model_cls, model, loaded: dict, file: str) -> None:
             raise ValueError(f"{file}: {key!r} holds {dtype}; {name} expects "
                              f"{'floating-point' if target.dtype.is_floating_point else 'integer'} values "
                              f"({target.dtype}).")
-
-
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                       "U8": torch.uint8, "BOOL": torch.bool}
-
-
-def _header_entries(path: str) -> dict:
-    """`{key: (shape, dtype)}` from a safetensors header."""
-    safe_open = importlib.import_module("safetensors").safe_open
-    with safe_open(path, framework="pt") as f:
-        return {k: (f.get_slice(k).get_shape(), _SAFETENSORS_DTYPES.get(f.get_slice(k).get_dtype(), torch.uint8))
-                for k in f.keys()}
 
 
 class CheckedLoading:
@@ -457,18 +457,17 @@ class CheckedLoading:
 
     @classmethod
     def _load_pretrained_model(cls, model, state_dict, resolved_model_file, *args, **kwargs):
-        files = [f for f in resolved_model_file if isinstance(f, (str, os.PathLike))]
-        file = os.fspath(files[0]) if files else cls.__name__
+        # diffusers' step between reading the weights and putting them into the model (`state_dict` when one file
+        # was read, `None` for shards, read here from their headers)
+        files = [os.fspath(f) for f in resolved_model_file if isinstance(f, (str, os.PathLike))]
+        loaded = None
         if state_dict is not None:
-            loaded = {k: (tuple(v.shape), v.dtype) for k, v in state_dict.items()}
-        elif files and all(os.fspath(f).endswith(".safetensors") for f in files):
-            loaded = {}
-            for f in files:
-                loaded.update(_header_entries(os.fspath(f)))
-        else:
-            loaded = None
+            file = files[0] if files else cls.__name__
+            loaded = {k: (tuple(v.shape), v.dtype, file) for k, v in state_dict.items()}
+        elif files and all(f.endswith(".safetensors") for f in files):
+            loaded = {k: (*entry, f) for f in files for k, entry in _header_entries(f).items()}
         if loaded is not None:
-            _check_weights(cls, model, loaded, file)
+            _check_weights(cls, model, loaded, files)
         return super()._load_pretrained_model(model, state_dict, resolved_model_file, *args, **kwargs)
 
 
