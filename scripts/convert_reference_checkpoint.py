@@ -16,6 +16,7 @@ import sys
 
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.convert_reference import convert_reference_state_dict, load_reference_checkpoint
+from asintrovae_hf.errors import one_line
 from asintrovae_hf.hub import HubError, push_to_hub
 
 
@@ -49,7 +50,7 @@ def main(argv=None):
             url = push_to_hub(args.output_dir, args.hub_model_id)
             print(f"uploaded to {url}")
     except (ValueError, OSError, HubError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
     return 0
 

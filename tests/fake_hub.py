@@ -17,7 +17,9 @@ Endpoints (``{t}`` is ``models``/``datasets``/``spaces``; ``{repo}`` is ``namesp
   hub  GET  /api/whoami-v2                           HfApi.whoami
        POST /api/repos/create                        create_repo (namespace defaults to the token's user; 409 + url
                                                      if it exists, which exist_ok=True accepts)
-       POST /api/validate-yaml                       create_commit when README.md is committed (always valid here)
+       POST /api/validate-yaml                       create_commit when README.md is committed (valid, unless
+                                                     ``FakeHub.reject_model_card`` holds a message: then HTTP 400
+                                                     with it, and a commit of README.md gets the same 400)
        GET  /api/{t}/{repo}[/revision/{rev}]         model_info/repo_info (sha, siblings; blobs=1 adds sizes + lfs),
                                                      resolve_revision, snapshot_download, DiffusionPipeline.download
        GET  /api/{t}/{repo}/tree/{rev}[/{path}]      list_repo_tree/list_repo_files, snapshot_download
@@ -161,6 +163,7 @@ class FakeHub:
         self.root = Path(root)
         self.user, self.token = user, token
         self.require_token = require_token  # when True, every hub request needs the token (the CDN never does)
+        self.reject_model_card: str | None = None  # a message: README.md metadata is refused with HTTP 400
         self.requests: list[LoggedRequest] = []
         self.unhandled: list[LoggedRequest] = []
         self.errors: list[str] = []
@@ -469,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create_repo(fake)
         if (method, s) == ("POST", ["validate-yaml"]):
             self._check_auth(fake)
+            if fake.reject_model_card:
+                return self._json({"errors": [{"message": fake.reject_model_card}], "warnings": []}, status=400)
             return self._json({"errors": [], "warnings": []})
         if len(s) < 3 or s[0] not in API_TYPES:
             return None
@@ -578,6 +583,8 @@ class _Handler(BaseHTTPRequestHandler):
             path = value.get("path", "")
             if not path or path.startswith("/") or ".." in path.split("/"):
                 raise HubError(400, f"fake hub: invalid path {path!r}")
+            if path == "README.md" and fake.reject_model_card and key in ("file", "lfsFile"):
+                raise HubError(400, f"Invalid metadata in README.md: {fake.reject_model_card}")
             if key == "file":
                 content = value.get("content", "")
                 data = base64.b64decode(content) if value.get("encoding") == "base64" else content.encode()

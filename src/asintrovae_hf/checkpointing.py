@@ -26,13 +26,15 @@ from typing import Any, Dict, List, Optional
 
 from accelerate import Accelerator
 
-from .errors import CheckpointError, one_line
+from .errors import CheckpointError, one_line, unpickling_detail
+from .models import check_plain_tree, check_weight_file
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 PARTIAL_SUFFIX = ".partial"
 STATE_FILE = "training_state.json"
+MAX_STATE_BYTES = 1024 * 1024  # the step and the options: a few KiB
 COMPONENTS = ("encoder", "decoder")
 EMA_FOLDER = "decoder_ema"
 # Files Accelerate writes with torch's pickle format; every other file type in a checkpoint is refused.
@@ -52,13 +54,35 @@ class TrainingState:
 
     @classmethod
     def load(cls, folder: str) -> "TrainingState":
+        """
+        Read `training_state.json`: a regular file of at most `MAX_STATE_BYTES` holding a JSON object whose
+        `global_step` is a non-negative integer, equal to N for a folder named `checkpoint-N`.
+        """
         path = os.path.join(folder, STATE_FILE)
+        where = f"Checkpoint {folder!r}: {STATE_FILE}"
         try:
+            if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+                raise CheckpointError(f"{where} is a symlink or special file; expected a regular file.")
+            if os.path.getsize(path) > MAX_STATE_BYTES:
+                raise CheckpointError(f"{where} is {os.path.getsize(path):,} bytes; expected at most "
+                                      f"{MAX_STATE_BYTES:,}.")
             with open(path) as f:
                 data = json.load(f)
-            return cls(int(data["global_step"]), data.get("options", {}))
+            if not isinstance(data, dict) or not isinstance(data.get("options", {}), dict):
+                raise CheckpointError(f"{where} must hold a JSON object with 'global_step' and 'options' (an "
+                                      f"object), got {one_line(ValueError(repr(data)), 80)}.")
+            step = data["global_step"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"Checkpoint {folder!r}: {STATE_FILE} is missing or unreadable ({one_line(err)}).")
+            raise CheckpointError(f"{where} is missing or unreadable ({type(err).__name__}: {one_line(err, 300)})."
+                                  ) from None
+        match = _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(folder)))
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise CheckpointError(f"{where}: global_step must be a non-negative integer, got "
+                                  f"{one_line(ValueError(repr(step)), 80)}.")
+        if match and step != int(match.group(1)):
+            raise CheckpointError(f"{where}: global_step is {step}, but the folder is checkpoint-{match.group(1)}; "
+                                  f"expected the same step (the file was edited or copied from another checkpoint).")
+        return cls(step, data.get("options", {}))
 
 
 # Options a resumed run cannot honour: they shape the networks or the stream of batches that the checkpoint's step
@@ -172,30 +196,43 @@ def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: Tr
 
 def check_checkpoint_files(path: str) -> None:
     """
-    Refuse a checkpoint holding anything that could run code when loaded: every file must be safetensors, JSON, or
-    one of Accelerate's pickles that loads with `weights_only=True`.
+    Refuse a checkpoint holding anything that could run code, hang or exhaust memory when loaded: every entry must be
+    a regular file or folder (no symlink, whose target the walk would not see, and no FIFO, device or socket, which
+    would hang the resume), and every file safetensors, JSON, or one of Accelerate's pickles that declares no more data
+    than it holds and loads with `weights_only=True`.
     """
     from accelerate.utils import load as accelerate_load
 
+    try:
+        check_plain_tree(path, f"Checkpoint {path!r}")
+    except ValueError as err:
+        raise CheckpointError(f"{err} Remove it, or resume from another checkpoint.") from None
     for root, _, files in os.walk(path):
-        for name in files:
+        for name in sorted(files):
             file = os.path.join(root, name)
             relative = os.path.relpath(file, path)
-            if name.endswith((".safetensors", ".json")):
+            if name.endswith(".json"):
                 continue
-            if root != path or not PICKLE_PATTERN.match(name):
+            if not name.endswith(".safetensors") and (root != path or not PICKLE_PATTERN.match(name)):
                 raise CheckpointError(
                     f"Checkpoint {path!r} holds {relative!r}, which is not one of its files (safetensors, JSON, and "
                     f"Accelerate's optimizer, scheduler and RNG states); refusing to load it. Remove the file, or "
                     f"resume from another checkpoint."
                 )
-            try:  # Accelerate's loader: weights_only=True, with the numpy types of RNG states allowed
-                accelerate_load(file, map_location="cpu", weights_only=True)
+            try:
+                check_weight_file(file, what=f"Checkpoint {path!r}: file")
+            except ValueError as err:
+                raise CheckpointError(f"{err} Resume from another checkpoint.") from None
+            if name.endswith(".safetensors"):
+                continue
+            try:  # Accelerate's loader: weights_only=True, with the numpy types of RNG states allowed; mapped, so
+                # that no pickle can declare more than the file holds
+                accelerate_load(file, map_location="cpu", weights_only=True, mmap=True)
             except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
                 raise CheckpointError(
                     f"Checkpoint {path!r}: {relative} cannot be loaded safely ({type(err).__name__}: "
-                    f"{one_line(err, 160)}). It is corrupt, or holds more than tensors and plain data (a pickle that "
-                    f"would run code); it is never loaded otherwise. Resume from another checkpoint."
+                    f"{unpickling_detail(err)}). It is corrupt, or holds more than tensors and plain data (a pickle "
+                    f"that would run code); it is never loaded otherwise. Resume from another checkpoint."
                 ) from None
 
 

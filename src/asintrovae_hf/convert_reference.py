@@ -40,12 +40,14 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .models import AsIntroVAEDecoder, AsIntroVAEEncoder
+from .errors import unpickling_detail
+from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_weight_file
 
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -105,15 +107,15 @@ def load_reference_checkpoint(path: str) -> Any:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist (expected a .pth file written by torch.save).")
+    check_weight_file(path, what="checkpoint")  # the zip entries' declared sizes, before anything is inflated
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # A zip archive (torch.save's format) is mapped, not read: its tensors cannot claim more than the file.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
-        match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", str(err), flags=re.S)
-        detail = " ".join((match.group(1) if match else str(err).splitlines()[0]).split())
-        detail = detail.split(". ")[0].rstrip(".")  # drop torch's advice on allow-listing the global
-        if not detail.startswith("Unsupported global"):  # not a pickle at all, or a damaged one
+        detail = unpickling_detail(err)
+        if "GLOBAL" not in detail:  # not a pickle at all, or a damaged one
             raise ValueError(f"cannot read {path!r} as a PyTorch checkpoint ({detail}).") from None
         raise ValueError(
             f"refused to load {path!r}: its pickle holds more than tensors and plain containers ({detail}); "
@@ -121,11 +123,11 @@ def load_reference_checkpoint(path: str) -> Any:
             "the file."
         ) from None
     except Exception as err:  # a truncated or foreign file fails deep inside the unpickler, in many ways
-        text = str(err).strip()
         kind = type(err).__name__
         if type(err).__module__ != "builtins":
             kind = f"{type(err).__module__}.{kind}"
-        first = f"{kind}: {text.splitlines()[0]}" if text else kind
+        detail = unpickling_detail(err)
+        first = f"{kind}: {detail}" if detail != type(err).__name__ else kind
         raise ValueError(f"cannot read {path!r} as a PyTorch checkpoint ({first}).") from None
 
 

@@ -7,6 +7,7 @@ transform is PIL + torch, and its randomness comes from torch's global RNG, so t
 
 import io
 import os
+import warnings
 from typing import Dict, List, Optional
 
 from .errors import require
@@ -361,33 +362,50 @@ def collate_fn(examples: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tenso
 
 
 def _is_readable(value) -> bool:
-    """Whether PIL can open an undecoded `datasets.Image` value and its data pass PIL's integrity check."""
+    """
+    Whether PIL can decode an undecoded `datasets.Image` value to its last pixel: `verify()` (the format's checksums)
+    and then a full `load()`, since `verify()` decodes nothing and a cut compressed stream passes it. An image above
+    `PIL.Image.MAX_IMAGE_PIXELS` counts as unreadable (PIL's decompression-bomb guard: an error above twice the limit,
+    a warning between, turned into an error here).
+    """
+    if not isinstance(value, dict) or (value.get("bytes") is None and not value.get("path")):
+        return False  # a missing image (None) in a dataset column
+    if value.get("bytes") is None and not os.path.isfile(value["path"]):
+        return False  # gone, or a FIFO or device (opening one would block)
     try:
-        source = value["path"] if value.get("bytes") is None else io.BytesIO(value["bytes"])
-        with PIL.Image.open(source) as image:
-            image.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            for check in ("verify", "load"):
+                source = value["path"] if value.get("bytes") is None else io.BytesIO(value["bytes"])
+                with PIL.Image.open(source) as image:
+                    getattr(image, check)()
         return True
     except Exception:  # PIL raises many types for damaged files: UnidentifiedImageError, SyntaxError, OSError...
         return False
 
 
-def drop_unreadable_images(dataset: datasets.Dataset, image_column: str):
+def drop_unreadable_images(dataset: datasets.Dataset, image_column: str, batch_size: int = 256):
     r"""
-    The rows whose image PIL can open, and the names of the others, checked once before training so that a damaged
-    file in an image folder never stops a run mid-way.
+    The rows whose image PIL can decode, and the names of the others, checked once before training so that a damaged
+    file never stops a run mid-way (a truncated stream, an empty file, a file that is not an image whatever its
+    extension, a decompression bomb, a missing image).
 
     Args:
         dataset (`datasets.Dataset`): The images.
         image_column (`str`): Their column (a `datasets.Image` feature).
+        batch_size (`int`, *optional*): Rows read at a time (the undecoded bytes of one batch are in memory).
 
     Returns:
         `Tuple[datasets.Dataset, List[str]]`: the readable rows, and the file names (or row numbers) dropped.
     """
-    raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+    raw = dataset.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
     keep, dropped = [], []
-    for index, value in enumerate(raw[image_column]):
-        if _is_readable(value):
-            keep.append(index)
-        else:
-            dropped.append(os.path.basename(value["path"]) if value.get("path") else f"row {index}")
+    for start in range(0, len(raw), batch_size):
+        for offset, value in enumerate(raw[start: start + batch_size][image_column]):
+            index = start + offset
+            if _is_readable(value):
+                keep.append(index)
+            else:
+                path = value.get("path") if isinstance(value, dict) else None
+                dropped.append(os.path.basename(path) if path else f"row {index}")
     return (dataset if not dropped else dataset.select(keep)), dropped

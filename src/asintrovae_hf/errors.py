@@ -7,6 +7,7 @@ with status 1; anything else (a bug) keeps its traceback.
 import functools
 import importlib
 import importlib.util
+import re
 from typing import Tuple
 
 
@@ -32,10 +33,34 @@ class NonFiniteLossError(FloatingPointError):
 EXPECTED_ERRORS = (UsageError, CheckpointError, HubError, NonFiniteLossError)
 
 
-def one_line(err: BaseException, limit: int = 0) -> str:
-    """The error's message on one line (its type name when it has none), cut to `limit` characters if given."""
-    text = " ".join(str(err).split()) or type(err).__name__
+# Terminal escape sequences (torch colours its advice) and other control characters: never part of a message.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
+MESSAGE_LIMIT = 2000  # characters: an error line never grows with the size of the input that caused it
+
+
+def one_line(err: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+    """
+    The error's message on one line (its type name when it has none), without terminal escape codes, cut to `limit`
+    characters (`0`: no limit).
+    """
+    text = " ".join(_ESCAPES.sub(" ", str(err)).split()) or type(err).__name__
     return text if not limit or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def unpickling_detail(err: BaseException) -> str:
+    """
+    What `torch.load(weights_only=True)` refused, on one line: `Unsupported global: GLOBAL builtins.exec was not an
+    allowed global by default`, without torch's advice on allow-listing it (nor its colour codes); the first line of
+    the message for other failures.
+    """
+    text = _ESCAPES.sub("", str(err))
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, flags=re.S)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line]  # torch's other wording: "Trying to load unsupported GLOBAL"
+    detail = " ".join((match.group(1) if match else named[0] if named else lines[0] if lines else "").split())
+    if match or named:
+        detail = re.split(r"\. (?:Please|Check|To )", detail)[0].rstrip(".")
+    return (detail if len(detail) <= 300 else detail[:297] + "...") or type(err).__name__
 
 
 @functools.lru_cache(maxsize=None)

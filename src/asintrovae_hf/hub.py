@@ -8,6 +8,8 @@ The card is filled from `model_cards/model_card_template.md`, shipped inside the
 import glob
 import os
 import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -324,4 +326,48 @@ def push_to_hub(
                       ignore_patterns=patterns)
     except network_errors() as err:
         raise _hub_error("upload to", repo_id, err) from None
+    except ValueError as err:  # huggingface_hub's own check of the card: "Invalid metadata in README.md. ..."
+        raise HubError(f"Could not upload to the Hub repo {repo_id!r}: the Hub refused the model card "
+                       f"(README.md): {one_line(err, 300)}. Fix its metadata block, then retry the upload.") from None
+    except OSError as err:  # a file of the folder that cannot be read
+        raise HubError(f"Could not upload to the Hub repo {repo_id!r}: {type(err).__name__}: "
+                       f"{one_line(err, 300)}.") from None
     return url
+
+
+def retry_command(output_dir: str, repo_id: str, private: bool = False, logging_dir: Optional[str] = None) -> str:
+    """The shell command that uploads a trained output folder again, and nothing else (see [`main`])."""
+    words = ["python", "-m", "asintrovae_hf.hub", "--output_dir", output_dir, "--hub_model_id", repo_id]
+    words += ["--logging_dir", logging_dir] if logging_dir else []
+    words += ["--hub_private_repo"] if private else []
+    return " ".join(shlex.quote(str(word)) for word in words)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """
+    `python -m asintrovae_hf.hub --output_dir DIR --hub_model_id NAME`: upload a trained output folder (the pipeline,
+    card and grids, without checkpoints or logs), e.g. after the upload at the end of a training run failed. Errors
+    are one line and exit status 1.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Upload a trained pipeline's folder to the Hugging Face Hub "
+                                                 "(without checkpoints or logs).")
+    parser.add_argument("--output_dir", required=True, help="The training's --output_dir.")
+    parser.add_argument("--hub_model_id", required=True, help="'name' or 'namespace/name'.")
+    parser.add_argument("--hub_token", default=None, help="Default: the saved login.")
+    parser.add_argument("--hub_private_repo", action="store_true")
+    parser.add_argument("--logging_dir", default="logs", help="The training's --logging_dir (left out).")
+    args = parser.parse_args(argv)
+    try:
+        url = push_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo,
+                          ignore_patterns=training_ignore_patterns(args.output_dir, args.logging_dir))
+    except (HubError, FileNotFoundError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 1
+    print(f"uploaded {args.output_dir} to {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -892,5 +892,17 @@ def _write_source(module, path: str) -> None:
     if bad:
         raise RuntimeError(f"{module.__name__} cannot be saved as a pipeline's remote code: it imports {bad}.")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(header + source)
+    # Written next to `path` and renamed over it: a symlink (or FIFO) already at `path` is replaced, never followed,
+    # so a save cannot write outside its folder (or block on a pipe).
+    temporary = f"{path}.{os.getpid()}.tmp"
+    if os.path.lexists(temporary):  # left by a save of this process id that was killed
+        os.remove(temporary)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(header + source)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.remove(temporary)
+        raise

@@ -120,14 +120,16 @@ def _load_data(args: argparse.Namespace):
                     "already in the cache load), or train from a local copy: --train_data_dir, or a folder written "
                     "by `save_to_disk` as --dataset_name.")
         raise UsageError(f"Cannot use the training data {source!r}: {one_line(err)}{hint}") from err
-    if args.train_data_dir is not None:  # image folders are where damaged files turn up: check them once, now
+    if args.train_data_dir is not None or args.dataset_name not in (None, "digits"):
+        # every image is decoded once, now, so that a damaged one never stops the run (the built-in digits are made
+        # in memory and need no check)
         dataset, dropped = drop_unreadable_images(dataset, image_column)
         for name in dropped[:20]:
-            logger.warning("Skipping %s in %s: PIL cannot read it.", name, args.train_data_dir)
+            logger.warning("Skipping %s in %s: PIL cannot read it.", name, source)
         if len(dropped) > 20:
             logger.warning("... and %d more unreadable files skipped.", len(dropped) - 20)
         if len(dataset) == 0:
-            raise UsageError(f"No readable image in {args.train_data_dir!r} ({len(dropped)} unreadable files).")
+            raise UsageError(f"No readable image in {source!r} ({len(dropped)} unreadable files).")
     return dataset, image_column
 
 
@@ -451,7 +453,12 @@ def resume(run: TrainingRun) -> None:
     if path is None:
         return
     current = run.state.options
-    refused, applied = compare_options(TrainingState.load(path).options, current)
+    saved = TrainingState.load(path)
+    if saved.global_step > run.max_train_steps:
+        raise UsageError(f"Cannot resume from {path!r}: it is at step {saved.global_step}, beyond this run's "
+                         f"{run.max_train_steps} steps (--max_train_steps / --num_epochs); expected a checkpoint at "
+                         f"step {run.max_train_steps} or earlier.")
+    refused, applied = compare_options(saved.options, current)
     if refused:
         flag = lambda name: "the number of processes" if name == "world_size" else f"--{name}"  # noqa: E731
         raise UsageError(f"Cannot resume from {path!r}: " + "; ".join(
@@ -685,12 +692,17 @@ def finish(run: TrainingRun, started: float) -> Dict:
     accelerator.free_memory()
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
-        from .hub import push_to_hub
+        from .hub import HubError, push_to_hub, retry_command
 
-        summary["hub_url"] = str(push_to_hub(args.output_dir, run.repo_id, token=args.hub_token,
-                                             private=args.hub_private_repo,
-                                             ignore_patterns=training_ignore_patterns(args.output_dir,
-                                                                                      args.logging_dir)))
+        try:
+            summary["hub_url"] = str(push_to_hub(args.output_dir, run.repo_id, token=args.hub_token,
+                                                 private=args.hub_private_repo,
+                                                 ignore_patterns=training_ignore_patterns(args.output_dir,
+                                                                                          args.logging_dir)))
+        except (HubError, FileNotFoundError) as err:  # the run itself is complete: say where it is, how to upload
+            command = retry_command(args.output_dir, run.repo_id, args.hub_private_repo, args.logging_dir)
+            raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {args.output_dir!r}; retry only "
+                           f"the upload with: {command}") from None
     return summary
 
 
