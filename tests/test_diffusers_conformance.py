@@ -299,3 +299,20 @@ def test_fresh_components_rebuild_the_pipeline():
     assert set(pipe.components) == {"encoder", "decoder"}
     rebuilt = AsIntroVAEPipeline(**pipe.components)
     torch.testing.assert_close(_samples(rebuilt), _samples(pipe), rtol=0, atol=0)
+
+
+def test_a_special_or_huge_model_index_is_refused_without_reading_it(saved, tmp_path):
+    import os
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(saved, folder)
+    index = folder / "model_index.json"
+    index.unlink()
+    os.mkfifo(index)  # reading it would block: diffusers itself looks for a regular file
+    with pytest.raises((OSError, ValueError), match="model_index.json"):
+        AsIntroVAEPipeline.from_pretrained(folder)
+    index.unlink()
+    index.write_text(json.dumps({"_class_name": "AsIntroVAEPipeline", "padding": "x" * 100_000}))
+    with pytest.raises(ValueError, match="expected at most 65536 bytes"):
+        AsIntroVAEPipeline.from_pretrained(folder)

@@ -75,7 +75,8 @@ for line in sys.stdin:
                 cls(**case["config"])
             report = {"how": how, "error": None}
         except BaseException as err:
-            report = {"how": how, "error": type(err).__name__, "message": str(err)}
+            report = {"how": how, "error": type(err).__name__, "is_value_error": isinstance(err, ValueError),
+                      "message": str(err)}
         print("REPORT " + json.dumps(report), flush=True)
 """
 
@@ -103,7 +104,7 @@ def test_absurd_configs_are_refused_before_any_allocation(tmp_path):
     assert len(reports) == 2 * len(cases), result.stderr[-3000:]
     for i, (cls_name, change, expected) in enumerate(ABSURD):
         for report in reports[2 * i: 2 * i + 2]:
-            assert report["error"] == "ValueError", (cls_name, change, report)
+            assert report["is_value_error"], (cls_name, change, report)
             message = report["message"]
             assert "\n" not in message and len(message) < 400 and cls_name in message, message
             assert expected in message, (message, expected)

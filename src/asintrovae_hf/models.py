@@ -11,6 +11,7 @@ Two families share one API:
 """
 
 import contextlib
+import functools
 import importlib
 import inspect
 import math
@@ -487,6 +488,7 @@ class CheckedLoading:
             _check_local_folder(cls.__name__, os.fspath(path), kwargs.get("subfolder"))
         return super().from_pretrained(*args, **kwargs)
 
+    @functools.wraps(ModelMixin.save_pretrained)  # diffusers' pipeline passes `variant` etc. by this signature
     def save_pretrained(self, save_directory, *args, **kwargs):
         """diffusers' own, after removing a symlink or special file where it writes `config.json` or the weights:
         they are replaced, never written through (a link pointing outside the folder stays untouched)."""

@@ -44,6 +44,7 @@ COMPONENT_CLASSES = {
 # The module diffusers' loader imports the component classes from when the plugin is installed. It must also hold
 # `ModelMixin` in its namespace: diffusers picks a component's loading method by the base classes it finds there.
 PLUGIN_MODELS_MODULE = "asintrovae_hf.models"
+MAX_INDEX_BYTES = 64 * 1024  # a model_index.json of this pipeline is under 1 KiB
 
 
 def _plugin_models():
@@ -64,13 +65,13 @@ def _check_component_config(folder, name: str, class_name: str) -> None:
     that is not the class of the component's own `config.json`: the weights would load into the wrong network.
     """
     path = os.path.join(str(folder), name, "config.json")
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) or os.path.getsize(path) > MAX_INDEX_BYTES:
         return  # diffusers reports the missing file itself
     try:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f).get("_class_name")
-    except (ValueError, RecursionError, AttributeError, OSError) as err:
-        raise ValueError(f"{path} is not a readable JSON object: {type(err).__name__}: {str(err)[:200]}") from None
+    except (ValueError, RecursionError, AttributeError, OSError):
+        return  # the component's loader reports an unreadable config itself
     if saved != class_name:
         raise ValueError(f"{folder}: model_index.json names {class_name} for {name!r}, but {name}/config.json is a "
                          f"{str(saved)[:100]}; expected the same class in both.")
@@ -396,6 +397,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         the saved pipeline file. diffusers reads the index here both before downloading a repo and before loading
         it; with the file's name it would import the repo's code (and ask for `trust_remote_code`).
         """
+        if not os.path.isfile(json_file):  # follows the Hub cache's symlinks; a FIFO would block the read
+            raise ValueError(f"{json_file}: expected a regular file, got a special file (FIFO, device or socket).")
+        if os.path.getsize(json_file) > MAX_INDEX_BYTES:
+            raise ValueError(f"{json_file}: expected at most {MAX_INDEX_BYTES} bytes, got "
+                             f"{os.path.getsize(json_file)} bytes.")
         try:
             index = super()._dict_from_json_file(json_file, *args, **kwargs)
         except (ValueError, RecursionError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
