@@ -320,8 +320,8 @@ def test_shipped_modules_import_only_what_a_machine_without_the_plugin_has():
         text = Path(module.__file__).read_text()
         imports = re.findall(r"^\s*import\s+(\S+)\s*$", text, re.M) + re.findall(r"^\s*from\s+(\S+)\s+import", text, re.M)
         assert {name.split(".")[0] for name in imports} <= {
-            "contextlib", "dataclasses", "importlib", "inspect", "json", "math", "os", "re", "sys", "typing", "numpy",
-            "PIL", "torch",
+            "contextlib", "dataclasses", "functools", "importlib", "inspect", "json", "math", "os", "re", "sys",
+            "typing", "numpy", "PIL", "torch",
             "diffusers", "huggingface_hub"}, imports
 
 
