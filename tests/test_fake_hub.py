@@ -101,8 +101,10 @@ def tiny_pipeline(seed: int):
 def sample(pipe) -> np.ndarray:
     import torch
 
-    torch.set_num_threads(1)
-    out = pipe(batch_size=1, generator=torch.Generator().manual_seed(0), num_inference_steps=2, output_type="np")
+    from asintrovae_hf.process_settings import torch_threads
+
+    with torch_threads(1):  # as the fresh processes that load the pipeline sample
+        out = pipe(batch_size=1, generator=torch.Generator().manual_seed(0), num_inference_steps=2, output_type="np")
     return out.images
 
 
