@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 
-import torch
 
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.ood import OOD_SETS, evaluate_ood

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 
-import torch
 from tqdm.auto import tqdm
 
 from asintrovae_hf.objective_config import OBJECTIVES, PRESETS, ObjectiveConfig, option_names

@@ -8,7 +8,7 @@ import pytest
 import sklearn  # noqa: F401  (sets KMP_* environment variables when first imported: done here, before any test)
 import torch
 
-from demo_fixtures import demo_folders, demo_servers  # noqa: F401
+from demo_fixtures import demo_folders, demo_pipes, demo_servers  # noqa: F401
 from fake_hub import fake_hub  # noqa: F401
 from helpers import reset_accelerate
 
@@ -19,6 +19,15 @@ def fresh_accelerate():
     reset_accelerate()
     yield
     reset_accelerate()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (results that must not depend on the thread count), given back afterwards."""
+    from asintrovae_hf.process_settings import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -150,3 +150,14 @@ def demo_servers(demo_folders, tmp_path_factory):
     finally:
         for server in servers.values():
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_pipes(demo_folders):
+    """The demo servers' pipelines, loaded in the test process (progress bars off), to compare the pages with."""
+    from asintrovae_hf import AsIntroVAEPipeline
+
+    pipes = {name: AsIntroVAEPipeline.from_pretrained(folder) for name, folder in demo_folders.items()}
+    for pipe in pipes.values():
+        pipe.set_progress_bar_config(disable=True)
+    return pipes

@@ -5,7 +5,6 @@ import PIL.Image
 import pytest
 import torch
 
-from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.ood import digits_images
 
 pytestmark = pytest.mark.slow
@@ -16,14 +15,6 @@ def clients(demo_servers):
     from gradio_client import Client
 
     return {name: Client(server.url, verbose=False, download_files=True) for name, server in demo_servers.items()}
-
-
-@pytest.fixture(scope="module")
-def pipes(demo_folders):
-    pipes = {name: AsIntroVAEPipeline.from_pretrained(folder) for name, folder in demo_folders.items()}
-    for pipe in pipes.values():
-        pipe.set_progress_bar_config(disable=True)
-    return pipes
 
 
 def png(tmp_path, index=3, name="digit.png"):
@@ -43,10 +34,10 @@ def test_api_lists_the_tabs(clients):
         assert {"/sample", "/reconstruct", "/interpolate", "/score", "/explore"} <= names
 
 
-def test_api_sample_and_reconstruct_equal_the_pipeline(clients, pipes, tmp_path):
+def test_api_sample_and_reconstruct_equal_the_pipeline(clients, demo_pipes, tmp_path):
     from gradio_client import handle_file
 
-    client, pipe = clients["unconditional"], pipes["unconditional"]
+    client = clients["unconditional"]
     gallery = client.predict(7, 2, 1.0, 0, api_name="/sample")
     expected = pipe(batch_size=2, generator=torch.Generator().manual_seed(7)).images
     assert len(gallery) == 2
@@ -63,8 +54,8 @@ def test_api_sample_and_reconstruct_equal_the_pipeline(clients, pipes, tmp_path)
     assert read(seen).shape == read(error).shape == read(rec).shape == (size, size)
 
 
-def test_api_class_conditional(clients, pipes):
-    client, pipe = clients["conditional"], pipes["conditional"]
+def test_api_class_conditional(clients, demo_pipes):
+    client, pipe = clients["conditional"], demo_pipes["conditional"]
     gallery = client.predict(7, 1, 1.0, 2, api_name="/sample")
     expected = pipe(generator=torch.Generator().manual_seed(7), class_labels=2).images[0]
     np.testing.assert_array_equal(read(gallery[0]["image"]), np.asarray(expected))
@@ -76,11 +67,11 @@ def test_api_class_conditional(clients, pipes):
     assert read(decoded).shape == (8, 8)
 
 
-def test_api_score_with_reference_and_errors(clients, pipes, tmp_path):
+def test_api_score_with_reference_and_errors(clients, demo_pipes, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    client, pipe = clients["unconditional"], pipes["unconditional"]
+    client = clients["unconditional"]
     text = client.predict(handle_file(png(tmp_path, 5)), 0, api_name="/score")
     assert "negative ELBO" in text and "bits per dimension" in text
     assert "percentile among 200 training images (the first 200 built-in digits)" in text

@@ -19,7 +19,6 @@ import PIL.Image
 import pytest
 import torch
 
-from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.ood import digits_images
 
 pytestmark = pytest.mark.slow
@@ -79,14 +78,6 @@ def browser(tmp_path_factory):
             context.close()
 
 
-@pytest.fixture(scope="module")
-def pipes(demo_folders):
-    pipes = {name: AsIntroVAEPipeline.from_pretrained(folder) for name, folder in demo_folders.items()}
-    for pipe in pipes.values():
-        pipe.set_progress_bar_config(disable=True)
-    return pipes
-
-
 def open_demo(browser, server):
     page = browser.new_page()
     page.goto(server.url, wait_until="load")
@@ -142,12 +133,12 @@ def upload(page, component, path):
 # ---- the checks -----------------------------------------------------------------------------------------------
 
 
-def test_sample_with_seed_7_shows_the_pipelines_sample(browser, demo_servers, pipes):
+def test_sample_with_seed_7_shows_the_pipelines_sample(browser, demo_servers, demo_pipes):
     page = open_demo(browser, demo_servers["unconditional"])
     page.locator("#sample-seed input").fill("7")
     page.click("#sample-button")
     new_src(page, "#sample-gallery img")
-    expected = pipes["unconditional"](generator=torch.Generator().manual_seed(7)).images[0]
+    expected = demo_pipes["unconditional"](generator=torch.Generator().manual_seed(7)).images[0]
     np.testing.assert_array_equal(shown_image(page, "#sample-gallery img"), np.asarray(expected))
     # a grid of 16: each shown image is the pipeline's, in order
     before = page.locator("#sample-gallery img").first.get_attribute("src")
@@ -157,7 +148,7 @@ def test_sample_with_seed_7_shows_the_pipelines_sample(browser, demo_servers, pi
     page.click("#sample-button")
     new_src(page, "#sample-gallery img", before)
     page.wait_for_function("() => document.querySelectorAll('#sample-gallery img').length === 16")
-    grid = pipes["unconditional"](batch_size=16, generator=torch.Generator().manual_seed(7)).images
+    grid = demo_pipes["unconditional"](batch_size=16, generator=torch.Generator().manual_seed(7)).images
     for k, image in enumerate(grid):
         np.testing.assert_array_equal(shown_image(page, f"#sample-gallery .gallery-item:nth-child({k + 1}) img"),
                                       np.asarray(image))
@@ -165,17 +156,17 @@ def test_sample_with_seed_7_shows_the_pipelines_sample(browser, demo_servers, pi
     page.close()
 
 
-def test_uploaded_png_shows_the_pipelines_reconstruction(browser, demo_servers, pipes, tmp_path):
+def test_uploaded_png_shows_the_pipelines_reconstruction(browser, demo_servers, demo_pipes, tmp_path):
     page = open_demo(browser, demo_servers["unconditional"])
     go_to(page, "Reconstruct")
     path = digit_png(tmp_path)
     upload(page, "reconstruct-upload", path)
     page.click("#reconstruct-button")
     new_src(page, "#reconstruct-output img")
-    expected = pipes["unconditional"].reconstruct(PIL.Image.open(path)).images[0]
+    expected = demo_pipes["unconditional"].reconstruct(PIL.Image.open(path)).images[0]
     np.testing.assert_array_equal(shown_image(page, "#reconstruct-output img"), np.asarray(expected))
     seen = shown_image(page, "#reconstruct-input img")
-    x = pipes["unconditional"].preprocess(PIL.Image.open(path))[0, 0].numpy()
+    x = demo_pipes["unconditional"].preprocess(PIL.Image.open(path))[0, 0].numpy()
     np.testing.assert_array_equal(seen, np.rint(x * 255).astype(np.uint8))
     page.wait_for_selector("#reconstruct-error img")
     screenshot(page, "reconstruct")
@@ -219,7 +210,7 @@ def test_a_drawing_is_reconstructed(browser, demo_servers):
     page.close()
 
 
-def test_moving_an_explore_slider_changes_the_image(browser, demo_servers, pipes):
+def test_moving_an_explore_slider_changes_the_image(browser, demo_servers, demo_pipes):
     from asintrovae_hf.demo import explore, explore_basis
 
     page = open_demo(browser, demo_servers["unconditional"])
@@ -233,7 +224,7 @@ def test_moving_an_explore_slider_changes_the_image(browser, demo_servers, pipes
     new_src(page, selector, before_src)
     after = shown_image(page, selector)
     assert not np.array_equal(after, before)
-    pipe = pipes["unconditional"]
+    pipe = demo_pipes["unconditional"]
     basis = explore_basis(pipe)  # the server computed the same directions from the same digits
     expected = np.asarray(explore(pipe, basis, [2.5] + [0.0] * (len(basis.components) - 1)), dtype=np.int16)
     assert np.abs(after.astype(np.int16) - expected).max() <= 1  # rounding of a separately computed SVD
@@ -258,8 +249,8 @@ def test_broken_upload_shows_the_one_line_error(browser, demo_servers, tmp_path)
 
 
 @pytest.mark.parametrize("which", ["unconditional", "conditional"])
-def test_every_tab_serves(browser, demo_servers, pipes, tmp_path, which):
-    pipe = pipes[which]
+def test_every_tab_serves(browser, demo_servers, demo_pipes, tmp_path, which):
+    pipe = demo_pipes[which]
     label = 2 if pipe.num_classes else None
     page = open_demo(browser, demo_servers[which])
     assert page.locator("#sample-class").is_visible() == bool(label)

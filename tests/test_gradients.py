@@ -67,12 +67,7 @@ CASES = {
 INTROSPECTIVE = [k for k in CASES if k != "vae"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_models(family):
