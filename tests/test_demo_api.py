@@ -37,7 +37,7 @@ def test_api_lists_the_tabs(clients):
 def test_api_sample_and_reconstruct_equal_the_pipeline(clients, demo_pipes, tmp_path):
     from gradio_client import handle_file
 
-    client = clients["unconditional"]
+    client, pipe = clients["unconditional"], demo_pipes["unconditional"]
     gallery = client.predict(7, 2, 1.0, 0, api_name="/sample")
     expected = pipe(batch_size=2, generator=torch.Generator().manual_seed(7)).images
     assert len(gallery) == 2
