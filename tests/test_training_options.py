@@ -95,14 +95,15 @@ def test_compile_trains_checkpoints_resumes_and_saves_plain_weights(tmp_path, mo
     torch._dynamo.reset()
 
 
-def test_compile_without_a_cxx_compiler_fails_clearly(tmp_path, monkeypatch):
+def test_compile_without_a_cxx_compiler_fails_clearly(tmp_path):
     pytest.importorskip("torch._inductor.cpp_builder")
     from torch._inductor import config as inductor_config
 
-    # (the compiler search is cached per list of candidates: a new list is searched afresh)
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
-    with pytest.raises(training.UsageError, match="C\\+\\+ compiler") as info:
-        train(parse_args(TINY + ["--output_dir", str(tmp_path / "x"), "--max_train_steps", "1", "--compile"]))
+    # (the compiler search is cached per list of candidates: a new list is searched afresh). torch's own `patch`
+    # restores the option; monkeypatch's undo left torch's config without it, failing later compile tests.
+    with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-g++"))}):
+        with pytest.raises(training.UsageError, match="C\\+\\+ compiler") as info:
+            train(parse_args(TINY + ["--output_dir", str(tmp_path / "x"), "--max_train_steps", "1", "--compile"]))
     assert "--compile" in str(info.value)
     assert not (tmp_path / "x" / "checkpoint-1").exists()
 
