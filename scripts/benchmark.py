@@ -26,7 +26,7 @@ what was allocated when it began, the FLOPs of one iteration (`torch.utils.flop_
 convolutions and matrix products), the achieved GFLOP/s and, with `--peak_gflops` (per CPU core, or per GPU), its
 fraction of the peak. `--device cuda` runs both on the GPU (timing synchronised, CUDA memory statistics).
 
-`training` times whole training iterations (`asintrovae_hf.train_step`: encoder update then decoder update) of
+`training` times whole training iterations (`asintrovae_hf.training.train_step`: encoder update then decoder update) of
 each objective at two configurations, `digits16` (the built-in default: 1 x 16 x 16, channels 32,64, Z 32) and
 `mnist28` (the reference MNIST network: 1 x 28 x 28, channels 64,128, Z 32), in float32 and under bf16 autocast,
 and with `--compile` also with `torch.compile`d networks, the objectives' iterations interleaved. It reports
@@ -69,7 +69,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from asintrovae_hf.as_distance import as_distance
+from asintrovae_hf.objectives.as_distance import as_distance
 from asintrovae_hf.process_settings import torch_threads
 
 GIB = 2.0**30
@@ -354,7 +354,7 @@ def _section_gradient_checkpointing(args) -> List[Dict]:
 # ---------------------------------------------------------------------------------------------------------------
 #
 # Both loops run unmodified, each in its own thread of this process, and take turns: one iteration of this
-# package's loop (`asintrovae_hf.training`, what `scripts/train_as_introvae.py` runs), then one of the reference's
+# package's loop (`asintrovae_hf.training.loop`, what `scripts/train_as_introvae.py` runs), then one of the reference's
 # `Train_AVAE`, and so on. An iteration is timed from the moment its loop asks its data loader for a batch to the
 # moment it asks for the next one: data loading, both updates, EMA, logging and whatever else the loop does. The
 # turn passes only at those moments (and set-up and the end of a run hold it too), so the two never compute at
@@ -616,8 +616,8 @@ def _run_package(lane: _Lane, config_name: str, batch_size: int, iters: int, dev
                  workdir: str, extra_args=()):
     from accelerate.state import AcceleratorState
 
-    from asintrovae_hf import training
-    from asintrovae_hf.training_args import parse_args
+    from asintrovae_hf.training import loop as training
+    from asintrovae_hf.training.args import parse_args
 
     channels, size, blocks, latent_dim = TRAINING_CONFIGS[config_name]
     # the reference's MNIST settings (its math: the "reference" preset, beta_neg 256)

@@ -3,7 +3,7 @@
 
     python scripts/check_detach_mutations.py            # from the repository root
 
-For each `.detach()` call in `src/asintrovae_hf/objectives.py` and `train_step.py` (found with `tokenize`, so
+For each `.detach()` call in `src/asintrovae_hf/objectives/introspective.py` and `training/train_step.py` (found with `tokenize`, so
 comments and docstrings do not count), a copy of the package is written to a temporary directory with that one call
 removed (`X.detach()` becomes `X`), and `python -m pytest -q -x tests/test_gradients.py` runs with `PYTHONPATH`
 pointing at the copy. A mutation is *caught* when pytest fails (the unmutated copy must pass first). Two extra
@@ -22,13 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "asintrovae_hf"
-FILES = ["objectives.py", "train_step.py"]
+FILES = ["objectives/introspective.py", "training/train_step.py"]
 TESTS = "tests/test_gradients.py"
 TARGET = "rec.detach() if cfg.detach_rec_target else rec"
 EXTRA = [  # (file, description, old, new): mutations of the reference-variant R_rec target
-    ("objectives.py", "reference-variant target detached too", TARGET,
+    ("objectives/introspective.py", "reference-variant target detached too", TARGET,
      "rec.detach() if cfg.detach_rec_target else rec.detach()"),
-    ("objectives.py", "R_rec target branches swapped", TARGET, "rec if cfg.detach_rec_target else rec.detach()"),
+    ("objectives/introspective.py", "R_rec target branches swapped", TARGET, "rec if cfg.detach_rec_target else rec.detach()"),
 ]
 
 

@@ -8,14 +8,14 @@
 
 The configuration (channels, block widths, latent size, image size) is read off the weights; `--sample_size` only
 checks it. The file is read with `torch.load(weights_only=True)`: a pickle that would run code is refused.
-See `asintrovae_hf.convert_reference` for the name mapping.
+See `asintrovae_hf.models.convert_reference` for the name mapping.
 """
 
 import argparse
 import sys
 
 from asintrovae_hf import AsIntroVAEPipeline
-from asintrovae_hf.convert_reference import convert_reference_state_dict, load_reference_checkpoint
+from asintrovae_hf.models.convert_reference import convert_reference_state_dict, load_reference_checkpoint
 from asintrovae_hf.errors import one_line
 from asintrovae_hf.hub import HubError, push_to_hub
 

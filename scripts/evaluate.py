@@ -17,7 +17,7 @@ import torch
 
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.data import ImageTransform, load_image_dataset, resolve_class_column, resolve_image_column
-from asintrovae_hf.evaluation import evaluate_pipeline
+from asintrovae_hf.evaluation.image_metrics import evaluate_pipeline
 
 
 def parse_args(argv=None):

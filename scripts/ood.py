@@ -5,7 +5,7 @@ shifted sets made offline (noise, inverted digits, letters drawn with PIL, blank
     python scripts/ood.py --pipeline as-introvae-digits --num_samples 8 --output ood.json
 
 Prints a markdown table (per set: AUROC of the negative ELBO and of the importance-weighted bound, mean scores) and
-writes the numbers as JSON. See `asintrovae_hf.ood`.
+writes the numbers as JSON. See `asintrovae_hf.evaluation.ood`.
 """
 
 import argparse
@@ -14,7 +14,7 @@ import sys
 
 
 from asintrovae_hf import AsIntroVAEPipeline
-from asintrovae_hf.ood import OOD_SETS, evaluate_ood
+from asintrovae_hf.evaluation.ood import OOD_SETS, evaluate_ood
 from asintrovae_hf.process_settings import torch_threads
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from asintrovae_hf import AsIntroVAEPipeline
-from asintrovae_hf.image_grids import images_to_grid
+from asintrovae_hf.training.image_grids import images_to_grid
 
 
 def parse_args(argv=None):

@@ -26,7 +26,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-from asintrovae_hf.objective_config import OBJECTIVES, PRESETS, ObjectiveConfig, option_names
+from asintrovae_hf.objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig, option_names
 from asintrovae_hf.process_settings import torch_threads
 from asintrovae_hf.toy import TOY_DATASETS, toy_objective_defaults
 from asintrovae_hf.toy.benchmark import (

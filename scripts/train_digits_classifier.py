@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from asintrovae_hf.digits_classifier import (
+from asintrovae_hf.evaluation.digits_classifier import (
     FEATURE_DIM,
     METADATA_KEY,
     METADATA_PATH,
@@ -122,7 +122,7 @@ def _main(args):
     per_res = {str(r): round(accuracy(model, by_res[r][test_idx], labels[test_idx]), 5) for r in EVAL_RESOLUTIONS}
     heldout = min(per_res.values())
     record = {
-        "description": "DigitsClassifier for the digits FID (asintrovae_hf.digits_classifier)",
+        "description": "DigitsClassifier for the digits FID (asintrovae_hf.evaluation.digits_classifier)",
         "heldout_accuracy": heldout,
         "heldout_accuracy_definition": "minimum over the resolutions of heldout_accuracy_by_resolution",
         "heldout_accuracy_by_resolution": per_res,

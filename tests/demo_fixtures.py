@@ -111,7 +111,7 @@ def demo_folders(tmp_path_factory):
     """{"unconditional": folder, "conditional": folder}: saved pipelines; the first with reference scores."""
     from asintrovae_hf import AsIntroVAEPipeline
     from asintrovae_hf.demo import save_reference_scores
-    from asintrovae_hf.ood import digits_images
+    from asintrovae_hf.evaluation.ood import digits_images
 
     base = tmp_path_factory.mktemp("demo_pipelines")
     folders = {"unconditional": base / "unconditional", "conditional": base / "conditional"}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from asintrovae_hf.as_distance import _blocks, as_distance
+from asintrovae_hf.objectives.as_distance import _blocks, as_distance
 
 REDUCTIONS = ("sum", "mean")
 

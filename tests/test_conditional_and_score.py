@@ -15,8 +15,8 @@ from asintrovae_hf import (
     train_step,
 )
 from asintrovae_hf.data import load_digits_dataset, resolve_class_column
-from asintrovae_hf.training import train
-from asintrovae_hf.training_args import parse_args
+from asintrovae_hf.training.loop import train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY, load_script, tiny_image_pipeline, tiny_vector_pipeline
 
 
@@ -116,7 +116,7 @@ def test_training_with_a_class_column(tmp_path, fresh_accelerate):
 
 def test_evaluation_of_a_conditional_pipeline_uses_the_real_labels(monkeypatch):
     """Samples for the FID draw their labels from the real labels, reconstructions use each image's own label."""
-    from asintrovae_hf.evaluation import evaluate_pipeline
+    from asintrovae_hf.evaluation.image_metrics import evaluate_pipeline
 
     pipe = conditional_pipeline(num_classes=3)
     seen = {"decode": [], "reconstruct": []}
@@ -181,7 +181,7 @@ def test_score_separates_data_from_noise_for_a_trained_model(tmp_path, fresh_acc
 
 
 def test_class_accuracy_of_a_conditional_pipeline():
-    from asintrovae_hf.evaluation import class_accuracy
+    from asintrovae_hf.evaluation.image_metrics import class_accuracy
 
     pipe = conditional_pipeline(num_classes=10)
     result = class_accuracy(pipe, num_per_class=4)

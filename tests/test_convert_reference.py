@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
-from asintrovae_hf.convert_reference import convert_reference_state_dict
+from asintrovae_hf.models.convert_reference import convert_reference_state_dict
 
 torch.set_num_threads(1)
 

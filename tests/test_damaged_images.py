@@ -13,8 +13,8 @@ import PIL.Image
 import pytest
 
 from asintrovae_hf.data import _is_readable, drop_unreadable_images
-from asintrovae_hf.training import main, train
-from asintrovae_hf.training_args import parse_args
+from asintrovae_hf.training.loop import main, train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")

@@ -42,7 +42,7 @@ def pixels(image) -> np.ndarray:
 
 
 def digit_png(tmp_path, index=3, name="digit.png") -> str:
-    from asintrovae_hf.ood import digits_images
+    from asintrovae_hf.evaluation.ood import digits_images
 
     path = tmp_path / name
     digits_images()[index].save(path)
@@ -172,7 +172,7 @@ def test_interpolate_class_conditional(cond):
 
 
 def test_score_percentile_and_saved_reference_scores(pipe, tmp_path):
-    from asintrovae_hf.ood import digits_images
+    from asintrovae_hf.evaluation.ood import digits_images
 
     digits = digits_images()[:20]
     path = D.save_reference_scores(pipe, digits, tmp_path, num_samples=2, seed=3, source="twenty digits")
@@ -223,7 +223,7 @@ def test_explore_basis_from_digits_is_cached_and_decodes(pipe):
     torch.testing.assert_close(basis.components @ basis.components.T, torch.eye(4), atol=1e-5, rtol=0)
     assert torch.all(basis.scales[:-1] >= basis.scales[1:]) and torch.all(basis.scales > 0)
     # the mean is the mean of the digits' posterior means
-    from asintrovae_hf.ood import digits_images
+    from asintrovae_hf.evaluation.ood import digits_images
 
     means = pipe.encode(digits_images()).latent_dist.mean
     torch.testing.assert_close(basis.mean, means.mean(0), atol=1e-5, rtol=1e-4)

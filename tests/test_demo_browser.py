@@ -19,7 +19,7 @@ import PIL.Image
 import pytest
 import torch
 
-from asintrovae_hf.ood import digits_images
+from asintrovae_hf.evaluation.ood import digits_images
 
 pytestmark = pytest.mark.slow
 

@@ -73,7 +73,7 @@ def assert_same_as_diffusers(ours, theirs):
         assert type(pipe) is type(reference), f"ours: {pipe!r}; diffusers: {reference!r}"
         assert str(pipe) == str(reference)
         return
-    assert type(pipe) is AsIntroVAEPipeline and type(pipe).__module__ == "asintrovae_hf.pipeline"
+    assert type(pipe) is AsIntroVAEPipeline and type(pipe).__module__ == "asintrovae_hf.pipelines.pipeline_asintrovae"
     assert _describe(pipe) == _describe(reference)
     torch.testing.assert_close(_samples(pipe), _samples(reference), rtol=0, atol=0)
     assert our_warnings == their_warnings
@@ -156,7 +156,7 @@ def test_trust_remote_code_never_runs_the_folder_code(saved, tmp_path):
     for path in [folder / "pipeline_asintrovae.py", *folder.glob("*/modeling_*.py")]:
         path.write_text(trap + path.read_text())
     pipe = AsIntroVAEPipeline.from_pretrained(folder, trust_remote_code=True)
-    assert type(pipe).__module__ == "asintrovae_hf.pipeline" and not marker.exists()
+    assert type(pipe).__module__ == "asintrovae_hf.pipelines.pipeline_asintrovae" and not marker.exists()
     DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)  # the trap works: diffusers runs that code
     assert marker.exists()
 

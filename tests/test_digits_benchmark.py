@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from asintrovae_hf.digits_classifier import digits_to_tensor, load_digits_uint8
-from asintrovae_hf.evaluation import class_coverage
+from asintrovae_hf.evaluation.digits_classifier import digits_to_tensor, load_digits_uint8
+from asintrovae_hf.evaluation.image_metrics import class_coverage
 from helpers import TINY, load_script
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from asintrovae_hf.digits_classifier import (
+from asintrovae_hf.evaluation.digits_classifier import (
     FEATURE_DIM,
     METADATA_PATH,
     WEIGHTS_PATH,

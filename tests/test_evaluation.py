@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
-from asintrovae_hf.evaluation import InceptionFeatures, evaluate_pipeline, fid, reconstruction_metrics, sample_images
+from asintrovae_hf.evaluation.image_metrics import InceptionFeatures, evaluate_pipeline, fid, reconstruction_metrics, sample_images
 
 
 def tiny_pipeline(size=16):
@@ -42,7 +42,7 @@ def test_digits_fid_ranks_real_data_above_an_untrained_model():
     other = torch.stack([transform(im) for im in dataset["image"][600:1200]])
     results = evaluate_pipeline(tiny_pipeline(), real, num_samples=300)
     assert set(results) >= {"digits_fid", "reconstruction_mse", "psnr"}
-    from asintrovae_hf.digits_classifier import digits_fid
+    from asintrovae_hf.evaluation.digits_classifier import digits_fid
 
     real_vs_real = digits_fid(real, other, value_range=(0, 1))
     assert results["digits_fid"] > 10 * real_vs_real
@@ -114,8 +114,8 @@ class StandInFeatures(torch.nn.Module):
 
 
 def test_torchmetrics_fid_matches_the_frechet_distance_of_the_same_features():
-    from asintrovae_hf.evaluation import torchmetrics_fid
-    from asintrovae_hf.metrics import frechet_distance_from_features
+    from asintrovae_hf.evaluation.image_metrics import torchmetrics_fid
+    from asintrovae_hf.evaluation.metrics import frechet_distance_from_features
 
     rng = torch.Generator().manual_seed(0)
     real = torch.rand(300, 1, 16, 16, generator=rng)
@@ -132,7 +132,7 @@ def test_torchmetrics_fid_matches_the_frechet_distance_of_the_same_features():
 def test_torchmetrics_fid_without_its_extra_names_it(monkeypatch):
     import importlib.util
 
-    from asintrovae_hf.evaluation import torchmetrics_fid
+    from asintrovae_hf.evaluation.image_metrics import torchmetrics_fid
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from asintrovae_hf import AsIntroVAEEncoder, AsIntroVAEPipeline
-from asintrovae_hf.checkpointing import TrainingState, check_checkpoint_files
+from asintrovae_hf.training.checkpointing import TrainingState, check_checkpoint_files
 from asintrovae_hf.errors import CheckpointError
-from asintrovae_hf.training import main, train
-from asintrovae_hf.training_args import parse_args
+from asintrovae_hf.training.loop import main, train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY as BASE, reset_accelerate, tiny_image_pipeline
 
 TINY = BASE + ["--save_images_steps", "1000"]

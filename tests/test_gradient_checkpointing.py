@@ -13,8 +13,8 @@ from asintrovae_hf import (
     ObjectiveConfig,
     train_step,
 )
-from asintrovae_hf.training import train
-from asintrovae_hf.training_args import parse_args
+from asintrovae_hf.training.loop import train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY, pipeline_weights, reset_accelerate, tiny_image_pipeline
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from asintrovae_hf.models import (
+from asintrovae_hf.models.autoencoders import (
     MAX_ACTIVATION_VALUES,
     MAX_PARAMETERS,
     check_weight_file,
@@ -63,7 +63,7 @@ ABSURD = [
 CHILD = r"""
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
-import asintrovae_hf.models as models
+import asintrovae_hf.models.autoencoders as models
 for line in sys.stdin:
     case = json.loads(line)
     cls = getattr(models, case["cls"])
@@ -169,7 +169,7 @@ def test_weight_file_sizes_are_read_from_headers(tmp_path):
 
 
 def test_a_checkpoint_pickle_that_inflates_is_refused(tmp_path):
-    from asintrovae_hf.checkpointing import check_checkpoint_files
+    from asintrovae_hf.training.checkpointing import check_checkpoint_files
     from asintrovae_hf.errors import CheckpointError
 
     checkpoint = tmp_path / "checkpoint-1"

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
-from asintrovae_hf.pipeline import AsIntroVAEImageProcessor
+from asintrovae_hf.pipelines.pipeline_asintrovae import AsIntroVAEImageProcessor
 from helpers import tiny_image_pipeline, tiny_vector_pipeline
 
 SIZE = 16

@@ -99,7 +99,7 @@ def test_train_push_and_load_by_id(fake_hub, pushed, tmp_path):
          "out": str(tmp_path / "c.npy")},
     ])
     assert all(r["ok"] for r in with_plugin), with_plugin
-    assert with_plugin[0]["class"] == "asintrovae_hf.pipeline.AsIntroVAEPipeline"
+    assert with_plugin[0]["class"] == "asintrovae_hf.pipelines.pipeline_asintrovae.AsIntroVAEPipeline"
     for name in "abc":
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), expected)
     assert os.listdir(tmp_path / "cache2")  # cache_dir reached the download

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from asintrovae_hf.metrics import frechet_distance, frechet_distance_from_features
+from asintrovae_hf.evaluation.metrics import frechet_distance, frechet_distance_from_features
 from asintrovae_hf.toy.metrics import (
     LOG_EPS,
     grid_normalized_elbo,

@@ -11,8 +11,8 @@ import torch
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
 from asintrovae_hf.errors import one_line, unpickling_detail
-from asintrovae_hf.training import main, train
-from asintrovae_hf.training_args import parse_args
+from asintrovae_hf.training.loop import main, train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY as BASE, reset_accelerate, run_training_script, tiny_image_pipeline
 
 TINY = BASE + ["--save_images_steps", "1000"]
@@ -139,7 +139,7 @@ def test_a_bad_training_state_is_one_line(trained, tmp_path, capsys, step, says)
     ('{"global_step": 2, "options": [1]}', "must hold a JSON object"),
 ])
 def test_a_training_state_of_the_wrong_shape_is_one_line(trained, tmp_path, capsys, content, says):
-    from asintrovae_hf.checkpointing import TrainingState
+    from asintrovae_hf.training.checkpointing import TrainingState
     from asintrovae_hf.errors import CheckpointError
 
     folder = tmp_path / "checkpoint-2"
@@ -198,7 +198,7 @@ def test_unpickling_detail_and_one_line_strip_escape_codes():
 
 
 def test_the_converter_refuses_either_wording(tmp_path):
-    from asintrovae_hf.convert_reference import load_reference_checkpoint
+    from asintrovae_hf.models.convert_reference import load_reference_checkpoint
 
     for function in (exec, os.system):
         torch.save({"model": {}, "x": Payload(function)}, tmp_path / "evil.pth")

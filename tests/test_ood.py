@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from asintrovae_hf.ood import OOD_SETS, auroc, evaluate_ood, make_ood_set
+from asintrovae_hf.evaluation.ood import OOD_SETS, auroc, evaluate_ood, make_ood_set
 from helpers import load_script, tiny_image_pipeline
 
 
@@ -28,7 +28,7 @@ def test_ood_sets_are_reproducible_8x8_images(name):
 
 
 def test_shifted_digit_sets_are_the_digits_transformed():
-    from asintrovae_hf.ood import digits_images
+    from asintrovae_hf.evaluation.ood import digits_images
 
     digits = {np.asarray(im).tobytes() for im in digits_images()}
     for name, undo in (("inverted", lambda a: 255 - a), ("mirrored", np.fliplr), ("rotated", lambda a: np.rot90(a, -1))):

@@ -298,13 +298,13 @@ def test_saved_folder_has_the_remote_code_layout(tmp_path):
     assert index["_class_name"] == ["pipeline_asintrovae", "AsIntroVAEPipeline"]
     assert index["encoder"] == ["modeling_asintrovae_encoder", "AsIntroVAEEncoder"]
     assert index["decoder"] == ["modeling_asintrovae_decoder", "AsIntroVAEDecoder"]
-    import asintrovae_hf.models
-    import asintrovae_hf.pipeline
+    import asintrovae_hf.models.autoencoders
+    import asintrovae_hf.pipelines.pipeline_asintrovae
 
     # generated from the package: the code is the package's modules, after a one-line header
-    for path, module in [("pipeline_asintrovae.py", asintrovae_hf.pipeline),
-                         ("encoder/modeling_asintrovae_encoder.py", asintrovae_hf.models),
-                         ("decoder/modeling_asintrovae_decoder.py", asintrovae_hf.models)]:
+    for path, module in [("pipeline_asintrovae.py", asintrovae_hf.pipelines.pipeline_asintrovae),
+                         ("encoder/modeling_asintrovae_encoder.py", asintrovae_hf.models.autoencoders),
+                         ("decoder/modeling_asintrovae_decoder.py", asintrovae_hf.models.autoencoders)]:
         text = (tmp_path / path).read_text()
         assert text.startswith("# Generated from") and text.split("\n", 1)[1] == Path(module.__file__).read_text()
 
@@ -313,10 +313,10 @@ def test_shipped_modules_import_only_what_a_machine_without_the_plugin_has():
     """diffusers' remote-code loader downloads relative imports and requires every imported package."""
     import re
 
-    import asintrovae_hf.models
-    import asintrovae_hf.pipeline
+    import asintrovae_hf.models.autoencoders
+    import asintrovae_hf.pipelines.pipeline_asintrovae
 
-    for module in (asintrovae_hf.pipeline, asintrovae_hf.models):
+    for module in (asintrovae_hf.pipelines.pipeline_asintrovae, asintrovae_hf.models.autoencoders):
         text = Path(module.__file__).read_text()
         imports = re.findall(r"^\s*import\s+(\S+)\s*$", text, re.M) + re.findall(r"^\s*from\s+(\S+)\s+import", text, re.M)
         assert {name.split(".")[0] for name in imports} <= {

@@ -5,9 +5,9 @@ import logging
 import pytest
 import torch
 
-import asintrovae_hf.precision as precision
-from asintrovae_hf.training import train
-from asintrovae_hf.training_args import parse_args
+import asintrovae_hf.training.precision as precision
+from asintrovae_hf.training.loop import train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY
 
 AVX2 = frozenset({"fpu", "sse2", "avx", "avx2", "fma", "f16c"})

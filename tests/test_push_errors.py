@@ -10,7 +10,7 @@ import pytest
 
 import asintrovae_hf.hub as hub
 from asintrovae_hf import AsIntroVAEPipeline
-from asintrovae_hf.training import main
+from asintrovae_hf.training.loop import main
 from helpers import TINY
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")

@@ -105,7 +105,7 @@ def test_a_bin_file_is_checked_before_it_is_loaded(saved):
 
 
 def test_a_resume_from_a_checkpoint_missing_a_buffer_is_one_line(tmp_path, capsys, fresh_accelerate):
-    from asintrovae_hf.training import main
+    from asintrovae_hf.training.loop import main
     from helpers import TINY, reset_accelerate
 
     out = tmp_path / "run"

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from asintrovae_hf.objective_config import ObjectiveConfig
+from asintrovae_hf.objectives.config import ObjectiveConfig
 from asintrovae_hf.toy import sample_points, sample_toy_data, toy_eval_range, toy_lr_milestones, train_vector_model
 from asintrovae_hf.toy import toy_objective_defaults
 from asintrovae_hf.toy.benchmark import record_key

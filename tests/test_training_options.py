@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import asintrovae_hf.hub as hub
-import asintrovae_hf.training as training
+import asintrovae_hf.training.loop as training
 from asintrovae_hf import AsIntroVAEPipeline
-from asintrovae_hf.training import main, train
-from asintrovae_hf.training_args import parse_args
+from asintrovae_hf.training.loop import main, train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY, pipeline_weights as saved_weights, reset_accelerate
 from helpers import run_training_script as run_script
 

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import asintrovae_hf.checkpointing as checkpointing
+import asintrovae_hf.training.checkpointing as checkpointing
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
-from asintrovae_hf.training import main, train
-from asintrovae_hf.training_args import parse_args
+from asintrovae_hf.training.loop import main, train
+from asintrovae_hf.training.args import parse_args
 from helpers import TINY as BASE, reset_accelerate as reset
 
 TINY = BASE + ["--save_images_steps", "1000"]
@@ -270,7 +270,7 @@ def test_bf16_is_close_to_fp32(tmp_path):
 
 
 def test_max_grad_norm_clips_both_networks(tmp_path, monkeypatch):
-    import asintrovae_hf.training as training
+    import asintrovae_hf.training.loop as training
 
     norms = []
     real_step = training.train_step

@@ -7,13 +7,13 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-from .as_distance import as_distance
-from .losses import kl_divergence, reconstruction_error, reparameterize
-from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from .objective_config import OBJECTIVES, PRESETS, ObjectiveConfig, weight_schedule
-from .objectives import IntrospectiveObjective
-from .pipeline import AsIntroVAEPipeline
-from .train_step import train_step
+from .objectives.as_distance import as_distance
+from .objectives.losses import kl_divergence, reconstruction_error, reparameterize
+from .models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from .objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig, weight_schedule
+from .objectives.introspective import IntrospectiveObjective
+from .pipelines.pipeline_asintrovae import AsIntroVAEPipeline
+from .training.train_step import train_step
 
 __all__ = [
     "AsIntroVAEDecoder",

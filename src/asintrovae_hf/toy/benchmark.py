@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..models import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from ..objective_config import OBJECTIVES, ObjectiveConfig
+from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ..objectives.config import OBJECTIVES, ObjectiveConfig
 from .data import sample_toy_data, toy_eval_range, toy_modes
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 from .metrics import grid_normalized_elbo, histogram_kl_jsd, mode_coverage

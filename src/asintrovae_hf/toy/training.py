@@ -7,10 +7,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import CheckpointError, one_line
-from ..losses import kl_divergence, reconstruction_error
-from ..models import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from ..objectives import IntrospectiveObjective, ObjectiveConfig
-from ..train_step import train_step
+from ..objectives.losses import kl_divergence, reconstruction_error
+from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ..objectives.introspective import IntrospectiveObjective, ObjectiveConfig
+from ..training.train_step import train_step
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 
 

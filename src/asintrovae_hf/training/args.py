@@ -4,7 +4,7 @@ import argparse
 import math
 from typing import List, Optional
 
-from .objective_config import ObjectiveConfig
+from ..objectives.config import ObjectiveConfig
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "piecewise_constant", "cosine_with_min_lr", "cosine_warmup_with_min_lr")

@@ -12,8 +12,8 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .data import load_digits_dataset
-from .errors import require
+from ..data import load_digits_dataset
+from ..errors import require
 
 OOD_SETS = ("noise", "inverted", "letters", "blank", "mirrored", "rotated")
 

@@ -22,14 +22,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import require
+from ..errors import require
 from .metrics import frechet_distance_from_features
 
 DIGITS_MAX_VALUE = 16
 CLASSIFIER_RESOLUTION = 16
 FEATURE_DIM = 96
 NUM_CLASSES = 10
-ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 WEIGHTS_PATH = os.path.join(ASSETS_DIR, "digits_classifier.safetensors")
 METADATA_PATH = os.path.join(ASSETS_DIR, "digits_classifier.json")
 METADATA_KEY = "asintrovae_hf_metadata"

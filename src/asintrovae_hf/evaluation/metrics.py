@@ -15,7 +15,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from .errors import require
+from ..errors import require
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 

@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional
 
 from accelerate import Accelerator
 
-from .errors import CheckpointError, one_line, unpickling_detail
-from .models import check_plain_tree, check_weight_file
+from ..errors import CheckpointError, one_line, unpickling_detail
+from ..models.autoencoders import check_plain_tree, check_weight_file
 
 logger = logging.getLogger(__name__)
 

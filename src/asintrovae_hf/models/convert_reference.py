@@ -46,8 +46,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .errors import unpickling_detail
-from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_weight_file
+from ..errors import unpickling_detail
+from .autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, check_weight_file
 
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -326,7 +326,7 @@ def convert_reference_state_dict(
 
     Examples:
         ```py
-        >>> from asintrovae_hf.convert_reference import convert_reference_state_dict, load_reference_checkpoint
+        >>> from asintrovae_hf.models.convert_reference import convert_reference_state_dict, load_reference_checkpoint
 
         >>> encoder, decoder, config = convert_reference_state_dict(load_reference_checkpoint("model_epoch_150.pth"))
         ```

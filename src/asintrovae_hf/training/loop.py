@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from .errors import require
+from ..errors import require
 
 require("accelerate", "datasets", "tqdm", purpose="Training")
 
@@ -42,7 +42,7 @@ from .checkpointing import (  # noqa: E402
     resolve_checkpoint,
     save_checkpoint,
 )
-from .data import (  # noqa: E402
+from ..data import (  # noqa: E402
     ImageTransform,
     collate_fn,
     drop_unreadable_images,
@@ -51,17 +51,17 @@ from .data import (  # noqa: E402
     resolve_class_column,
     resolve_image_column,
 )
-from .errors import EXPECTED_ERRORS, NonFiniteLossError, UsageError, network_errors, one_line  # noqa: E402
-from .hub import training_ignore_patterns  # noqa: E402
+from ..errors import EXPECTED_ERRORS, NonFiniteLossError, UsageError, network_errors, one_line  # noqa: E402
+from ..hub import training_ignore_patterns  # noqa: E402
 from .image_grids import images_to_grid, log_images, render_grids  # noqa: E402
-from .models import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size  # noqa: E402
-from .objective_config import ObjectiveConfig, option_names  # noqa: E402
-from .objectives import IntrospectiveObjective  # noqa: E402
-from .pipeline import AsIntroVAEPipeline  # noqa: E402
+from ..models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size  # noqa: E402
+from ..objectives.config import ObjectiveConfig, option_names  # noqa: E402
+from ..objectives.introspective import IntrospectiveObjective  # noqa: E402
+from ..pipelines.pipeline_asintrovae import AsIntroVAEPipeline  # noqa: E402
 from .precision import precision_warning  # noqa: E402
 from .train_step import train_step  # noqa: E402
-from .training_args import parse_args  # noqa: E402
-from .training_log import LossBuffer  # noqa: E402
+from .args import parse_args  # noqa: E402
+from .loss_log import LossBuffer  # noqa: E402
 
 logger = logging.getLogger("asintrovae_hf.training")
 
@@ -328,7 +328,7 @@ def setup(args: argparse.Namespace) -> TrainingRun:
 
     repo_id = None
     if args.push_to_hub:
-        from .hub import ensure_repo
+        from ..hub import ensure_repo
 
         repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
         if accelerator.is_main_process:
@@ -692,7 +692,7 @@ def finish(run: TrainingRun, started: float) -> Dict:
     accelerator.free_memory()
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
-        from .hub import HubError, push_to_hub, retry_command
+        from ..hub import HubError, push_to_hub, retry_command
 
         try:
             summary["hub_url"] = str(push_to_hub(args.output_dir, run.repo_id, token=args.hub_token,
@@ -708,7 +708,7 @@ def finish(run: TrainingRun, started: float) -> Dict:
 
 def _save_outputs(run: TrainingRun) -> Dict:
     """Save the pipeline (EMA decoder when EMA is on), the grids and the model card; reload to check."""
-    from .hub import create_model_card
+    from ..hub import create_model_card
 
     args = run.args
     with ema_weights(run.ema, run.bare_decoder):

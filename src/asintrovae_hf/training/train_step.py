@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .objectives import IntrospectiveObjective
+from ..objectives.introspective import IntrospectiveObjective
 
 Generator = Optional[Union[torch.Generator, List[torch.Generator]]]
 

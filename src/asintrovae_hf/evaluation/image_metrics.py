@@ -156,7 +156,7 @@ def torchmetrics_fid(real: torch.Tensor, fake: torch.Tensor, feature=2048, batch
             weights are downloaded by torch-fidelity on first use), or a feature network of your own.
         batch_size (`int`, defaults to 256): Images per update.
     """
-    from .errors import require
+    from ..errors import require
 
     require("torchmetrics", purpose="The torchmetrics FID", extra="fid")
     from torchmetrics.image.fid import FrechetInceptionDistance

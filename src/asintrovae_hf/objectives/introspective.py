@@ -2,7 +2,7 @@
 
 One iteration of an introspective method is an encoder step followed by a decoder step, each with its own
 optimizer. [`IntrospectiveObjective.encoder_step`] and [`IntrospectiveObjective.decoder_step`] compute the two
-losses; the caller backpropagates each into one network only (see [`asintrovae_hf.train_step`]).
+losses; the caller backpropagates each into one network only (see [`asintrovae_hf.training.train_step`]).
 
 Random draws, in order, so a test can replay them: the encoder step draws `eps` for `z`, then for `z_rec`, then
 for `z_fake` (only the introspective VAEs that decode them); the decoder step draws `eps` for `z_rec`, then for
@@ -20,7 +20,7 @@ import torch
 
 from .as_distance import as_distance
 from .losses import kl_divergence, reconstruction_error, reparameterize
-from .objective_config import OBJECTIVES, ObjectiveConfig
+from .config import OBJECTIVES, ObjectiveConfig
 
 __all__ = ["OBJECTIVES", "EncoderStepOutput", "IntrospectiveObjective", "ObjectiveConfig"]
 

@@ -1,0 +1,21 @@
+"""
+The networks: the image encoder and decoder (residual convolutional stacks, optionally class-conditional) and the
+MLP encoder and decoder of vector data, all diffusers `ModelMixin`s, and the conversion of the authors' checkpoints
+to them. A change to a network's layers, its config or its weight checks goes here. `autoencoders.py` is also the
+code a saved pipeline ships in its component folders, so it imports nothing from this package.
+"""
+
+# diffusers' loader imports the component classes from this module and picks each one's loading method from the
+# base classes it finds in the module's namespace: `ModelMixin` must be here.
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
+
+from .autoencoders import (
+    AsIntroVAEDecoder,
+    AsIntroVAEEncoder,
+    AsIntroVAEVectorDecoder,
+    AsIntroVAEVectorEncoder,
+    InvalidConfigError,
+)
+
+__all__ = ["AsIntroVAEDecoder", "AsIntroVAEEncoder", "AsIntroVAEVectorDecoder", "AsIntroVAEVectorEncoder",
+           "InvalidConfigError"]
