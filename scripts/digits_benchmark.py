@@ -11,22 +11,31 @@ resumes from its last checkpoint).
     # the paper's mechanism: the encoder's gradient from the adversarial terms, at a resolution (the digits upscaled)
     python scripts/digits_benchmark.py --methods soft-introvae as-introvae --seeds 0 --label r32 \
         --output_dir results/mechanism -- --resolution 32 --log_gradient_norms_steps 20
+    # robustness: every cell of a grid of objective options, per method
+    python scripts/digits_benchmark.py --methods soft-introvae as-introvae as-introvae:reference --seeds 0 \
+        --grid beta_kl=0.25,1,4 --grid beta_neg=64,256,1024 --output_dir results/robustness
 
 A method is `objective[:preset]`. Everything after `--` goes to `scripts/train_as_introvae.py` for every run. Writes
 `OUTPUT_DIR/runs.jsonl` (one line per run: method, seed, steps, digits FID, reconstruction MSE, seconds, the options)
 and `OUTPUT_DIR/results.md` (mean ± std over seeds, and the digit classes the samples cover), and, for runs with
-`--log_gradient_norms_steps`, the gradient norms in each line and `OUTPUT_DIR/gradient_norms.png`; the trained
-pipelines go to `OUTPUT_DIR/runs/`.
+`--log_gradient_norms_steps`, the gradient norms in each line and `OUTPUT_DIR/gradient_norms.png`, and for grids
+`OUTPUT_DIR/grid.md` (FID per cell; per method the cells within 1.5x of the best, and the collapsed cells: FID above
+2x the best cell of all methods, or a run stopped by a non-finite loss, recorded with FID NaN) and
+`OUTPUT_DIR/grid.png`; the trained pipelines go to `OUTPUT_DIR/runs/`.
 """
 
 import argparse
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from asintrovae_hf.evaluation.robustness_grid import grid_cells, grid_markdown, parse_grid_option, save_grid_heatmap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("vae", "introvae", "soft-introvae", "as-introvae")
@@ -43,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--max_train_steps", type=int, default=1000)
     p.add_argument("--label", default=None, help="A name for these settings in the table.")
     p.add_argument("--num_samples", type=int, default=1797, help="Samples for the digits FID.")
+    p.add_argument("--grid", action="append", type=parse_grid_option, default=[], metavar="OPTION=V1,V2,...",
+                   help="Run every combination of the listed values of objective options (repeatable).")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output_dir", default="results/digits")
     p.add_argument("--summarize", action="store_true", help="Only rebuild results.md from runs.jsonl.")
@@ -56,9 +67,14 @@ def parse_args(argv=None):
     return args
 
 
-def run_name(method: str, label, seed: int) -> str:
+def run_name(method: str, label, seed: int, overrides=None) -> str:
     name = method.replace(":", "-") + (f"-{label}" if label else "")
+    name += "".join(f"-{option}{value:g}" for option, value in sorted((overrides or {}).items()))
     return f"{name}-seed{seed}"
+
+
+def grid_flags(overrides) -> list:
+    return [word for option, value in sorted(overrides.items()) for word in (f"--{option}", f"{value:g}")]
 
 
 def display_name(method: str, label) -> str:
@@ -79,18 +95,33 @@ def read_records(path):
     return records
 
 
-def run_one(args, method, seed):
+def run_one(args, method, seed, overrides=None):
+    """
+    Train and evaluate one run; a run that the training script stops for a non-finite loss is a result (digits FID
+    NaN, the script's message in `stopped`), any other failure raises.
+    """
     objective, _, preset = method.partition(":")
-    folder = os.path.join(args.output_dir, "runs", run_name(method, args.label, seed))
+    overrides = overrides or {}
+    train_args = args.train_args + grid_flags(overrides)
+    folder = os.path.join(args.output_dir, "runs", run_name(method, args.label, seed, overrides))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     train = [sys.executable, os.path.join(ROOT, "scripts", "train_as_introvae.py"), "--objective", objective,
              "--output_dir", folder, "--seed", str(seed), "--max_train_steps", str(args.max_train_steps),
              "--checkpointing_steps", "250", "--checkpoints_total_limit", "1", "--save_images_steps",
              str(args.max_train_steps), "--report_to", "none", "--resume_from_checkpoint", "latest",
-             *(["--preset", preset] if preset else []), *args.train_args]
+             *(["--preset", preset] if preset else []), *train_args]
     started = time.time()
-    subprocess.run(train, env=env, check=True)
+    training = subprocess.run(train, env=env, stderr=subprocess.PIPE, text=True)
     seconds = time.time() - started
+    record = {"name": display_name(method, args.label), "method": objective, "preset": preset or None,
+              "label": args.label, "seed": seed, "steps": args.max_train_steps, "train_args": train_args,
+              "overrides": overrides, "seconds": round(seconds, 1)}
+    if training.returncode != 0:
+        sys.stderr.write(training.stderr[-4000:])
+        stopped = [line for line in training.stderr.splitlines() if "non-finite loss" in line]
+        if not stopped:
+            raise subprocess.CalledProcessError(training.returncode, train)
+        return {**record, "digits_fid": math.nan, "stopped": stopped[-1][-500:]}
     metrics = os.path.join(folder, "metrics.json")
     evaluate = [sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), "--pipeline", folder,
                 "--num_samples", str(args.num_samples), "--seed", str(seed), "--output", metrics,
@@ -100,12 +131,10 @@ def run_one(args, method, seed):
         result = json.load(f)
     with open(os.path.join(folder, "train_summary.json")) as f:
         summary = json.load(f)
-    return {"name": display_name(method, args.label), "method": objective, "preset": preset or None,
-            "label": args.label, "seed": seed, "steps": args.max_train_steps,
-            "digits_fid": result["digits_fid"], "reconstruction_mse": result["reconstruction_mse"],
+    return {**record, "digits_fid": result["digits_fid"], "reconstruction_mse": result["reconstruction_mse"],
             "psnr": result["psnr"], "classes_covered": result["classes_covered"],
-            "class_entropy": result["class_entropy"], "seconds": round(seconds, 1), "train_args": args.train_args,
-            "final_losses": summary.get("final_losses", {}), "gradient_norms": read_gradient_norms(folder)}
+            "class_entropy": result["class_entropy"], "final_losses": summary.get("final_losses", {}),
+            "gradient_norms": read_gradient_norms(folder)}
 
 
 def read_gradient_norms(folder):
@@ -130,7 +159,7 @@ def markdown(records) -> str:
         fids = [r["digits_fid"] for r in rs]
         rows.append(f"| {name} | {steps} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "
                     f"| {np.mean(fids):.2f} ± {np.std(fids):.2f} | {_classes_covered(rs)} "
-                    f"| {np.mean([r['reconstruction_mse'] for r in rs]):.4f}"
+                    f"| {np.mean([r.get('reconstruction_mse', np.nan) for r in rs]):.4f}"
                     f" | {np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(rows) + "\n"
 
@@ -185,21 +214,33 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, "runs.jsonl")
+    names = [name for name, _ in args.grid]
+    cells = [dict(zip(names, values)) for values in itertools.product(*[values for _, values in args.grid])]
     if not args.summarize:
         for method in args.methods:
-            for seed in args.seeds:
-                done = {(r["name"], r["seed"], r["steps"], tuple(r["train_args"])) for r in read_records(path)}
-                if (display_name(method, args.label), seed, args.max_train_steps, tuple(args.train_args)) in done:
-                    continue
-                record = run_one(args, method, seed)
-                with open(path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                print(json.dumps({k: record[k] for k in ("name", "seed", "digits_fid", "seconds")}), flush=True)
+            for overrides in cells:
+                for seed in args.seeds:
+                    done = {(r["name"], r["seed"], r["steps"], tuple(r["train_args"])) for r in read_records(path)}
+                    key = (display_name(method, args.label), seed, args.max_train_steps,
+                           tuple(args.train_args + grid_flags(overrides)))
+                    if key in done:
+                        continue
+                    record = run_one(args, method, seed, overrides)
+                    with open(path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    print(json.dumps({k: record[k] for k in ("name", "seed", "overrides", "digits_fid", "seconds")}),
+                          flush=True)
     records = read_records(path)
-    table = markdown(records)
+    table = markdown([r for r in records if not r.get("overrides")])
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(table)
     gradient_norm_figure(records, os.path.join(args.output_dir, "gradient_norms.png"))
+    grid = grid_cells(records, "digits_fid")
+    if grid:
+        table += "\n" + grid_markdown(grid, "digits FID", "digits", near=1.5, collapse=2.0)
+        with open(os.path.join(args.output_dir, "grid.md"), "w") as f:
+            f.write(grid_markdown(grid, "digits FID", "digits", near=1.5, collapse=2.0))
+        save_grid_heatmap(grid, os.path.join(args.output_dir, "grid.png"), "digits FID", "digits")
     print(table)
     return 0
 

@@ -18,7 +18,6 @@ per dataset. The estimators are documented in `asintrovae_hf.toy.metrics`.
 """
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -26,7 +25,8 @@ import sys
 
 from tqdm.auto import tqdm
 
-from asintrovae_hf.objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig, option_names
+from asintrovae_hf.objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig
+from asintrovae_hf.evaluation.robustness_grid import parse_grid_option
 from asintrovae_hf.process_settings import torch_threads
 from asintrovae_hf.toy import TOY_DATASETS, toy_objective_defaults
 from asintrovae_hf.toy.benchmark import (
@@ -52,17 +52,6 @@ def _method(text: str):
     return objective, preset or None
 
 
-def _grid(text: str):
-    name, _, values = text.partition("=")
-    if name not in option_names() or name == "objective" or not values:
-        raise argparse.ArgumentTypeError(f"expected option=v1,v2,... with an objective option; got {text!r}")
-    kind = {f.name: f.type for f in dataclasses.fields(ObjectiveConfig)}[name]
-    try:
-        return name, [kind(v) for v in values.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name} takes {kind.__name__} values; got {values!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", nargs="+", default=["8gaussians"], choices=TOY_DATASETS)
@@ -80,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Widths of the hidden ReLU layers of both MLPs (default: 256 256 256 256, the official "
                         "networks; runs recorded before this option used 256 256 256).")
     p.add_argument("--label", type=str, default=None, help="A name for these settings in the tables.")
-    p.add_argument("--grid", action="append", type=_grid, default=[], metavar="OPTION=V1,V2,...",
+    p.add_argument("--grid", action="append", type=parse_grid_option, default=[], metavar="OPTION=V1,V2,...",
                    help="Run every combination of the listed values (repeat for several options).")
     p.add_argument("--output_dir", type=str, default="results/toy2d")
     p.add_argument("--model_dir", type=str, default=None,

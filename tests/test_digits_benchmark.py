@@ -38,3 +38,25 @@ def test_digits_benchmark_records_coverage_and_gradient_norms(tmp_path):
     assert all(adversarial > 0 and vae > 0 for _, adversarial, vae in record["gradient_norms"])
     assert "classes covered" in (out / "results.md").read_text()
     assert (out / "gradient_norms.png").stat().st_size > 0
+
+
+def test_digits_grid_records_each_cell_and_a_diverged_run_as_nan(tmp_path):
+    """`--grid`: one run per cell; a run stopped by a non-finite loss is recorded (FID NaN) and counted collapsed."""
+    benchmark = load_script("digits_benchmark")
+    out = tmp_path / "grid"
+    tiny = [a for a in TINY if a != "--report_to" and a != "none"]
+    argv = ["--methods", "soft-introvae", "--seeds", "0", "--max_train_steps", "3", "--num_samples", "64",
+            "--output_dir", str(out), "--grid", "beta_rec=1,1e38", "--grid", "beta_kl=1", "--", *tiny,
+            "--num_vae_steps", "1"]
+    assert benchmark.main(argv) == 0
+    records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    by_cell = {r["overrides"]["beta_rec"]: r for r in records}
+    assert sorted(by_cell) == [1.0, 1e38] and all(r["overrides"]["beta_kl"] == 1.0 for r in records)
+    assert math.isfinite(by_cell[1.0]["digits_fid"]) and by_cell[1.0]["train_args"][-4:] == [
+        "--beta_kl", "1", "--beta_rec", "1"]
+    assert math.isnan(by_cell[1e38]["digits_fid"]) and "non-finite loss" in by_cell[1e38]["stopped"]
+    grid = (out / "grid.md").read_text()
+    assert "| 1 | 1e+38 | nan |" in grid and "beta_kl=1, beta_rec=1e+38" in grid.split("collapsed")[-1]
+    assert (out / "grid.png").stat().st_size > 0
+    assert benchmark.main(argv) == 0  # resumes: both cells are recorded, nothing runs again
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 2

@@ -8,7 +8,6 @@ safetensors) beside the records, so the figures can be redrawn from finished run
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -18,6 +17,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ..evaluation.robustness_grid import colormap, grid_cells, grid_markdown
+from ..evaluation.robustness_grid import save_grid_heatmap as draw_grid_heatmap
 from ..objectives.config import OBJECTIVES, ObjectiveConfig
 from .data import sample_toy_data, toy_eval_range, toy_modes
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
@@ -250,59 +251,19 @@ def markdown_table(records: List[Dict]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def grid_cells(records: List[Dict]) -> Dict[Tuple[str, str], Dict[Tuple, float]]:
-    """`(dataset, name) -> {(value of each grid option, ...): mean KL over seeds}` for runs with grid overrides."""
-    cells: Dict[Tuple[str, str], Dict[Tuple, List[float]]] = {}
-    for r in records:
-        if r.get("overrides"):
-            key = tuple(sorted(r["overrides"].items()))
-            cells.setdefault((r["dataset"], r.get("name", r["method"])), {}).setdefault(key, []).append(r["kl"])
-    return {k: {cell: float(np.mean(v)) for cell, v in c.items()} for k, c in cells.items()}
-
-
 def grid_table(records: List[Dict], factor: float = 2.0) -> str:
     r"""
-    The robustness grid: KL per cell and method, and per method the fraction of cells within `factor` x of the best
+    The robustness grid per dataset: KL per cell and method, and per method the cells within `factor` x of the best
     cell (the best of all methods on that dataset, and the method's own best).
     """
-    cells = grid_cells(records)
-    if not cells:
-        return ""
     out = []
-    for dataset in sorted({d for d, _ in cells}):
-        names = sorted((n for d, n in cells if d == dataset), key=_method_order)
-        keys = sorted({k for n in names for k in cells[(dataset, n)]})
-        best = min(v for n in names for v in cells[(dataset, n)].values())
-        options = [name for name, _ in keys[0]]
-        out.append(f"| {' | '.join(options)} | " + " | ".join(f"{n} KL" for n in names) + " |")
-        out.append("| " + " | ".join("---" for _ in options + names) + " |")
-        for key in keys:
-            values = [cells[(dataset, n)].get(key) for n in names]
-            out.append("| " + " | ".join(f"{v:g}" for _, v in key) + " | " +
-                       " | ".join("" if v is None else f"{v:.2f}" for v in values) + " |")
-        out.append("")
-        out.append(f"| {dataset}: method | cells | best cell KL | within {factor:g}x of the best cell of all methods "
-                   f"| within {factor:g}x of its own best cell |")
-        out.append("| --- | --- | --- | --- | --- |")
-        for n in names:
-            vals = list(cells[(dataset, n)].values())
-            own = min(vals)
-            out.append(f"| {n} | {len(vals)} | {own:.2f} | {sum(v <= factor * best for v in vals)}/{len(vals)} | "
-                       f"{sum(v <= factor * own for v in vals)}/{len(vals)} |")
-        out.append("")
-    return "\n".join(out) + "\n"
+    for dataset in sorted({r["dataset"] for r in records if r.get("overrides")}):
+        cells = grid_cells([r for r in records if r["dataset"] == dataset], "kl")
+        out.append(grid_markdown(cells, "KL", dataset, near=factor, collapse=None, order=_method_order))
+    return "".join(out)
 
 
 # ---- figures ---------------------------------------------------------------------------------------------------
-
-
-def _colormap(values: np.ndarray) -> np.ndarray:
-    """A perceptual dark-blue -> teal -> yellow ramp for `values` in [0, 1] (H x W -> H x W x 3 uint8)."""
-    stops = np.array([[0.05, 0.03, 0.25], [0.13, 0.45, 0.56], [0.2, 0.72, 0.47], [0.99, 0.9, 0.14]])
-    pos = np.clip(values, 0, 1) * (len(stops) - 1)
-    low = np.floor(pos).astype(int).clip(0, len(stops) - 2)
-    frac = (pos - low)[..., None]
-    return ((stops[low] * (1 - frac) + stops[low + 1] * frac) * 255).astype(np.uint8)
 
 
 def _points_panel(points: np.ndarray, square, size: int = 256) -> Image.Image:
@@ -324,7 +285,7 @@ def _density_panel(encoder, decoder, loss_type, square, size: int = 256) -> Imag
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
     density = torch.exp(-negative_elbo(encoder, decoder, grid, loss_type)).reshape(size, size).numpy()
     density = density / max(density.max(), 1e-30)
-    return Image.fromarray(_colormap(density))
+    return Image.fromarray(colormap(density))
 
 
 def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: int = 1234) -> None:
@@ -342,46 +303,7 @@ def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: in
     fig.save(path)
 
 
-def save_grid_heatmap(records: List[Dict], dataset: str, path: str, cell: int = 72) -> bool:
-    """
-    A heat map of KL per grid cell (`log10` colour scale shared by the methods), one panel per method, the value
-    written in each cell. Returns `False` when the records hold no 2-option grid for `dataset`.
-    """
-    cells = {n: c for (d, n), c in grid_cells(records).items() if d == dataset}
-    if not cells:
-        return False
-    names = sorted(cells, key=_method_order)
-    keys = sorted({k for c in cells.values() for k in c})
-    options = [name for name, _ in keys[0]]
-    if len(options) != 2:
-        return False
-    rows_v = sorted({dict(k)[options[0]] for k in keys})
-    cols_v = sorted({dict(k)[options[1]] for k in keys})
-    values = [v for c in cells.values() for v in c.values()]
-    lo, hi = math.log10(max(min(values), 1e-3)), math.log10(max(max(values), 1e-3))
-    margin_left, margin_top, gap = 90, 40, 24
-    width = margin_left + len(names) * (len(cols_v) * cell + gap)
-    height = margin_top + len(rows_v) * cell + 40
-    fig = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(fig)
-    for p, name in enumerate(names):
-        x0 = margin_left + p * (len(cols_v) * cell + gap)
-        draw.text((x0, 4), f"{name}: KL ({dataset})", fill="black")
-        for j, cv in enumerate(cols_v):
-            draw.text((x0 + j * cell + 4, margin_top - 14), f"{options[1]}={cv:g}", fill="black")
-        for i, rv in enumerate(rows_v):
-            if p == 0:
-                draw.text((4, margin_top + i * cell + cell // 2 - 6), f"{options[0]}={rv:g}", fill="black")
-            for j, cv in enumerate(cols_v):
-                v = cells[name].get(tuple(sorted({options[0]: rv, options[1]: cv}.items())))
-                box = (x0 + j * cell, margin_top + i * cell, x0 + (j + 1) * cell - 2, margin_top + (i + 1) * cell - 2)
-                if v is None:
-                    draw.rectangle(box, outline=(180, 180, 180))
-                    continue
-                t = 0.0 if hi == lo else (math.log10(max(v, 1e-3)) - lo) / (hi - lo)
-                colour = tuple(int(c) for c in _colormap(np.array([1 - t]))[0])  # bright = low KL = good
-                draw.rectangle(box, fill=colour)
-                draw.text((box[0] + 6, box[1] + cell // 2 - 6), f"{v:.1f}", fill="black" if t < 0.5 else "white")
-    draw.text((4, height - 20), "colour: log10 KL, bright = lower (better); one seed per cell", fill="black")
-    fig.save(path)
-    return True
+def save_grid_heatmap(records: List[Dict], dataset: str, path: str) -> bool:
+    """A heat map of KL per grid cell for `dataset` ([`robustness_grid.save_grid_heatmap`])."""
+    cells = grid_cells([r for r in records if r["dataset"] == dataset], "kl")
+    return draw_grid_heatmap(cells, path, "KL", dataset, order=_method_order)
