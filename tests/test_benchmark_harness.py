@@ -1,4 +1,5 @@
-"""The side-by-side harness of `scripts/benchmark.py --section vs_reference`: loops in threads take strict turns."""
+"""The side-by-side harness of `scripts/benchmark.py --section vs_reference` (`asintrovae_hf.benchmarks.vs_reference`):
+loops in threads take strict turns."""
 
 import threading
 import time
@@ -6,12 +7,12 @@ import time
 import pytest
 import torch
 
-from helpers import load_script
+from asintrovae_hf.benchmarks import vs_reference
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    return load_script("benchmark")
+    return vs_reference
 
 
 def test_two_loops_alternate_one_iteration_at_a_time(benchmark):
