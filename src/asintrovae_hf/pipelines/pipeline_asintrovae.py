@@ -26,7 +26,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..objectives.elbo import negative_elbo
-from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor
+from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor, check_class_labels, check_latents
 from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, save_code  # noqa: F401 (the constants: public)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -285,22 +285,6 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             return self.image_processor.preprocess(images, what=what, device=device).to(dtype=dtype)
         return self.vector_processor.preprocess(images, what=what, device=device, dtype=dtype)
 
-    def _labels(self, class_labels, batch_size: int) -> Optional[torch.Tensor]:
-        """`class_labels` (an int for the whole batch, a list or a tensor) as a tensor, checked by the models."""
-        if class_labels is None:
-            return None
-        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
-            class_labels = [class_labels] * batch_size
-        if torch.is_tensor(class_labels) and (class_labels.device.type == "meta" or class_labels.is_sparse):
-            raise ValueError(f"class_labels must be an int or {batch_size} integers; got a {class_labels.layout} "
-                             f"tensor on the {class_labels.device.type} device.")
-        labels = torch.as_tensor(class_labels, device=self._execution_device)
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
-            raise ValueError(f"class_labels must be an int or {batch_size} integers; got {class_labels!r}.")
-        if len(labels) != batch_size:  # checked here: the networks see the labels of one chunk at a time
-            raise ValueError(f"class_labels must be an int or {batch_size} integers; got {len(labels)} labels.")
-        return labels.long()
-
     def _check_request_size(self, count: int, output_type: str, what: str) -> None:
         """
         Refuse, before anything is allocated, a call whose `count` latents and outputs would take more than
@@ -335,19 +319,6 @@ class AsIntroVAEPipeline(DiffusionPipeline):
 
     def _decode(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.decoder(latents) if labels is None else self.decoder(latents, labels)
-
-    def _check_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(latents) or latents.ndim != 2 or latents.shape[1] != self.latent_dim:
-            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise ValueError(f"latents must have shape (batch, {self.latent_dim}), got {shape}.")
-        if latents.shape[0] == 0:
-            raise ValueError("latents: got an empty batch.")
-        if latents.device.type == "meta" or latents.layout != torch.strided or not latents.is_floating_point():
-            raise ValueError(f"latents: expected a dense float tensor holding values; got a {latents.layout} "
-                             f"{str(latents.dtype).replace('torch.', '')} tensor on the {latents.device.type} device.")
-        if not torch.isfinite(latents).all():
-            raise ValueError("latents contain NaN or infinity.")
-        return latents.to(device=self._execution_device, dtype=self.decoder.dtype)
 
     def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool, labels=None, what: str = "latents"):
         """Decode `forward_batch_size` latents at a time, each chunk post-processed into its place in the output."""
@@ -416,8 +387,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             self._check_request_size(batch_size, output_type, "batch_size")
             latents = randn_tensor((batch_size, self.latent_dim), generator=generator, device=self._execution_device,
                                    dtype=self.decoder.dtype)
-        latents = self._check_latents(latents)
-        labels = self._labels(class_labels, len(latents))
+        latents = check_latents(latents, self.latent_dim, self._execution_device, self.decoder.dtype)
+        labels = check_class_labels(class_labels, len(latents), self._execution_device)
         with self._inference():
             return self._output(latents, output_type, return_dict, labels)
 
@@ -426,7 +397,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     ) -> Union[AutoencoderKLOutput, tuple]:
         """Encode images into their posterior `q(z | x)` (an [`AutoencoderKLOutput`] with `latent_dist`)."""
         pixels = self.preprocess(images)
-        labels = self._labels(class_labels, len(pixels))
+        labels = check_class_labels(class_labels, len(pixels), self._execution_device)
         with self._inference():
             posterior = self._posterior(pixels, labels)
         if not return_dict:
@@ -436,8 +407,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     def decode(self, latents: torch.Tensor, output_type: str = "pil", return_dict: bool = True, class_labels=None):
         """Decode `B x Z` latents into images (`output_type` `"pil"`, `"np"` or `"pt"`)."""
         self._check_output_type(output_type, allow_latent=False)
-        latents = self._check_latents(latents)
-        labels = self._labels(class_labels, len(latents))
+        latents = check_latents(latents, self.latent_dim, self._execution_device, self.decoder.dtype)
+        labels = check_class_labels(class_labels, len(latents), self._execution_device)
         with self._inference():
             return self._output(latents, output_type, return_dict, labels)
 
@@ -464,7 +435,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         self._check_output_type(output_type)
         pixels = self.preprocess(images)
         self._check_request_size(len(pixels), output_type, "images")
-        labels = self._labels(class_labels, len(pixels))
+        labels = check_class_labels(class_labels, len(pixels), self._execution_device)
         with self._inference():
             posterior = self._posterior(pixels, labels)
             latents = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
@@ -492,10 +463,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             if pixels.shape[0] != 1:
                 raise ValueError(f"interpolate takes one image per endpoint; {name} is a batch of {pixels.shape[0]}.")
         with self._inference():
-            z_a, z_b = (self._posterior(pixels, self._labels(class_labels, 1)).mode() for pixels in ends)
+            labels = check_class_labels(class_labels, 1, self._execution_device)
+            z_a, z_b = (self._posterior(pixels, labels).mode() for pixels in ends)
             weights = torch.linspace(0, 1, num_steps, device=z_a.device, dtype=z_a.dtype)[:, None]
             return self._output((1 - weights) * z_a + weights * z_b, output_type, return_dict,
-                                self._labels(class_labels, num_steps), what="num_steps")
+                                check_class_labels(class_labels, num_steps, self._execution_device), what="num_steps")
 
     def score(
         self,
@@ -537,7 +509,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                              f"per image with batches of {rows} images (8 bytes each, at most pipe.max_request_bytes "
                              f"= {self.max_request_bytes / 2**30:.4g} GiB); got {num_samples}: lower num_samples or "
                              f"batch_size.")
-        labels = self._labels(class_labels, len(pixels))
+        labels = check_class_labels(class_labels, len(pixels), self._execution_device)
         if isinstance(generator, list) and len(generator) != len(pixels):
             raise ValueError(f"Got {len(generator)} generators for {len(pixels)} images; give one per image.")
         dims = pixels[0].numel()
