@@ -3,8 +3,8 @@
 This module is also the pipeline code of every saved pipeline: `save_pretrained` bundles it with the modules it
 imports from this package (`remote_code.BUNDLE_MODULES`) into the saved folder's `pipeline_asintrovae.py`, so that
 `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` loads a pipeline where `asintrovae_hf` is not
-installed. It must therefore import only torch, diffusers, numpy and the standard library, and the bundled modules
-with single-line `from .module import names` statements (a test checks it).
+installed. It must therefore import only torch, diffusers, numpy and the standard library, and the modules bundled
+before it with single-line `from .module import names` statements (`remote_code` checks it at every save).
 """
 
 import contextlib
@@ -27,7 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..objectives.elbo import negative_elbo
 from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor, check_class_labels, check_latents
-from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, save_code  # noqa: F401 (the constants: public)
+from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, save_code  # noqa: F401 (the constants stay importable here)
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -223,8 +223,10 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     ):
         r"""
         Save the pipeline as diffusers does (safetensors weights and configs per component, `model_index.json`),
-        plus its code in the layout of custom Hub pipelines: this file as `pipeline_asintrovae.py` and the models'
-        module in each component folder, generated from the installed package at save time. `model_index.json`
+        plus its code in the layout of custom Hub pipelines (`remote_code.save_code`): this module, bundled with the
+        package modules it imports, as `pipeline_asintrovae.py`, and the models' module in each component folder,
+        generated from the installed package at save time (copied as loaded, for a pipeline loaded as remote code,
+        which already is that bundle). `model_index.json`
         names them, so the saved folder or repo also loads with `DiffusionPipeline.from_pretrained(...,
         trust_remote_code=True)` where `asintrovae_hf` is not installed.
 
