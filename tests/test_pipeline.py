@@ -298,15 +298,27 @@ def test_saved_folder_has_the_remote_code_layout(tmp_path):
     assert index["_class_name"] == ["pipeline_asintrovae", "AsIntroVAEPipeline"]
     assert index["encoder"] == ["modeling_asintrovae_encoder", "AsIntroVAEEncoder"]
     assert index["decoder"] == ["modeling_asintrovae_decoder", "AsIntroVAEDecoder"]
-    import asintrovae_hf.models.autoencoders
-    import asintrovae_hf.pipelines.pipeline_asintrovae
+    import importlib
+    import re
 
-    # generated from the package: the code is the package's modules, after a one-line header
-    for path, module in [("pipeline_asintrovae.py", asintrovae_hf.pipelines.pipeline_asintrovae),
-                         ("encoder/modeling_asintrovae_encoder.py", asintrovae_hf.models.autoencoders),
-                         ("decoder/modeling_asintrovae_decoder.py", asintrovae_hf.models.autoencoders)]:
+    import asintrovae_hf.models.autoencoders
+    from asintrovae_hf.pipelines.remote_code import BUNDLE_MODULES
+
+    # generated from the package: the models' code is their module, after a one-line header
+    for path in ["encoder/modeling_asintrovae_encoder.py", "decoder/modeling_asintrovae_decoder.py"]:
         text = (tmp_path / path).read_text()
-        assert text.startswith("# Generated from") and text.split("\n", 1)[1] == Path(module.__file__).read_text()
+        assert text.startswith("# Generated from") and text.split("\n", 1)[1] == Path(
+            asintrovae_hf.models.autoencoders.__file__).read_text()
+    # the pipeline's code is one bundle: after a one-line header, the sources of the bundled modules in order, each
+    # without its single-line imports from this package (`from .x import ...`, `from ..x.y import ...`), joined by
+    # two newlines
+    assert BUNDLE_MODULES[-1] == "asintrovae_hf.pipelines.pipeline_asintrovae"
+    intra_package = re.compile(r"^from (?:\.+|asintrovae_hf)\S* import [^\n]*\n", re.M)
+    sources = [intra_package.sub("", Path(importlib.import_module(name).__file__).read_text())
+               for name in BUNDLE_MODULES]
+    text = (tmp_path / "pipeline_asintrovae.py").read_text()
+    assert text.startswith("# Generated from the `asintrovae_hf.objectives.elbo`, ")
+    assert text.split("\n", 1)[1] == "\n\n".join(sources)
 
 
 def test_shipped_modules_import_only_what_a_machine_without_the_plugin_has():
@@ -314,10 +326,9 @@ def test_shipped_modules_import_only_what_a_machine_without_the_plugin_has():
     import re
 
     import asintrovae_hf.models.autoencoders
-    import asintrovae_hf.pipelines.pipeline_asintrovae
+    from asintrovae_hf.pipelines.remote_code import bundle_source
 
-    for module in (asintrovae_hf.pipelines.pipeline_asintrovae, asintrovae_hf.models.autoencoders):
-        text = Path(module.__file__).read_text()
+    for text in (bundle_source(), Path(asintrovae_hf.models.autoencoders.__file__).read_text()):
         imports = re.findall(r"^\s*import\s+(\S+)\s*$", text, re.M) + re.findall(r"^\s*from\s+(\S+)\s+import", text, re.M)
         assert {name.split(".")[0] for name in imports} <= {
             "contextlib", "dataclasses", "functools", "importlib", "inspect", "json", "math", "os", "re", "sys",

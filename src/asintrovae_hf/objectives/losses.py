@@ -7,10 +7,10 @@ says otherwise, so the objectives can write `mean_b` where the equations do.
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 from .config import LOSS_TYPES
+from .elbo import reconstruction_nll
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -35,12 +35,6 @@ def reconstruction_error(x: torch.Tensor, x_rec: torch.Tensor, loss_type: str = 
             `"bce"` (binary cross-entropy; `x` in `[0, 1]`, `x_rec` probabilities, e.g. from a decoder with
             `output_activation="sigmoid"`).
     """
-    if loss_type == "mse":
-        err = (x - x_rec).pow(2)
-    elif loss_type == "l1":
-        err = (x - x_rec).abs()
-    elif loss_type == "bce":
-        err = F.binary_cross_entropy(x_rec.clamp(1e-6, 1 - 1e-6), x, reduction="none")
-    else:
+    if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
-    return err.flatten(1).sum(dim=1)
+    return reconstruction_nll(x, x_rec, loss_type)  # the ELBO's likelihood term, without a constant

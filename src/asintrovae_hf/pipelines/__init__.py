@@ -1,10 +1,12 @@
 """
 The user API: [`AsIntroVAEPipeline`] (sample, reconstruct, encode, decode, interpolate, score) with its image
-processor, in the diffusers pipeline form. A change to what users call, to how images come in and go out, or to
-what a saved pipeline folder holds goes here. The pipeline's module is also the code a saved pipeline ships, so it
-imports nothing from this package.
+processor, in the diffusers pipeline form: the user API in `pipeline_asintrovae.py`, the conversion and checks of
+inputs in `image_processor.py`, and the code files of a saved pipeline folder in `remote_code.py`. These modules and
+`objectives/elbo.py` are also the code a saved pipeline ships, bundled into one file, so they import nothing from
+this package but each other (see `remote_code.BUNDLE_MODULES`).
 """
 
-from .pipeline_asintrovae import AsIntroVAEImageProcessor, AsIntroVAEPipeline, ScoreOutput
+from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor
+from .pipeline_asintrovae import AsIntroVAEPipeline, ScoreOutput
 
-__all__ = ["AsIntroVAEImageProcessor", "AsIntroVAEPipeline", "ScoreOutput"]
+__all__ = ["AsIntroVAEImageProcessor", "AsIntroVAEPipeline", "AsIntroVAEVectorProcessor", "ScoreOutput"]

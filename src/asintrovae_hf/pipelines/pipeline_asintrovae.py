@@ -1,28 +1,23 @@
-"""`AsIntroVAEPipeline`: sample, reconstruct, encode, decode and interpolate with a trained introspective VAE.
+"""`AsIntroVAEPipeline`: sample, reconstruct, encode, decode, interpolate and score with a trained introspective VAE.
 
-This file is also the pipeline code of every saved pipeline: `save_pretrained` copies it (and the models' module)
-into the saved folder, in the layout diffusers documents for custom pipelines on the Hub, so that
+This module is also the pipeline code of every saved pipeline: `save_pretrained` bundles it with the modules it
+imports from this package (`remote_code.BUNDLE_MODULES`) into the saved folder's `pipeline_asintrovae.py`, so that
 `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` loads a pipeline where `asintrovae_hf` is not
-installed. It must therefore import only torch, diffusers, numpy and the standard library (a test checks it).
+installed. It must therefore import only torch, diffusers, numpy and the standard library, and the modules bundled
+before it with single-line `from .module import names` statements (`remote_code` checks it at every save).
 """
 
 import contextlib
 import importlib
-import inspect
 import json
 import math
 import os
-import re
-import sys
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
 import numpy as np
-import PIL.Image
 import torch
-import torch.nn.functional as F
-from diffusers.configuration_utils import register_to_config
-from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+from diffusers.image_processor import PipelineImageInput
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
@@ -30,11 +25,11 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineO
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+from ..objectives.elbo import negative_elbo
+from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor, check_class_labels, check_latents
+from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, save_code  # noqa: F401 (the constants stay importable here)
 
-# The code files of a saved pipeline (model_index.json refers to them by these module names).
-PIPELINE_MODULE = "pipeline_asintrovae"
-COMPONENT_MODULES = {"encoder": "modeling_asintrovae_encoder", "decoder": "modeling_asintrovae_decoder"}
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 # The model classes each component may have (`model_index.json` names one of them; anything else is refused).
 COMPONENT_CLASSES = {
@@ -77,237 +72,6 @@ def _check_component_config(folder, name: str, class_name: str) -> None:
                          f"{str(saved)[:100]}; expected the same class in both.")
 
 
-# Image values by dtype: the number they are divided by (1: read as they are, and must lie in [0, 1]). Any other dtype
-# (bool, complex, float8, quantized, strings, objects) is refused.
-IMAGE_DTYPE_SCALES = {"uint8": 255, "uint16": 65535, "float16": 1, "bfloat16": 1, "float32": 1, "float64": 1,
-                      "int8": 1, "int16": 1, "int32": 1, "int64": 1, "uint32": 1, "uint64": 1}
-# The PIL mode a model of 1, 2, 3 or 4 channels reads.
-PIL_TARGET_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-# 8-bit PIL modes PIL converts to RGB with its own colour transforms.
-PIL_COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")
-PIL_8BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa") + PIL_COLOUR_MODES
-
-
-class AsIntroVAEImageProcessor(VaeImageProcessor):
-    r"""
-    The one conversion of image inputs for [`AsIntroVAEPipeline`]: PIL images, NumPy arrays and tensors, alone or in
-    a list mixing them, become one `B x C x H x W` float32 tensor with values in `[0, 1]`, or the call is refused
-    with one line naming what was expected and what was given.
-
-    Every input goes through the same steps. PIL images first become arrays of the model's channels: `1` and `P` /
-    `PA` exactly (0/255, the palette looked up), `CMYK`, `YCbCr`, `LAB`, `HSV` and `RGBX` by PIL's colour transforms
-    to `RGB`, and then to the model's mode (`L` for 1 channel, with PIL's luma; `RGB` for 3; `LA` / `RGBA` for 2 /
-    4). An alpha channel is dropped only where it is fully opaque: a transparent image given to a model without
-    alpha is refused (composite it onto a background first). High-depth modes are read without loss: `I;16*` as
-    `uint16` (divided by 65535), `I` as 16-bit data (values 0..65535, the mode Pillow gives some 16-bit files;
-    others are refused), `F` as floats; a 3-channel model gets their one band repeated. Then every array, tensor
-    and converted PIL image passes the same checks:
-
-    - layout: arrays `H x W x C` or `B x H x W x C`, tensors `C x H x W` or `B x C x H x W` (`H x W` too for
-      1-channel models), with the model's `C`; nothing empty;
-    - dtype: `uint8` is read as 0..255, `uint16` as 0..65535; floats (16, 32, 64 bits) and the other integer
-      types are read as they are and must lie in `[0, 1]`; bool, complex and other dtypes are refused;
-    - values: no NaN or infinity; tensors must hold values (a `meta` tensor does not) in a dense layout.
-
-    Each image is then resized to the model's size with diffusers' `resize`: PIL images with PIL's filter of
-    `resample` (8-bit ones after the conversion to the model's mode, high-depth ones as 32-bit floats), arrays
-    and tensors with `torch.nn.functional.interpolate` (nearest). Images of different sizes in one list are resized
-    one by one.
-
-    The conversions and the resizing are diffusers' and PIL's; the checks are written here because
-    `VaeImageProcessor.preprocess` does not make them: it reads `H x W x C` arrays as batches of gray images for
-    1-channel models, clips 16-bit and float PIL images to 8 bits, and lets NaN, out-of-range values, empty images
-    and images of different sizes through or into errors of torch.
-
-    Args:
-        channels (`int`, defaults to 3): The model's input channels.
-        sample_size (`int`, defaults to 64): The model's image size; inputs are resized to it.
-        resample (`str`, defaults to `"bilinear"`): The PIL filter for resizing PIL images.
-    """
-
-    @register_to_config
-    def __init__(self, channels: int = 3, sample_size: int = 64, resample: str = "bilinear"):
-        super().__init__(
-            do_resize=True,
-            vae_scale_factor=1,
-            vae_latent_channels=0,  # never an image's channel count: every tensor input is an image
-            resample=resample,
-            do_normalize=False,
-            do_convert_grayscale=channels == 1,
-            do_convert_rgb=channels == 3,
-        )
-
-    # ---- the one entry point ---------------------------------------------------------------------------------
-
-    def preprocess(
-        self,
-        image: PipelineImageInput,
-        height: Optional[int] = None,
-        width: Optional[int] = None,
-        what: str = "images",
-        device: Optional[Union[str, torch.device]] = None,
-    ) -> torch.Tensor:
-        """
-        Convert and check `image` (see the class docstring) into a `B x C x height x width` float32 tensor.
-
-        Args:
-            image: A PIL image, array or tensor, or a list (or tuple) of them.
-            height, width (`int`, *optional*): The output size; the model's `sample_size` when omitted.
-            what (`str`, defaults to `"images"`): The argument's name, for the error messages.
-            device (*optional*): Where the output goes (each input is checked where it lies).
-        """
-        height = height or self.config.sample_size
-        width = width or self.config.sample_size
-        if isinstance(image, (list, tuple)):
-            if len(image) == 0:
-                raise ValueError(f"{what}: got an empty {type(image).__name__}; expected at least one image.")
-            items = list(image)
-        else:
-            items = [image]
-        pixels = []
-        for item in items:
-            if isinstance(item, PIL.Image.Image):
-                batch = self._pil_to_pixels(item, what, height, width)
-            elif isinstance(item, (np.ndarray, torch.Tensor)):
-                batch = self._array_to_pixels(item, what, height, width)
-            else:
-                inside = " inside a list" if len(items) > 1 or items[0] is not image else ""
-                raise TypeError(f"{what}: expected PIL images, NumPy arrays or torch tensors; got "
-                                f"{type(item).__name__}{inside}.")
-            pixels.append(batch.to(device if device is not None else pixels[0].device if pixels else batch.device))
-        return pixels[0] if len(pixels) == 1 else torch.cat(pixels)
-
-    # ---- the steps -------------------------------------------------------------------------------------------
-
-    def _values(self, data: Union[np.ndarray, torch.Tensor], what: str) -> torch.Tensor:
-        """The values of an array or tensor as floats in `[0, 1]` (float32; the dtype rule and value checks)."""
-        if torch.is_tensor(data):
-            if data.device.type == "meta":
-                raise ValueError(f"{what}: expected a tensor holding values (on cpu, cuda, ...); got a tensor on the "
-                                 f"meta device, shape {tuple(data.shape)}.")
-            if data.layout != torch.strided:
-                raise ValueError(f"{what}: expected a dense tensor; got layout {data.layout}.")
-            name = str(data.dtype).replace("torch.", "")
-        else:
-            if isinstance(data, np.ma.MaskedArray) and np.ma.getmaskarray(data).any():
-                raise ValueError(f"{what}: expected every value to be given; got a masked array with "
-                                 f"{int(np.ma.getmaskarray(data).sum())} masked values (fill them first).")
-            name = data.dtype.name
-        scale = IMAGE_DTYPE_SCALES.get(name)
-        if scale is None:
-            raise TypeError(f"{what}: expected float values in [0, 1], uint8 values in 0..255 or uint16 values in "
-                            f"0..65535; got dtype {name}.")
-        wide = torch.float64 if name == "float64" else torch.float32  # checks before any rounding
-        if torch.is_tensor(data):
-            values = data.detach().to(wide)
-        else:  # any byte order and strides; a read-only array (PIL's) is copied, torch cannot wrap it
-            array = np.ascontiguousarray(data, dtype=np.float64 if name == "float64" else np.float32)
-            values = torch.from_numpy(array if array.flags.writeable else array.copy())
-        if scale != 1:
-            return (values / scale).float()
-        finite = torch.isfinite(values)
-        if not finite.all():
-            nan = int(torch.isnan(values).sum())
-            raise ValueError(f"{what}: expected finite values in [0, 1]; got values that contain NaN or infinity "
-                             f"({nan} NaN, {int((~finite).sum()) - nan} infinite of {values.numel()}).")
-        low, high = float(values.min()), float(values.max())
-        if low < 0 or high > 1:
-            raise ValueError(f"{what}: {name} values must lie in [0, 1] (uint8 values are read as 0..255, uint16 as "
-                             f"0..65535); got values from {low:.4g} to {high:.4g}.")
-        return values.float()
-
-    def _array_to_pixels(self, data, what: str, height: int, width: int) -> torch.Tensor:
-        """An array (`H x W x C`, `B x H x W x C`) or tensor (`C x H x W`, `B x C x H x W`): layout, values, size."""
-        channels, is_array = self.config.channels, isinstance(data, np.ndarray)
-        shape, kind = tuple(data.shape), "array" if is_array else "tensor"
-        if data.ndim == 2 and channels == 1:
-            data = data[None, :, :, None] if is_array else data[None, None]
-        elif data.ndim == 3:
-            data = data[None]
-        given = (data.shape[-1] if is_array else data.shape[1]) if data.ndim == 4 else None
-        if data.ndim != 4 or given != channels:
-            gray = " or (height, width)" if channels == 1 else ""
-            layout = (f"arrays of shape (height, width, {channels}) or (batch, height, width, {channels}){gray}"
-                      if is_array else f"tensors of shape (batch, {channels}, {self.config.sample_size}, "
-                      f"{self.config.sample_size}) or ({channels}, height, width){gray} (other sizes are resized)")
-            raise ValueError(f"{what}: this model takes {channels}-channel images, {layout}; got a{'n' * is_array} "
-                             f"{kind} of shape {shape}.")
-        if 0 in data.shape:
-            raise ValueError(f"{what}: got an empty {kind} of shape {shape}; expected at least one image of at least "
-                             f"1 x 1 pixels.")
-        pixels = self._values(data, what)
-        if is_array:
-            pixels = pixels.permute(0, 3, 1, 2)
-        if tuple(pixels.shape[-2:]) != (height, width):
-            pixels = self.resize(pixels, height, width)
-        return pixels.contiguous()
-
-    def _pil_to_pixels(self, image: PIL.Image.Image, what: str, height: int, width: int) -> torch.Tensor:
-        """A PIL image in the model's channels (exactly, by PIL's colour transforms, or refused), checked, resized."""
-        channels, mode = self.config.channels, image.mode
-        target = PIL_TARGET_MODES.get(channels)
-        if target is None:
-            raise ValueError(f"{what}: a {channels}-channel model takes arrays or tensors; got a PIL image "
-                             f"(mode {mode}).")
-        if image.width == 0 or image.height == 0:
-            raise ValueError(f"{what}: got an empty PIL image of size {image.width} x {image.height}; expected at "
-                             f"least 1 x 1 pixels.")
-        try:  # a lazily opened file is read here: a truncated or corrupt one fails now, in one line
-            image.load()
-        except (OSError, ValueError, SyntaxError) as err:
-            raise ValueError(f"{what}: expected a readable PIL image; got a {mode} image of size {image.width} x "
-                             f"{image.height} whose data cannot be read ({str(err).splitlines()[0]}).") from None
-        if mode == "F" or mode == "I" or mode.startswith("I;16"):
-            return self._high_depth_pil_to_pixels(image, what, height, width)
-        if mode not in PIL_8BIT_MODES:
-            raise ValueError(f"{what}: PIL mode {mode} is not supported; expected one of "
-                             f"{', '.join(PIL_8BIT_MODES)}, I, I;16, F.")
-        if mode == "1":
-            image = image.convert("L")  # exact: 0 and 255
-        elif mode in ("P", "PA"):  # exact: the palette looked up
-            image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
-        elif mode in ("La", "RGBa"):  # premultiplied alpha
-            image = image.convert(mode[:-1] + "A")
-        elif mode in PIL_COLOUR_MODES:
-            image = self.convert_to_rgb(image)
-        if "A" in image.getbands() and "A" not in target:
-            lowest = image.getchannel("A").getextrema()[0]
-            if lowest < 255:
-                raise ValueError(f"{what}: this model takes {channels}-channel images without transparency; got a PIL "
-                                 f"image of mode {mode} whose alpha goes down to {lowest} of 255 (composite it onto a "
-                                 f"background first).")
-        if image.mode != target:
-            if target == "L":
-                image = self.convert_to_grayscale(image)
-            elif target == "RGB":
-                image = self.convert_to_rgb(image)
-            else:
-                image = image.convert(target)
-        if image.size != (width, height):
-            image = self.resize(image, height, width)
-        array = np.asarray(image)
-        return self._values(array[None, ..., None] if array.ndim == 2 else array[None], what).permute(0, 3, 1, 2)
-
-    def _high_depth_pil_to_pixels(self, image: PIL.Image.Image, what: str, height: int, width: int) -> torch.Tensor:
-        """Modes `I;16*`, `I` and `F`: one band, read without loss, resized as 32-bit floats."""
-        channels, mode = self.config.channels, image.mode
-        if channels not in (1, 3):
-            raise ValueError(f"{what}: a {channels}-channel model takes {PIL_TARGET_MODES[channels]} PIL images; got "
-                             f"a one-band {mode} image.")
-        array = np.asarray(image)
-        if mode == "I":
-            low, high = int(array.min()), int(array.max())
-            if low < 0 or high > 65535:
-                raise ValueError(f"{what}: a mode-I PIL image is read as 16-bit data, values 0..65535 (divided by "
-                                 f"65535); got values from {low} to {high}.")
-            array = array.astype(np.uint16)
-        values = self._values(array, what).numpy()
-        if image.size != (width, height):
-            values = np.asarray(self.resize(PIL.Image.fromarray(values), height, width))  # float32: mode F
-        pixels = torch.from_numpy(np.array(values, dtype=np.float32))[None, None]  # PIL's arrays are read-only
-        return pixels.expand(1, channels, height, width).contiguous()
-
-
 class AsIntroVAEPipeline(DiffusionPipeline):
     r"""
     Pipeline for an introspective VAE (AS-IntroVAE, Soft-IntroVAE, IntroVAE or VAE): sampling from the prior,
@@ -346,11 +110,13 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                 f"encoder and decoder latent_dim differ: {encoder.config.latent_dim} vs {decoder.config.latent_dim}."
             )
         self.register_modules(encoder=encoder, decoder=decoder)
-        # image models: the one conversion of every input (vector models check their vectors in `preprocess`)
-        self.image_processor = None
+        # the one conversion of every input: images by `image_processor`, vectors by `vector_processor`
+        self.image_processor = self.vector_processor = None
         if self.is_image_model:
             self.image_processor = AsIntroVAEImageProcessor(channels=encoder.config.in_channels,
                                                             sample_size=encoder.config.sample_size)
+        else:
+            self.vector_processor = AsIntroVAEVectorProcessor(encoder.config.in_features)
 
     @property
     def is_image_model(self) -> bool:
@@ -457,8 +223,10 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     ):
         r"""
         Save the pipeline as diffusers does (safetensors weights and configs per component, `model_index.json`),
-        plus its code in the layout of custom Hub pipelines: this file as `pipeline_asintrovae.py` and the models'
-        module in each component folder, generated from the installed package at save time. `model_index.json`
+        plus its code in the layout of custom Hub pipelines (`remote_code.save_code`): this module, bundled with the
+        package modules it imports, as `pipeline_asintrovae.py`, and the models' module in each component folder,
+        generated from the installed package at save time (copied as loaded, for a pipeline loaded as remote code,
+        which already is that bundle). `model_index.json`
         names them, so the saved folder or repo also loads with `DiffusionPipeline.from_pretrained(...,
         trust_remote_code=True)` where `asintrovae_hf` is not installed.
 
@@ -470,7 +238,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         """
         super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant,
                                 max_shard_size=max_shard_size, push_to_hub=False)
-        self._save_code(save_directory)
+        save_code(self, save_directory)
         if push_to_hub:
             from huggingface_hub import create_repo
 
@@ -479,23 +247,6 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             repo_id = create_repo(repo_id, exist_ok=True, private=kwargs.pop("private", None), token=token).repo_id
             self._upload_folder(save_directory, repo_id, token=token, commit_message=kwargs.pop("commit_message", None),
                                 create_pr=kwargs.pop("create_pr", False))
-
-    def _save_code(self, save_directory: Union[str, os.PathLike]) -> None:
-        """Write the code files and point `model_index.json` at them."""
-        index_path = os.path.join(save_directory, "model_index.json")
-        with open(index_path) as f:
-            index = json.load(f)
-        _write_source(sys.modules[type(self).__module__], os.path.join(save_directory, PIPELINE_MODULE + ".py"))
-        index["_class_name"] = [PIPELINE_MODULE, type(self).__name__]
-        for name, module_name in COMPONENT_MODULES.items():
-            component = getattr(self, name)
-            component = getattr(component, "_orig_mod", component)  # torch.compile wrapper
-            _write_source(sys.modules[type(component).__module__],
-                          os.path.join(save_directory, name, module_name + ".py"))
-            index[name] = [module_name, type(component).__name__]
-        with open(index_path, "w") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
-            f.write("\n")
 
     # ---- inputs and outputs ----------------------------------------------------------------------------------
 
@@ -522,33 +273,9 @@ class AsIntroVAEPipeline(DiffusionPipeline):
 
     def _postprocess(self, sample: torch.Tensor, output_type: str):
         if not self.is_image_model:
-            sample = sample.float().cpu()
-            return sample.numpy() if output_type == "np" else sample
+            return self.vector_processor.postprocess(sample, output_type)
         sample = sample.float().clamp(0, 1)
         return self.image_processor.postprocess(sample, output_type=output_type, do_denormalize=[False] * len(sample))
-
-    def _check_values(self, data, what: str):
-        """Vector models: uint8 tensors/arrays are read as 0..255; float ones must be finite."""
-        if isinstance(data, (list, tuple)):
-            if len(data) == 0:
-                raise ValueError(f"{what}: got an empty list; expected at least one vector.")
-            return [self._check_values(d, what) for d in data]
-        if not isinstance(data, (np.ndarray, torch.Tensor)):
-            raise TypeError(f"{what}: a vector model takes NumPy arrays or torch tensors; got {type(data).__name__}.")
-        if torch.is_tensor(data) and (data.device.type == "meta" or data.layout != torch.strided):
-            raise ValueError(f"{what}: expected a dense tensor holding values; got a {data.layout} tensor on the "
-                             f"{data.device.type} device.")
-        tensor = torch.as_tensor(data)
-        if tensor.dtype == torch.uint8:
-            scaled = tensor.float() / 255.0
-            return scaled.numpy() if isinstance(data, np.ndarray) else scaled
-        if tensor.dtype == torch.bool or not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"{what}: expected float values or uint8 values in 0..255; got dtype {tensor.dtype}.")
-        if tensor.numel() == 0:
-            raise ValueError(f"{what}: got an empty {type(data).__name__} of shape {tuple(tensor.shape)}.")
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"{what}: expected finite values; got values that contain NaN or infinity.")
-        return data if tensor.is_floating_point() else tensor.float()
 
     def preprocess(self, images: PipelineImageInput, what: str = "images") -> torch.Tensor:
         """
@@ -558,35 +285,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.encoder.dtype
         if self.is_image_model:
             return self.image_processor.preprocess(images, what=what, device=device).to(dtype=dtype)
-        data = self._check_values(images, what)
-        try:
-            data = torch.as_tensor(np.asarray(data) if not torch.is_tensor(data) else data)
-        except (TypeError, ValueError, RuntimeError):  # ragged or mixed lists
-            raise ValueError(f"{what}: expected vectors of shape (batch, {self.encoder.config.in_features}) (an "
-                             f"array, a tensor or a list of equal-length vectors); got a {type(images).__name__} "
-                             f"that does not stack into one array.") from None
-        features = self.encoder.config.in_features
-        if data.ndim == 1:
-            data = data[None]
-        if data.ndim != 2 or data.shape[1] != features:
-            raise ValueError(f"{what}: expected vectors of shape (batch, {features}); got {tuple(data.shape)}.")
-        return data.to(device=device, dtype=dtype)
-
-    def _labels(self, class_labels, batch_size: int) -> Optional[torch.Tensor]:
-        """`class_labels` (an int for the whole batch, a list or a tensor) as a tensor, checked by the models."""
-        if class_labels is None:
-            return None
-        if isinstance(class_labels, int) and not isinstance(class_labels, bool):
-            class_labels = [class_labels] * batch_size
-        if torch.is_tensor(class_labels) and (class_labels.device.type == "meta" or class_labels.is_sparse):
-            raise ValueError(f"class_labels must be an int or {batch_size} integers; got a {class_labels.layout} "
-                             f"tensor on the {class_labels.device.type} device.")
-        labels = torch.as_tensor(class_labels, device=self._execution_device)
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
-            raise ValueError(f"class_labels must be an int or {batch_size} integers; got {class_labels!r}.")
-        if len(labels) != batch_size:  # checked here: the networks see the labels of one chunk at a time
-            raise ValueError(f"class_labels must be an int or {batch_size} integers; got {len(labels)} labels.")
-        return labels.long()
+        return self.vector_processor.preprocess(images, what=what, device=device, dtype=dtype)
 
     def _check_request_size(self, count: int, output_type: str, what: str) -> None:
         """
@@ -622,19 +321,6 @@ class AsIntroVAEPipeline(DiffusionPipeline):
 
     def _decode(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.decoder(latents) if labels is None else self.decoder(latents, labels)
-
-    def _check_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(latents) or latents.ndim != 2 or latents.shape[1] != self.latent_dim:
-            shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise ValueError(f"latents must have shape (batch, {self.latent_dim}), got {shape}.")
-        if latents.shape[0] == 0:
-            raise ValueError("latents: got an empty batch.")
-        if latents.device.type == "meta" or latents.layout != torch.strided or not latents.is_floating_point():
-            raise ValueError(f"latents: expected a dense float tensor holding values; got a {latents.layout} "
-                             f"{str(latents.dtype).replace('torch.', '')} tensor on the {latents.device.type} device.")
-        if not torch.isfinite(latents).all():
-            raise ValueError("latents contain NaN or infinity.")
-        return latents.to(device=self._execution_device, dtype=self.decoder.dtype)
 
     def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool, labels=None, what: str = "latents"):
         """Decode `forward_batch_size` latents at a time, each chunk post-processed into its place in the output."""
@@ -703,8 +389,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             self._check_request_size(batch_size, output_type, "batch_size")
             latents = randn_tensor((batch_size, self.latent_dim), generator=generator, device=self._execution_device,
                                    dtype=self.decoder.dtype)
-        latents = self._check_latents(latents)
-        labels = self._labels(class_labels, len(latents))
+        latents = check_latents(latents, self.latent_dim, self._execution_device, self.decoder.dtype)
+        labels = check_class_labels(class_labels, len(latents), self._execution_device)
         with self._inference():
             return self._output(latents, output_type, return_dict, labels)
 
@@ -713,7 +399,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     ) -> Union[AutoencoderKLOutput, tuple]:
         """Encode images into their posterior `q(z | x)` (an [`AutoencoderKLOutput`] with `latent_dist`)."""
         pixels = self.preprocess(images)
-        labels = self._labels(class_labels, len(pixels))
+        labels = check_class_labels(class_labels, len(pixels), self._execution_device)
         with self._inference():
             posterior = self._posterior(pixels, labels)
         if not return_dict:
@@ -723,8 +409,8 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     def decode(self, latents: torch.Tensor, output_type: str = "pil", return_dict: bool = True, class_labels=None):
         """Decode `B x Z` latents into images (`output_type` `"pil"`, `"np"` or `"pt"`)."""
         self._check_output_type(output_type, allow_latent=False)
-        latents = self._check_latents(latents)
-        labels = self._labels(class_labels, len(latents))
+        latents = check_latents(latents, self.latent_dim, self._execution_device, self.decoder.dtype)
+        labels = check_class_labels(class_labels, len(latents), self._execution_device)
         with self._inference():
             return self._output(latents, output_type, return_dict, labels)
 
@@ -751,7 +437,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         self._check_output_type(output_type)
         pixels = self.preprocess(images)
         self._check_request_size(len(pixels), output_type, "images")
-        labels = self._labels(class_labels, len(pixels))
+        labels = check_class_labels(class_labels, len(pixels), self._execution_device)
         with self._inference():
             posterior = self._posterior(pixels, labels)
             latents = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
@@ -779,10 +465,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             if pixels.shape[0] != 1:
                 raise ValueError(f"interpolate takes one image per endpoint; {name} is a batch of {pixels.shape[0]}.")
         with self._inference():
-            z_a, z_b = (self._posterior(pixels, self._labels(class_labels, 1)).mode() for pixels in ends)
+            labels = check_class_labels(class_labels, 1, self._execution_device)
+            z_a, z_b = (self._posterior(pixels, labels).mode() for pixels in ends)
             weights = torch.linspace(0, 1, num_steps, device=z_a.device, dtype=z_a.dtype)[:, None]
             return self._output((1 - weights) * z_a + weights * z_b, output_type, return_dict,
-                                self._labels(class_labels, num_steps), what="num_steps")
+                                check_class_labels(class_labels, num_steps, self._execution_device), what="num_steps")
 
     def score(
         self,
@@ -824,11 +511,12 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                              f"per image with batches of {rows} images (8 bytes each, at most pipe.max_request_bytes "
                              f"= {self.max_request_bytes / 2**30:.4g} GiB); got {num_samples}: lower num_samples or "
                              f"batch_size.")
-        labels = self._labels(class_labels, len(pixels))
+        labels = check_class_labels(class_labels, len(pixels), self._execution_device)
         if isinstance(generator, list) and len(generator) != len(pixels):
             raise ValueError(f"Got {len(generator)} generators for {len(pixels)} images; give one per image.")
         dims = pixels[0].numel()
         bernoulli = getattr(self.decoder.config, "output_activation", None) == "sigmoid"
+        likelihood = "bce" if bernoulli else "gaussian"
         scores = []
         with self._inference():
             for start in self.progress_bar(range(0, len(pixels), batch_size)):
@@ -836,26 +524,10 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                 y = None if labels is None else labels[start : start + batch_size]
                 g = generator[start : start + batch_size] if isinstance(generator, list) else generator
                 posterior = self._posterior(x.to(self.encoder.dtype), y)
-                mean, logvar = posterior.mean.float(), posterior.logvar.float()
-                log_weights, nll = [], []
-                for _ in range(num_samples):
-                    z = mean + torch.exp(0.5 * logvar) * randn_tensor(mean.shape, generator=g,
-                                                                      device=mean.device, dtype=mean.dtype)
-                    out = self._decode(z.to(self.decoder.dtype), y).float().flatten(1)
-                    if bernoulli:
-                        log_px = -F.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), x.flatten(1), reduction="none")
-                        log_px = log_px.sum(1)
-                    else:
-                        log_px = -(x.flatten(1) - out).pow(2).sum(1) - 0.5 * dims * math.log(math.pi)
-                    nll.append(-log_px)
-                    log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
-                    log_qz = -0.5 * ((z - mean).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(1)
-                    log_weights.append(log_px + log_pz - log_qz)
-                if importance_weighted:
-                    score = -(torch.logsumexp(torch.stack(log_weights), 0) - math.log(num_samples))
-                else:
-                    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-                    score = torch.stack(nll).mean(0) + kl
+                decode = lambda z, y=y: self._decode(z.to(self.decoder.dtype), y).float()  # noqa: E731
+                score = negative_elbo(x, posterior.mean.float(), posterior.logvar.float(), decode,
+                                      likelihood=likelihood, num_samples=num_samples,
+                                      importance_weighted=importance_weighted, generator=g)
                 scores.append(score.cpu())
         neg_elbo = torch.cat(scores)
         bits = neg_elbo / (dims * math.log(2))
@@ -876,39 +548,3 @@ class ScoreOutput(BaseOutput):
 
     neg_elbo: torch.Tensor
     bits_per_dim: torch.Tensor
-
-
-# ---- the code files of a saved pipeline ----------------------------------------------------------------------
-
-# What diffusers' remote-code loader reads as imports (its regexes): a shipped file may import only what a machine
-# without this package has.
-_IMPORT_LINES = re.compile(r"^\s*(?:import\s+(\S+)\s*$|from\s+(\S+)\s+import)", re.MULTILINE)
-
-
-def _write_source(module, path: str) -> None:
-    """Copy `module`'s source to `path` after checking it imports no relative module and not the package itself."""
-    source = inspect.getsource(module)
-    header = (f"# Generated from the `{module.__name__}` module when this pipeline was saved; the package is the "
-              f"source, do not edit.\n")
-    if source.startswith("# Generated from the `"):  # re-saving a pipeline loaded as remote code
-        source = source.split("\n", 1)[1]
-        header = ""
-    imports = [a or b for a, b in _IMPORT_LINES.findall(source)]
-    bad = [name for name in imports if name.startswith(".") or name.split(".")[0] == "asintrovae_hf"]
-    if bad:
-        raise RuntimeError(f"{module.__name__} cannot be saved as a pipeline's remote code: it imports {bad}.")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # Written next to `path` and renamed over it: a symlink (or FIFO) already at `path` is replaced, never followed,
-    # so a save cannot write outside its folder (or block on a pipe).
-    temporary = f"{path}.{os.getpid()}.tmp"
-    if os.path.lexists(temporary):  # left by a save of this process id that was killed
-        os.remove(temporary)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header + source)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.remove(temporary)
-        raise

@@ -7,7 +7,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import CheckpointError, one_line
-from ..objectives.losses import kl_divergence, reconstruction_error
+from ..objectives import elbo
+from ..objectives.config import LOSS_TYPES
+from ..objectives.losses import kl_divergence
 from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from ..objectives.introspective import IntrospectiveObjective, ObjectiveConfig
 from ..training.train_step import train_step
@@ -131,9 +133,15 @@ def _load_toy_checkpoint(path: str, num_iter: int) -> Dict:
 
 @torch.no_grad()
 def negative_elbo(encoder, decoder, points: torch.Tensor, loss_type: str = "mse") -> torch.Tensor:
-    """Per-point negative ELBO with the deterministic `z = mu`: `kl(mu, logvar) + rec_err(x, G(mu))`."""
+    """
+    Per-point negative ELBO with the deterministic `z = mu`: `kl(mu, logvar) + rec_err(x, G(mu))`, the training
+    loss's terms ([`objectives.elbo.negative_elbo`] with the objectives' `kl_divergence` and `loss_type`'s error).
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
     mu, logvar = encoder(points)
-    return kl_divergence(mu, logvar) + reconstruction_error(points, decoder(mu), loss_type)
+    return elbo.negative_elbo(points, mu, logvar, decoder, likelihood=loss_type, sample_posterior=False,
+                              kl=kl_divergence)
 
 
 @torch.no_grad()
