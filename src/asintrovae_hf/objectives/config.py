@@ -39,7 +39,7 @@ class Phase(NamedTuple):
     c: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class ObjectiveConfig:
     r"""
     Hyper-parameters of the objectives.
@@ -98,7 +98,7 @@ class ObjectiveConfig:
             if f.type is float:
                 if not math.isfinite(value):
                     raise ValueError(f"{f.name} must be a finite number; got {value!r}.")
-                setattr(self, f.name, float(value))
+                object.__setattr__(self, f.name, float(value))  # frozen: the coercion is part of building it
         for name in ("beta_rec", "beta_kl", "beta_neg", "gamma_r", "margin", "dis_scale", "num_vae_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; got {getattr(self, name)!r}.")

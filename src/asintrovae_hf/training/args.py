@@ -1,10 +1,12 @@
-"""Command-line options of `scripts/train_as_introvae.py`, named as in diffusers' `train_unconditional.py`."""
+"""Command-line options of `scripts/train_as_introvae.py`, named as in diffusers' `train_unconditional.py`, parsed into
+a [`TrainingConfig`]."""
 
 import argparse
 import math
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..objectives.config import ObjectiveConfig
+from .config import DataConfig, TrainingConfig
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "piecewise_constant", "cosine_with_min_lr", "cosine_warmup_with_min_lr")
@@ -129,56 +131,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse and check the options; an inconsistent combination is an error before any work starts."""
+def option_names() -> List[str]:
+    """Every option's name (the flags' destinations), in the order `--help` lists them."""
+    return [action.dest for action in build_parser()._actions if action.dest != "help"]
+
+
+def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
+    """
+    Parse and check the options into a [`TrainingConfig`], every default resolved; an inconsistent combination is an
+    error before any work starts.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.dataset_name is not None and args.train_data_dir is not None:
+    options = dict(vars(args))  # resolved here, then frozen in the config: the namespace stays as parsed
+    if options["dataset_name"] is not None and options["train_data_dir"] is not None:
         parser.error("give either --dataset_name or --train_data_dir, not both")
-    if args.num_channels is None:
-        is_digits = args.train_data_dir is None and args.dataset_name in (None, "digits")
-        args.num_channels = 1 if is_digits else 3
+    if options["num_channels"] is None:
+        data = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"])
+        options["num_channels"] = 1 if data.is_digits else 3
+    for name in ("encoder_learning_rate", "decoder_learning_rate"):
+        if options[name] is None:
+            options[name] = options["learning_rate"]
+    _check_options(parser, options)
+    try:
+        objective = ObjectiveConfig.from_namespace(args)
+    except ValueError as err:
+        parser.error(str(err))
+    options["preset"] = args.preset or "recommended"
+    return TrainingConfig.from_options(options, objective)
+
+
+def _check_options(parser: argparse.ArgumentParser, options: Dict[str, Any]) -> None:
     for name in ("resolution", "train_batch_size", "latent_dim", "checkpointing_steps", "logging_steps",
                  "save_images_steps", "num_epochs", "gradient_accumulation_steps"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+        if options[name] <= 0:
+            parser.error(f"--{name} must be a positive integer, got {options[name]}")
     for name in ("max_train_steps", "max_train_samples", "checkpoints_total_limit"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+        if options[name] is not None and options[name] <= 0:
+            parser.error(f"--{name} must be a positive integer, got {options[name]}")
     for name in ("lr_warmup_steps", "dataloader_num_workers", "log_gradient_norms_steps"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.encoder_learning_rate is None:
-        args.encoder_learning_rate = args.learning_rate
-    if args.decoder_learning_rate is None:
-        args.decoder_learning_rate = args.learning_rate
+        if options[name] < 0:
+            parser.error(f"--{name} must be >= 0, got {options[name]}")
     for name in ("learning_rate", "encoder_learning_rate", "decoder_learning_rate"):
-        value = getattr(args, name)
+        value = options[name]
         if not (math.isfinite(value) and value > 0):
             parser.error(f"--{name} must be a positive number, got {value}")
     for name in ("adam_beta1", "adam_beta2"):
-        if not 0 <= getattr(args, name) < 1:
-            parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}")
-    if not args.adam_epsilon > 0 or args.adam_weight_decay < 0:
-        parser.error(f"--adam_epsilon must be > 0 and --adam_weight_decay >= 0, got {args.adam_epsilon} and "
-                     f"{args.adam_weight_decay}")
-    if args.max_grad_norm is not None and not args.max_grad_norm > 0:
-        parser.error(f"--max_grad_norm must be a positive number, got {args.max_grad_norm}")
-    if not 0 <= args.ema_max_decay < 1:
-        parser.error(f"--ema_max_decay must be in [0, 1), got {args.ema_max_decay}")
-    if not (args.ema_inv_gamma > 0 and args.ema_power > 0):
-        parser.error(f"--ema_inv_gamma and --ema_power must be positive, got {args.ema_inv_gamma} and {args.ema_power}")
+        if not 0 <= options[name] < 1:
+            parser.error(f"--{name} must be in [0, 1), got {options[name]}")
+    if not options["adam_epsilon"] > 0 or options["adam_weight_decay"] < 0:
+        parser.error(f"--adam_epsilon must be > 0 and --adam_weight_decay >= 0, got {options['adam_epsilon']} and "
+                     f"{options['adam_weight_decay']}")
+    if options["max_grad_norm"] is not None and not options["max_grad_norm"] > 0:
+        parser.error(f"--max_grad_norm must be a positive number, got {options['max_grad_norm']}")
+    if not 0 <= options["ema_max_decay"] < 1:
+        parser.error(f"--ema_max_decay must be in [0, 1), got {options['ema_max_decay']}")
+    if not (options["ema_inv_gamma"] > 0 and options["ema_power"] > 0):
+        parser.error(f"--ema_inv_gamma and --ema_power must be positive, got {options['ema_inv_gamma']} and "
+                     f"{options['ema_power']}")
     schedulers = _lr_schedulers()
-    if args.lr_scheduler not in schedulers:
-        parser.error(f"--lr_scheduler must be one of {', '.join(schedulers)}; got {args.lr_scheduler!r}")
-    if args.num_grid_images < 2:
+    if options["lr_scheduler"] not in schedulers:
+        parser.error(f"--lr_scheduler must be one of {', '.join(schedulers)}; got {options['lr_scheduler']!r}")
+    if options["num_grid_images"] < 2:
         parser.error(f"--num_grid_images must be at least 2 (samples, and real images above their reconstructions), "
-                     f"got {args.num_grid_images}")
-    if args.report_to not in ("tensorboard", "wandb", "all", "none"):
-        parser.error(f"--report_to must be one of tensorboard, wandb, all, none; got {args.report_to!r}")
-    try:
-        config = ObjectiveConfig.from_namespace(args)
-    except ValueError as err:
-        parser.error(str(err))
-    vars(args).update(config.to_dict(), preset=args.preset or "recommended")  # the values that apply, for logs
-    return args
+                     f"got {options['num_grid_images']}")
+    if options["report_to"] not in ("tensorboard", "wandb", "all", "none"):
+        parser.error(f"--report_to must be one of tensorboard, wandb, all, none; got {options['report_to']!r}")

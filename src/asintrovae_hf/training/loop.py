@@ -3,10 +3,10 @@
 Shaped like diffusers' `train_unconditional.py`: Accelerate for devices, processes and mixed precision; diffusers'
 `EMAModel` and `get_scheduler`; `accelerator.save_state` checkpoints (safe and crash-proof in `checkpointing.py`).
 What is new here is the two-optimizer introspective update (`train_step.py`). [`train`] reads as set-up, resume, the
-loop (batch -> objective and optimizer steps -> log and checkpoint) and finish.
+loop (batch -> objective and optimizer steps -> log and checkpoint) and finish. Everything here reads the frozen
+[`TrainingConfig`] that `parse_args` built.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import importlib.util
@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import require
 
@@ -55,12 +55,12 @@ from ..errors import EXPECTED_ERRORS, NonFiniteLossError, UsageError, network_er
 from ..hub import training_ignore_patterns  # noqa: E402
 from .image_grids import images_to_grid, log_images, render_grids  # noqa: E402
 from ..models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size  # noqa: E402
-from ..objectives.config import ObjectiveConfig, option_names  # noqa: E402
 from ..objectives.introspective import IntrospectiveObjective  # noqa: E402
 from ..pipelines.pipeline_asintrovae import AsIntroVAEPipeline  # noqa: E402
 from .precision import precision_warning  # noqa: E402
 from .train_step import train_step  # noqa: E402
-from .args import parse_args  # noqa: E402
+from .args import option_names, parse_args  # noqa: E402
+from .config import DataConfig, ModelConfig, TrainingConfig  # noqa: E402
 from .loss_log import LossBuffer  # noqa: E402
 
 logger = logging.getLogger("asintrovae_hf.training")
@@ -71,12 +71,10 @@ _DATA_ERRORS = (ValueError, FileNotFoundError, PermissionError, ConnectionError,
 
 
 @dataclasses.dataclass
-class TrainingRun:
-    """Everything the loop works with, built by [`setup`]."""
+class Networks:
+    """The encoder and decoder with their optimizers, learning-rate schedulers and the decoder's EMA."""
 
-    args: argparse.Namespace
-    accelerator: Accelerator
-    encoder: torch.nn.Module  # prepared (DDP, compiled)
+    encoder: torch.nn.Module  # prepared (DDP, compiled): what the loop steps
     decoder: torch.nn.Module
     bare_encoder: torch.nn.Module  # the modules inside the wrappers: grids and saving
     bare_decoder: torch.nn.Module
@@ -84,35 +82,70 @@ class TrainingRun:
     opt_d: Any
     sched_e: Any
     sched_d: Any
+    ema: Optional[EMAModel]
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """The batches and how many steps they make."""
+
     loader: Any
     shuffle_generator: torch.Generator  # re-seeded each epoch, so a resumed run sees the same order
-    objective: IntrospectiveObjective
-    ema: Optional[EMAModel]
-    state: TrainingState
+    num_images: int
+    image_column: str
+    num_classes: Optional[int]  # class-conditional runs: the classes of `--class_column`
     steps_per_epoch: int
     max_train_steps: int
     num_epochs: int
-    num_images: int
-    image_column: str
-    grid_real: torch.Tensor
-    grid_noise: torch.Tensor
-    grid_labels: Optional[tuple] = None  # class-conditional: labels of the sample grid and of the real images
-    num_classes: Optional[int] = None
-    repo_id: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Grids:
+    """The fixed inputs of the sample grids; class-conditional: the labels of the samples and of the real images."""
+
+    real: torch.Tensor
+    noise: torch.Tensor
+    labels: Optional[tuple] = None
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where the run stands: the step (with the options, saved in checkpoints), the last checkpoint and losses."""
+
+    state: TrainingState
     last_checkpoint: Optional[str] = None
     last_logged: Dict[str, float] = dataclasses.field(default_factory=dict)
-    progress: Any = None
+    bar: Any = None
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """
+    Everything the loop works with, built by [`setup`]. `config` is the parsed one with what only the set-up can know
+    filled in: the device's `channels_last` default and, with `--pretrained_model_name_or_path`, the model's shape.
+    """
+
+    config: TrainingConfig
+    accelerator: Accelerator
+    objective: IntrospectiveObjective
+    networks: Networks
+    data: TrainingData
+    grids: Grids
+    progress: Progress
+    repo_id: Optional[str] = None
 
 
 # ---- set-up ------------------------------------------------------------------------------------------------------
 
-def _load_data(args: argparse.Namespace):
-    """The dataset and its image column; an unusable source becomes a [`UsageError`] that names it."""
-    source = args.dataset_name or args.train_data_dir or "digits"
+def _load_data(data: DataConfig):
+    """
+    The dataset (its first `max_train_samples` images) and its image column; an unusable source becomes a
+    [`UsageError`] that names it.
+    """
+    source = data.dataset_name or data.train_data_dir or "digits"
     try:
-        dataset = load_image_dataset(args.dataset_name, args.train_data_dir, args.dataset_config_name,
-                                     args.cache_dir)
-        image_column = resolve_image_column(dataset, args.image_column)
+        dataset = load_image_dataset(data.dataset_name, data.train_data_dir, data.dataset_config_name, data.cache_dir)
+        image_column = resolve_image_column(dataset, data.image_column)
     except _DATA_ERRORS + network_errors() as err:
         hint = ""
         if isinstance(err, (ConnectionError, TimeoutError)) or isinstance(err, network_errors()):
@@ -120,7 +153,7 @@ def _load_data(args: argparse.Namespace):
                     "already in the cache load), or train from a local copy: --train_data_dir, or a folder written "
                     "by `save_to_disk` as --dataset_name.")
         raise UsageError(f"Cannot use the training data {source!r}: {one_line(err)}{hint}") from err
-    if args.train_data_dir is not None or args.dataset_name not in (None, "digits"):
+    if not data.is_digits:
         # every image is decoded once, now, so that a damaged one never stops the run (the built-in digits are made
         # in memory and need no check)
         dataset, dropped = drop_unreadable_images(dataset, image_column)
@@ -130,6 +163,8 @@ def _load_data(args: argparse.Namespace):
             logger.warning("... and %d more unreadable files skipped.", len(dropped) - 20)
         if len(dataset) == 0:
             raise UsageError(f"No readable image in {source!r} ({len(dropped)} unreadable files).")
+    if data.max_train_samples is not None:
+        dataset = dataset.select(range(min(data.max_train_samples, len(dataset))))
     return dataset, image_column
 
 
@@ -188,78 +223,87 @@ def _noise_seed(seed: int, stream: int, step: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
 
 
-def objective_config_from_args(args: argparse.Namespace) -> ObjectiveConfig:
-    """The objective of the parsed options (`parse_args` has resolved the preset into the fields)."""
-    return ObjectiveConfig(**{name: getattr(args, name) for name in option_names()})
-
-
-def _check_resolution(args: argparse.Namespace) -> None:
+def _check_resolution(model: ModelConfig) -> None:
     try:
-        check_sample_size(args.resolution, args.block_out_channels)
+        check_sample_size(model.resolution, model.block_out_channels)
     except ValueError as err:
-        raise ValueError(f"--resolution {args.resolution} cannot be used: {err}") from None
+        raise ValueError(f"--resolution {model.resolution} cannot be used: {err}") from None
 
 
-def build_models(args: argparse.Namespace, num_class_embeds: Optional[int] = None):
+def build_models(config: TrainingConfig, num_class_embeds: Optional[int] = None) -> Tuple[Any, Any, ModelConfig]:
     """
-    The encoder and decoder: from `--pretrained_model_name_or_path` (whose configuration then replaces the model
-    options), or new ones as the options describe (class-conditional with `num_class_embeds`). An unsupported
-    `--resolution` fails here, before any data.
+    The encoder, the decoder and the model options they have: from `--pretrained_model_name_or_path` (whose
+    configuration then replaces the model options), or new ones as the options describe (class-conditional with
+    `num_class_embeds`). An unsupported `--resolution` fails here, before any data.
     """
-    if args.pretrained_model_name_or_path:
+    model = config.model
+    if model.pretrained_model_name_or_path:
+        name = model.pretrained_model_name_or_path
         try:
-            pipe = AsIntroVAEPipeline.from_pretrained(args.pretrained_model_name_or_path, cache_dir=args.cache_dir,
-                                                      token=args.hub_token)
+            pipe = AsIntroVAEPipeline.from_pretrained(name, cache_dir=config.data.cache_dir, token=config.hub.hub_token)
         except (OSError, ValueError) + network_errors() as err:
-            raise UsageError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} cannot be "
-                             f"loaded: {one_line(err, 300)}") from None
+            raise UsageError(f"--pretrained_model_name_or_path {name!r} cannot be loaded: {one_line(err, 300)}"
+                             ) from None
         encoder, decoder = pipe.encoder, pipe.decoder
         if not hasattr(encoder.config, "in_channels"):
-            raise UsageError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} holds vector "
-                             f"models; the training script trains image models.")
-        config = decoder.config
-        if getattr(config, "num_class_embeds", None) != num_class_embeds:
-            raise UsageError(f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path!r} has "
-                             f"num_class_embeds={getattr(config, 'num_class_embeds', None)}; this run needs "
-                             f"{num_class_embeds} (--class_column {args.class_column}).")
-        if config.output_activation != ("sigmoid" if args.loss_type == "bce" else None):
+            raise UsageError(f"--pretrained_model_name_or_path {name!r} holds vector models; the training script "
+                             f"trains image models.")
+        saved = decoder.config
+        if getattr(saved, "num_class_embeds", None) != num_class_embeds:
+            raise UsageError(f"--pretrained_model_name_or_path {name!r} has num_class_embeds="
+                             f"{getattr(saved, 'num_class_embeds', None)}; this run needs {num_class_embeds} "
+                             f"(--class_column {config.data.class_column}).")
+        if saved.output_activation != ("sigmoid" if config.objective.loss_type == "bce" else None):
             logger.warning("The pretrained decoder's output activation is %s; --loss_type is %s.",
-                           config.output_activation, args.loss_type)
-        args.resolution, args.latent_dim = config.sample_size, config.latent_dim
-        args.block_out_channels, args.num_channels = tuple(config.block_out_channels), config.out_channels
+                           saved.output_activation, config.objective.loss_type)
+        model = dataclasses.replace(model, resolution=saved.sample_size, latent_dim=saved.latent_dim,
+                                    block_out_channels=tuple(saved.block_out_channels), num_channels=saved.out_channels)
         logger.info("Starting from %s: resolution %d, latent_dim %d, block_out_channels %s, %d channel(s).",
-                    args.pretrained_model_name_or_path, args.resolution, args.latent_dim,
-                    ",".join(map(str, args.block_out_channels)), args.num_channels)
-        return encoder.train(), decoder.train()
-    _check_resolution(args)
-    common = dict(sample_size=args.resolution, latent_dim=args.latent_dim, block_out_channels=args.block_out_channels,
-                  num_class_embeds=num_class_embeds)
-    encoder = AsIntroVAEEncoder(in_channels=args.num_channels, **common)
-    decoder = AsIntroVAEDecoder(
-        out_channels=args.num_channels, output_activation="sigmoid" if args.loss_type == "bce" else None, **common
-    )
-    return encoder, decoder
+                    name, model.resolution, model.latent_dim, ",".join(map(str, model.block_out_channels)),
+                    model.num_channels)
+        return encoder.train(), decoder.train(), model
+    _check_resolution(model)
+    common = dict(sample_size=model.resolution, latent_dim=model.latent_dim,
+                  block_out_channels=model.block_out_channels, num_class_embeds=num_class_embeds)
+    encoder = AsIntroVAEEncoder(in_channels=model.num_channels, **common)
+    decoder = AsIntroVAEDecoder(out_channels=model.num_channels,
+                                output_activation="sigmoid" if config.objective.loss_type == "bce" else None, **common)
+    return encoder, decoder, model
 
 
-def _check_batch_norm_batch(args: argparse.Namespace) -> None:
+def _seeded_models(config: TrainingConfig, num_class_embeds: Optional[int] = None):
+    """
+    [`build_models`] right after the run's only `set_seed`, so that new networks start from the same weights whether
+    they are built before the data (unconditional) or after it (class-conditional); the config comes back with the
+    model options the networks have.
+    """
+    set_seed(config.seed)
+    encoder, decoder, model = build_models(config, num_class_embeds)
+    return encoder, decoder, dataclasses.replace(config, model=model)
+
+
+def _check_batch_norm_batch(config: TrainingConfig) -> None:
     """BatchNorm in training mode needs more than one value per channel: refuse a 1x1 map of batches of one."""
-    final = args.resolution // 2 ** len(args.block_out_channels)
-    if args.train_batch_size * final * final < 2:
+    batch, resolution, blocks = config.data.train_batch_size, config.model.resolution, config.model.block_out_channels
+    final = resolution // 2 ** len(blocks)
+    if batch * final * final < 2:
         raise UsageError(
-            f"--train_batch_size {args.train_batch_size} with --resolution {args.resolution} and "
-            f"{len(args.block_out_channels)} blocks leaves BatchNorm one value per channel (a {final}x{final} final "
-            f"feature map): use --train_batch_size 2 or more, or a larger --resolution."
+            f"--train_batch_size {batch} with --resolution {resolution} and {len(blocks)} blocks leaves BatchNorm "
+            f"one value per channel (a {final}x{final} final feature map): use --train_batch_size 2 or more, or a "
+            f"larger --resolution."
         )
 
 
-def public_options(args: argparse.Namespace, output_dir: Optional[str] = None) -> Dict:
+def public_options(config: TrainingConfig) -> Dict:
     """
-    The options as flat values for trackers, checkpoints and the model card: the Hub token left out, and local
-    paths made portable (relative to the output folder when inside it, else their last component).
+    The options as flat values for trackers, checkpoints and the model card, in `--help`'s order: the Hub token left
+    out, and local paths made portable (relative to the output folder when inside it, else their last component).
     """
-    output_dir = os.path.abspath(output_dir or args.output_dir)
+    output_dir = os.path.abspath(config.output_dir)
+    flat = config.options()
     out = {}
-    for key, value in vars(args).items():
+    for key in option_names():
+        value = flat[key]
         if key == "hub_token":
             continue
         if isinstance(value, (tuple, list)):
@@ -282,122 +326,156 @@ def _portable_path(value: str, output_dir: str) -> str:
     return os.path.basename(os.path.normpath(path))
 
 
-def _make_accelerator(args: argparse.Namespace) -> Accelerator:
+def _make_accelerator(config: TrainingConfig) -> Accelerator:
     """Accelerate with the run's precision, trackers and folders; logging; warnings about slow settings."""
-    _check_trackers(args.report_to)
+    report_to = config.logging.report_to
+    _check_trackers(report_to)
     try:
         accelerator = Accelerator(
-            mixed_precision=args.mixed_precision,
+            mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=1,  # train_step accumulates itself: an iteration has two updates
-            log_with=None if args.report_to == "none" else args.report_to,
-            project_config=ProjectConfiguration(project_dir=args.output_dir,
-                                                logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+            log_with=None if report_to == "none" else report_to,
+            project_config=ProjectConfiguration(project_dir=config.output_dir,
+                                                logging_dir=os.path.join(config.output_dir,
+                                                                         config.logging.logging_dir)),
         )
     except ValueError as err:  # e.g. bf16 where the hardware has none
         raise UsageError(f"Cannot set up Accelerate with these options: {one_line(err)}") from err
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
-    if args.compile:
+    if config.compile:
         _check_compile_backend(accelerator.device)
-    if args.channels_last is None:  # the default: where it was measured faster (see --channels_last)
-        args.channels_last = accelerator.device.type == "cpu"
     slow_precision = precision_warning(accelerator.mixed_precision, accelerator.device)
     if slow_precision:
         logger.warning(slow_precision)
-
     return accelerator
 
 
-def setup(args: argparse.Namespace) -> TrainingRun:
+def _hub_repo(config: TrainingConfig, accelerator: Accelerator) -> Optional[str]:
+    """With `--push_to_hub`, the repository, created now (on the main process) so that a refusal comes first."""
+    if not config.hub.push_to_hub:
+        return None
+    from ..hub import ensure_repo
+
+    repo_id = config.hub.hub_model_id or os.path.basename(os.path.abspath(config.output_dir))
+    if accelerator.is_main_process:
+        repo_id = ensure_repo(repo_id, token=config.hub.hub_token, private=config.hub.hub_private_repo).repo_id
+    return repo_id
+
+
+def setup(config: TrainingConfig) -> TrainingRun:
     """Accelerate, the output folder, the networks, the data, optimizers, schedulers, EMA and checkpoint hooks."""
-    accelerator = _make_accelerator(args)
-    set_seed(args.seed)
+    accelerator = _make_accelerator(config)
+    if config.channels_last is None:  # the default: where it was measured faster (see --channels_last)
+        config = dataclasses.replace(config, channels_last=accelerator.device.type == "cpu")
+    conditional = config.data.class_column is not None
     try:
         # new networks now, so that bad model options fail before any data is read; class-conditional ones once
         # the data has said how many classes there are
-        encoder, decoder = build_models(args) if args.class_column is None else (None, None)
-        if args.class_column is not None and not args.pretrained_model_name_or_path:
-            _check_resolution(args)
-        objective = IntrospectiveObjective(objective_config_from_args(args))
+        if not conditional:
+            encoder, decoder, config = _seeded_models(config)
+        elif not config.model.pretrained_model_name_or_path:
+            _check_resolution(config.model)
+        objective = IntrospectiveObjective(config.objective)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    _check_batch_norm_batch(args)
+    _check_batch_norm_batch(config)
     if accelerator.is_main_process:
-        _make_output_dir(args.output_dir)
+        _make_output_dir(config.output_dir)
+    repo_id = _hub_repo(config, accelerator)
 
-    repo_id = None
-    if args.push_to_hub:
-        from ..hub import ensure_repo
-
-        repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-        if accelerator.is_main_process:
-            repo_id = ensure_repo(repo_id, token=args.hub_token, private=args.hub_private_repo).repo_id
-
-    # ---- data
-    dataset, image_column = _load_data(args)
-    if args.max_train_samples is not None:
-        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    dataset, image_column = _load_data(config.data)
     num_classes = None
-    if args.class_column is not None:  # class-conditional networks, with as many classes as the column has
+    if conditional:  # class-conditional networks, with as many classes as the column has
         try:
-            num_classes = resolve_class_column(dataset, args.class_column)
+            num_classes = resolve_class_column(dataset, config.data.class_column)
         except ValueError as err:
             raise UsageError(str(err)) from err
-        set_seed(args.seed)
-        encoder, decoder = build_models(args, num_classes)
-    transform = ImageTransform(args.resolution, args.num_channels, center_crop=args.center_crop,
-                               random_flip=args.random_flip)
-    train_dataset = make_train_dataset(dataset, image_column, transform, args.class_column)
-    per_step = args.train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+        encoder, decoder, config = _seeded_models(config, num_classes)
+    transform = ImageTransform(config.model.resolution, config.model.num_channels,
+                               center_crop=config.data.center_crop, random_flip=config.data.random_flip)
+    train_dataset = make_train_dataset(dataset, image_column, transform, config.data.class_column)
+    data = _training_data(config, accelerator, train_dataset, image_column, num_classes)
+    num_grid_real = min(config.logging.num_grid_images // 2, len(train_dataset))
+    grid_batch = collate_fn([train_dataset[i] for i in range(num_grid_real)])
+    networks = _prepare_networks(config, accelerator, encoder, decoder, data)
+
+    state = TrainingState(0, _resume_options(config, accelerator))
+    register_checkpoint_hooks(accelerator, (type(networks.bare_encoder), type(networks.bare_decoder)), state,
+                              networks.ema)
+    num_grid_images = config.logging.num_grid_images
+    grids = Grids(
+        real=grid_batch["pixel_values"].to(accelerator.device),
+        noise=torch.randn(num_grid_images, config.model.latent_dim,
+                          generator=torch.Generator().manual_seed(config.seed)),
+        # class-conditional grids: the samples cycle through the classes, the real images keep their own
+        labels=None if num_classes is None else (torch.arange(num_grid_images) % num_classes,
+                                                 grid_batch["class_labels"].to(accelerator.device)),
+    )
+    return TrainingRun(config=config, accelerator=accelerator, objective=objective, networks=networks, data=data,
+                       grids=grids, progress=Progress(state), repo_id=repo_id)
+
+
+def _training_data(config: TrainingConfig, accelerator: Accelerator, train_dataset, image_column: str,
+                   num_classes: Optional[int]) -> TrainingData:
+    """The loader and the step counts: steps per process and epoch once Accelerate shards the loader."""
+    batch_size, accumulation = config.data.train_batch_size, config.optimization.gradient_accumulation_steps
+    per_step = batch_size * accumulation * accelerator.num_processes
     if len(train_dataset) < per_step:
         raise UsageError(
-            f"The dataset has {len(train_dataset)} images, fewer than one batch of {args.train_batch_size} x "
-            f"{args.gradient_accumulation_steps} accumulation step(s) x {accelerator.num_processes} process(es)."
+            f"The dataset has {len(train_dataset)} images, fewer than one batch of {batch_size} x "
+            f"{accumulation} accumulation step(s) x {accelerator.num_processes} process(es)."
         )
     # Shuffling uses its own generator, re-seeded each epoch, so a resumed run sees the same order.
-    shuffle_generator = torch.Generator().manual_seed(args.seed)
+    shuffle_generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=args.train_batch_size, shuffle=True, generator=shuffle_generator,
-        collate_fn=collate_fn,
-        num_workers=args.dataloader_num_workers, drop_last=True,
+        train_dataset, batch_size=batch_size, shuffle=True, generator=shuffle_generator, collate_fn=collate_fn,
+        num_workers=config.data.dataloader_num_workers, drop_last=True,
     )
-    num_grid_real = min(args.num_grid_images // 2, len(train_dataset))
-    grid_batch = collate_fn([train_dataset[i] for i in range(num_grid_real)])
+    # With `drop_last` Accelerate drops the batches that do not fill a round over all processes (checked after
+    # `prepare`); an epoch's leftover batches that do not fill a whole accumulation are skipped.
+    steps_per_epoch = len(loader) // accelerator.num_processes // accumulation
+    max_train_steps = config.optimization.max_train_steps or config.optimization.num_epochs * steps_per_epoch
+    return TrainingData(loader=loader, shuffle_generator=shuffle_generator, num_images=len(train_dataset),
+                        image_column=image_column, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
+                        max_train_steps=max_train_steps, num_epochs=math.ceil(max_train_steps / steps_per_epoch))
 
-    # ---- optimisation
+
+def _prepare_networks(config: TrainingConfig, accelerator: Accelerator, encoder, decoder,
+                      data: TrainingData) -> Networks:
+    """Optimizers and schedulers, the memory layout, `accelerator.prepare` (which also shards `data.loader`),
+    `--compile` and the EMA."""
+    optimization = config.optimization
+
     def adam(module, lr):
-        return torch.optim.Adam(module.parameters(), lr=lr, betas=(args.adam_beta1, args.adam_beta2),
-                                eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
+        return torch.optim.Adam(module.parameters(), lr=lr, betas=(optimization.adam_beta1, optimization.adam_beta2),
+                                eps=optimization.adam_epsilon, weight_decay=optimization.adam_weight_decay)
 
-    opt_e, opt_d = adam(encoder, args.encoder_learning_rate), adam(decoder, args.decoder_learning_rate)
-    # Optimizer steps per process and epoch once Accelerate shards the loader: with `drop_last` it drops the batches
-    # that do not fill a round over all processes (checked after `prepare`); an epoch's leftover batches that do not
-    # fill a whole accumulation are skipped.
-    batches_per_epoch = len(loader) // accelerator.num_processes
-    steps_per_epoch = batches_per_epoch // args.gradient_accumulation_steps
-    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
+    opt_e, opt_d = adam(encoder, optimization.encoder_learning_rate), adam(decoder, optimization.decoder_learning_rate)
     # A prepared scheduler steps once per process at each step (Accelerate's convention), hence the factors.
     sched_e, sched_d = (
-        get_scheduler(args.lr_scheduler, opt, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                      num_training_steps=max_train_steps * accelerator.num_processes)
+        get_scheduler(optimization.lr_scheduler, opt,
+                      num_warmup_steps=optimization.lr_warmup_steps * accelerator.num_processes,
+                      num_training_steps=data.max_train_steps * accelerator.num_processes)
         for opt in (opt_e, opt_d)
     )
-    if args.gradient_checkpointing:
+    if config.model.gradient_checkpointing:
         encoder.enable_gradient_checkpointing()
         decoder.enable_gradient_checkpointing()
-    if args.channels_last:
+    if config.channels_last:
         encoder.to(memory_format=torch.channels_last)
         decoder.to(memory_format=torch.channels_last)
-    encoder, decoder, opt_e, opt_d, loader, sched_e, sched_d = accelerator.prepare(
-        encoder, decoder, opt_e, opt_d, loader, sched_e, sched_d
+    batches_per_epoch = len(data.loader) // accelerator.num_processes
+    encoder, decoder, opt_e, opt_d, data.loader, sched_e, sched_d = accelerator.prepare(
+        encoder, decoder, opt_e, opt_d, data.loader, sched_e, sched_d
     )
-    if len(loader) != batches_per_epoch:
+    if len(data.loader) != batches_per_epoch:
         raise RuntimeError(f"Expected {batches_per_epoch} batches per process and epoch, the prepared loader has "
-                           f"{len(loader)}: the step counts (schedulers, epochs, resume) would be wrong.")
+                           f"{len(data.loader)}: the step counts (schedulers, epochs, resume) would be wrong.")
     # Grids and the final save use the bare modules: a DDP forward on the main process alone would hang.
     bare_encoder, bare_decoder = _bare_module(accelerator, encoder), _bare_module(accelerator, decoder)
-    if args.compile:
+    if config.compile:
         if is_compiled_module(encoder):  # Accelerate's dynamo option (`accelerate launch --dynamo_backend`) did it
             logger.info("--compile: the networks are already compiled by Accelerate's dynamo option.")
         else:
@@ -407,34 +485,18 @@ def setup(args: argparse.Namespace) -> TrainingRun:
                 encoder, decoder = torch.compile(encoder), torch.compile(decoder)
             except RuntimeError as err:  # e.g. a Python version this torch cannot compile for
                 raise UsageError(f"--compile: torch.compile is not available here: {one_line(err)}") from err
-
     ema = None
-    if args.use_ema:
-        ema = EMAModel(bare_decoder.parameters(), decay=args.ema_max_decay, use_ema_warmup=args.ema_warmup,
-                       inv_gamma=args.ema_inv_gamma, power=args.ema_power, model_cls=type(bare_decoder),
+    if config.ema.use_ema:
+        ema = EMAModel(bare_decoder.parameters(), decay=config.ema.ema_max_decay, use_ema_warmup=config.ema.ema_warmup,
+                       inv_gamma=config.ema.ema_inv_gamma, power=config.ema.ema_power, model_cls=type(bare_decoder),
                        model_config=bare_decoder.config)
         ema.to(accelerator.device)
-    state = TrainingState(0, _resume_options(args, accelerator))
-    register_checkpoint_hooks(accelerator, (type(bare_encoder), type(bare_decoder)), state, ema)
-
-    grid_noise = torch.randn(args.num_grid_images, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
-    # class-conditional grids: the samples cycle through the classes, the real images keep their own
-    grid_labels = None if num_classes is None else (
-        torch.arange(args.num_grid_images) % num_classes, grid_batch["class_labels"].to(accelerator.device))
-    return TrainingRun(
-        args=args, accelerator=accelerator, encoder=encoder, decoder=decoder, bare_encoder=bare_encoder,
-        bare_decoder=bare_decoder, opt_e=opt_e, opt_d=opt_d, sched_e=sched_e, sched_d=sched_d, loader=loader,
-        shuffle_generator=shuffle_generator, objective=objective, ema=ema, state=state,
-        steps_per_epoch=steps_per_epoch, max_train_steps=max_train_steps,
-        num_epochs=math.ceil(max_train_steps / steps_per_epoch), num_images=len(train_dataset),
-        image_column=image_column, grid_real=grid_batch["pixel_values"].to(accelerator.device), grid_noise=grid_noise,
-        grid_labels=grid_labels, num_classes=num_classes,
-        repo_id=repo_id,
-    )
+    return Networks(encoder=encoder, decoder=decoder, bare_encoder=bare_encoder, bare_decoder=bare_decoder,
+                    opt_e=opt_e, opt_d=opt_d, sched_e=sched_e, sched_d=sched_d, ema=ema)
 
 
-def _resume_options(args: argparse.Namespace, accelerator: Accelerator) -> Dict:
-    return {**public_options(args), "mixed_precision": accelerator.mixed_precision,
+def _resume_options(config: TrainingConfig, accelerator: Accelerator) -> Dict:
+    return {**public_options(config), "mixed_precision": accelerator.mixed_precision,
             "world_size": accelerator.num_processes}
 
 
@@ -446,18 +508,20 @@ def resume(run: TrainingRun) -> None:
     applied (learning rates, Adam and EMA settings are written into the restored states) and logged; options a
     resume cannot honour (the networks' shapes, the data stream) are refused with the flag named.
     """
-    args, accelerator = run.args, run.accelerator
-    path = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if args.resume_from_checkpoint is not None and path is None:
-        logger.info("No checkpoint in %s; starting a new run.", args.output_dir)
+    config, accelerator, progress = run.config, run.accelerator, run.progress
+    requested = config.checkpointing.resume_from_checkpoint
+    path = resolve_checkpoint(requested, config.output_dir)
+    if requested is not None and path is None:
+        logger.info("No checkpoint in %s; starting a new run.", config.output_dir)
     if path is None:
         return
-    current = run.state.options
+    current = progress.state.options
     saved = TrainingState.load(path)
-    if saved.global_step > run.max_train_steps:
+    max_train_steps = run.data.max_train_steps
+    if saved.global_step > max_train_steps:
         raise UsageError(f"Cannot resume from {path!r}: it is at step {saved.global_step}, beyond this run's "
-                         f"{run.max_train_steps} steps (--max_train_steps / --num_epochs); expected a checkpoint at "
-                         f"step {run.max_train_steps} or earlier.")
+                         f"{max_train_steps} steps (--max_train_steps / --num_epochs); expected a checkpoint at "
+                         f"step {max_train_steps} or earlier.")
     refused, applied = compare_options(saved.options, current)
     if refused:
         flag = lambda name: "the number of processes" if name == "world_size" else f"--{name}"  # noqa: E731
@@ -465,29 +529,30 @@ def resume(run: TrainingRun) -> None:
             f"{flag(name)} was {old!r} in that run and is {new!r} now" for name, old, new in refused
         ) + ". Resume with the same values, or start a new run in another --output_dir.")
     load_checkpoint(accelerator, path)
-    if run.ema is not None:  # the averages go back to the device they are updated on
-        run.ema.to(accelerator.device)
+    if run.networks.ema is not None:  # the averages go back to the device they are updated on
+        run.networks.ema.to(accelerator.device)
     for name, old, new in applied:
         logger.info("Resuming with --%s %s (the checkpoint's run had %s).", name, new, old)
     _apply_optimizer_options(run)
-    run.state.options = current
-    run.last_checkpoint = path
-    logger.info("Resumed from %s at step %d.", path, run.state.global_step)
+    progress.state.options = current
+    progress.last_checkpoint = path
+    logger.info("Resumed from %s at step %d.", path, progress.state.global_step)
 
 
 def _apply_optimizer_options(run: TrainingRun) -> None:
     """Write the current learning rates, Adam and EMA settings into the restored optimizer, scheduler and EMA."""
-    args = run.args
-    for opt, sched, lr in ((run.opt_e, run.sched_e, args.encoder_learning_rate),
-                           (run.opt_d, run.sched_d, args.decoder_learning_rate)):
+    optimization, ema_config, networks = run.config.optimization, run.config.ema, run.networks
+    for opt, sched, lr in ((networks.opt_e, networks.sched_e, optimization.encoder_learning_rate),
+                           (networks.opt_d, networks.sched_d, optimization.decoder_learning_rate)):
         inner = getattr(sched, "scheduler", sched)
         inner.base_lrs = [lr for _ in inner.base_lrs]
         for group, factor in zip(opt.param_groups, inner.lr_lambdas):
-            group.update(initial_lr=lr, lr=lr * factor(inner.last_epoch), betas=(args.adam_beta1, args.adam_beta2),
-                         eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
-    if run.ema is not None:
-        run.ema.decay, run.ema.use_ema_warmup = args.ema_max_decay, args.ema_warmup
-        run.ema.inv_gamma, run.ema.power = args.ema_inv_gamma, args.ema_power
+            group.update(initial_lr=lr, lr=lr * factor(inner.last_epoch),
+                         betas=(optimization.adam_beta1, optimization.adam_beta2), eps=optimization.adam_epsilon,
+                         weight_decay=optimization.adam_weight_decay)
+    if networks.ema is not None:
+        networks.ema.decay, networks.ema.use_ema_warmup = ema_config.ema_max_decay, ema_config.ema_warmup
+        networks.ema.inv_gamma, networks.ema.power = ema_config.ema_inv_gamma, ema_config.ema_power
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------------
@@ -497,17 +562,17 @@ def _step_batches(run: TrainingRun):
     The batches of each optimizer step to come, in order (groups of `--gradient_accumulation_steps`): epochs from the
     one the resumed step falls in, each shuffled by its own seed, the steps already done skipped.
     """
-    accumulation = run.args.gradient_accumulation_steps
-    first_epoch, skip_steps = divmod(run.state.global_step, run.steps_per_epoch)
-    for epoch in range(first_epoch, run.num_epochs):
-        run.shuffle_generator.manual_seed(run.args.seed + epoch)
-        loader = run.loader
+    accumulation, data = run.config.optimization.gradient_accumulation_steps, run.data
+    first_epoch, skip_steps = divmod(run.progress.state.global_step, data.steps_per_epoch)
+    for epoch in range(first_epoch, data.num_epochs):
+        data.shuffle_generator.manual_seed(run.config.seed + epoch)
+        loader = data.loader
         if epoch == first_epoch and skip_steps:
-            loader = run.accelerator.skip_first_batches(run.loader, skip_steps * accumulation)
+            loader = run.accelerator.skip_first_batches(data.loader, skip_steps * accumulation)
         group = []
         for batch in loader:
             x = batch["pixel_values"]
-            x = x.contiguous(memory_format=torch.channels_last) if run.args.channels_last else x
+            x = x.contiguous(memory_format=torch.channels_last) if run.config.channels_last else x
             group.append((x, batch.get("class_labels")))
             if len(group) == accumulation:
                 yield group
@@ -518,7 +583,7 @@ def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
     """Read the buffered losses on the host: NaN check on every process, then log."""
     if not len(losses):
         return
-    accelerator, args = run.accelerator, run.args
+    accelerator, config, progress = run.accelerator, run.config, run.progress
     bad, means = losses.flush()
     any_bad = accelerator.reduce(torch.tensor(float(bad is not None), device=accelerator.device), "sum")
     if any_bad.item() > 0:
@@ -526,29 +591,29 @@ def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
             "on another process"
         raise NonFiniteLossError(
             f"Training stopped: non-finite loss {where}. The last good checkpoint is "
-            f"{run.last_checkpoint or 'none (no checkpoint was written yet)'}; nothing after it was saved. "
-            f"Hint: lower --beta_neg (now {args.beta_neg}) or the learning rate (now {args.learning_rate:g}), set "
-            f"--max_grad_norm, or train in full precision (--mixed_precision no), then resume with "
-            f"--resume_from_checkpoint latest (the new values are applied)."
+            f"{progress.last_checkpoint or 'none (no checkpoint was written yet)'}; nothing after it was saved. "
+            f"Hint: lower --beta_neg (now {config.objective.beta_neg}) or the learning rate (now "
+            f"{config.optimization.learning_rate:g}), set --max_grad_norm, or train in full precision "
+            f"(--mixed_precision no), then resume with --resume_from_checkpoint latest (the new values are applied)."
         )
-    means["lr_encoder"] = run.sched_e.get_last_lr()[0]
-    means["lr_decoder"] = run.sched_d.get_last_lr()[0]
-    accelerator.log(means, step=run.state.global_step)
+    means["lr_encoder"] = run.networks.sched_e.get_last_lr()[0]
+    means["lr_decoder"] = run.networks.sched_d.get_last_lr()[0]
+    accelerator.log(means, step=progress.state.global_step)
     shown = ("loss_encoder", "loss_decoder", "loss_rec", "kl_real", "dis_encoder", "c", "loss")
-    run.progress.set_postfix({k: f"{means[k]:.4g}" for k in shown if k in means}, refresh=False)
-    run.last_logged = means
+    progress.bar.set_postfix({k: f"{means[k]:.4g}" for k in shown if k in means}, refresh=False)
+    progress.last_logged = means
 
 
 def _save_grids(run: TrainingRun, step: int) -> None:
     grids = _grids_with_ema(run)
     for name, grid in grids.items():
-        grid.save(os.path.join(run.args.output_dir, f"{name}-{step:06d}.png"))
+        grid.save(os.path.join(run.config.output_dir, f"{name}-{step:06d}.png"))
     log_images(run.accelerator, grids, step)
 
 
-def _measures_gradients(args, step: int, phase) -> bool:
+def _measures_gradients(config: TrainingConfig, step: int, phase) -> bool:
     """Whether this step measures the encoder's gradient parts (`--log_gradient_norms_steps`, adversarial steps)."""
-    every = args.log_gradient_norms_steps
+    every = config.logging.log_gradient_norms_steps
     return bool(every) and not phase.vae and step % every == 0
 
 
@@ -556,69 +621,73 @@ def _record_gradient_norms(run: TrainingRun, step: int, norms: Dict[str, float])
     """Log the gradient norms and append them, one JSON line per measured step, to `gradient_norms.jsonl`."""
     run.accelerator.log(norms, step=step)
     if run.accelerator.is_main_process:
-        with open(os.path.join(run.args.output_dir, "gradient_norms.jsonl"), "a") as f:
+        with open(os.path.join(run.config.output_dir, "gradient_norms.jsonl"), "a") as f:
             f.write(json.dumps({"step": step, **norms}) + "\n")
 
 
 def _optimizer_step(run: TrainingRun, batches: List, noise_generators) -> Dict[str, torch.Tensor]:
     """One iteration over `(images, labels)` batches: the encoder and decoder updates (`train_step`), the
     schedulers and the EMA."""
-    args, accelerator, step = run.args, run.accelerator, run.state.global_step
+    config, accelerator, networks = run.config, run.accelerator, run.networks
+    step = run.progress.state.global_step
     # Re-seeded from (seed, micro-batch, step), micro-batches numbered across processes: a resumed run draws the
     # same noise as an uninterrupted one, and k processes the same as one process accumulating k batches.
     for k, generator in enumerate(noise_generators):
-        generator.manual_seed(_noise_seed(args.seed, accelerator.process_index * len(noise_generators) + k, step))
-    phase = run.objective.config.phase(step, run.max_train_steps)
+        generator.manual_seed(_noise_seed(config.seed, accelerator.process_index * len(noise_generators) + k, step))
+    phase = run.objective.config.phase(step, run.data.max_train_steps)
     single = len(batches) == 1
     images, labels = [x for x, _ in batches], [y for _, y in batches]
     labels = None if labels[0] is None else (labels[0] if single else labels)
-    terms = train_step(run.objective, run.encoder, run.decoder, run.opt_e, run.opt_d,
-                       images[0] if single else images, args.latent_dim, c=phase.c, vae_step=phase.vae,
+    terms = train_step(run.objective, networks.encoder, networks.decoder, networks.opt_e, networks.opt_d,
+                       images[0] if single else images, config.model.latent_dim, c=phase.c, vae_step=phase.vae,
                        backward=accelerator.backward, generator=noise_generators[0] if single else None,
                        micro_batch_generators=None if single else noise_generators,
-                       max_grad_norm=args.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_, labels=labels,
-                       measure_gradients=_measures_gradients(args, step, phase))
+                       max_grad_norm=config.optimization.max_grad_norm, clip_grad_norm=accelerator.clip_grad_norm_,
+                       labels=labels, measure_gradients=_measures_gradients(config, step, phase))
     if "grad_norm_adversarial" in terms:
         _record_gradient_norms(run, step, {k: float(terms.pop(k)) for k in ("grad_norm_adversarial", "grad_norm_vae")})
-    run.sched_e.step()
-    run.sched_d.step()
-    if run.ema is not None:
-        run.ema.step(run.bare_decoder.parameters())
-    run.state.global_step += 1
+    networks.sched_e.step()
+    networks.sched_d.step()
+    if networks.ema is not None:
+        networks.ema.step(networks.bare_decoder.parameters())
+    run.progress.state.global_step += 1
     return terms
 
 
 def train_loop(run: TrainingRun) -> None:
     """Optimizer steps until `max_train_steps`: batches -> encoder and decoder updates -> log, checkpoint, grids."""
-    args, accelerator = run.args, run.accelerator
-    noise_generators = [torch.Generator(device=accelerator.device) for _ in range(args.gradient_accumulation_steps)]
+    config, accelerator, progress = run.config, run.accelerator, run.progress
+    max_train_steps, every = run.data.max_train_steps, config.logging
+    noise_generators = [torch.Generator(device=accelerator.device)
+                        for _ in range(config.optimization.gradient_accumulation_steps)]
     losses = LossBuffer()
-    run.progress = tqdm(total=run.max_train_steps, initial=run.state.global_step, desc="Steps", dynamic_ncols=True,
+    progress.bar = tqdm(total=max_train_steps, initial=progress.state.global_step, desc="Steps", dynamic_ncols=True,
                         disable=not accelerator.is_main_process)
     logger.info(
         "Training %s: %d images, %d process(es) x batch %d x %d accumulation, %d steps (%d per epoch), device %s, "
-        "mixed precision %s", args.objective, run.num_images, accelerator.num_processes, args.train_batch_size,
-        args.gradient_accumulation_steps, run.max_train_steps, run.steps_per_epoch, accelerator.device,
-        accelerator.mixed_precision,
+        "mixed precision %s", config.objective.objective, run.data.num_images, accelerator.num_processes,
+        config.data.train_batch_size, config.optimization.gradient_accumulation_steps, max_train_steps,
+        run.data.steps_per_epoch, accelerator.device, accelerator.mixed_precision,
     )
-    run.encoder.train(), run.decoder.train()
+    run.networks.encoder.train(), run.networks.decoder.train()
     try:
         for batches in _step_batches(run):
-            if run.state.global_step >= run.max_train_steps:
+            if progress.state.global_step >= max_train_steps:
                 break
-            losses.add(run.state.global_step + 1, _optimizer_step(run, batches, noise_generators))
-            run.progress.update(1)
-            step, last = run.state.global_step, run.state.global_step >= run.max_train_steps
-            if step % args.logging_steps == 0 or last:
+            losses.add(progress.state.global_step + 1, _optimizer_step(run, batches, noise_generators))
+            progress.bar.update(1)
+            step, last = progress.state.global_step, progress.state.global_step >= max_train_steps
+            if step % every.logging_steps == 0 or last:
                 _read_losses(run, losses)
-            if step % args.checkpointing_steps == 0 and not last:
+            if step % config.checkpointing.checkpointing_steps == 0 and not last:
                 _read_losses(run, losses)  # never checkpoint past a NaN
-                run.last_checkpoint = save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
-            if step % args.save_images_steps == 0 and accelerator.is_main_process:
+                progress.last_checkpoint = save_checkpoint(accelerator, config.output_dir, step,
+                                                           config.checkpointing.checkpoints_total_limit)
+            if step % every.save_images_steps == 0 and accelerator.is_main_process:
                 _save_grids(run, step)
         _read_losses(run, losses)
     finally:
-        run.progress.close()  # ends the bar's line, so an error prints on a line of its own
+        progress.bar.close()  # ends the bar's line, so an error prints on a line of its own
 
 
 # ---- finish ------------------------------------------------------------------------------------------------------
@@ -639,8 +708,9 @@ def ema_weights(ema: Optional[EMAModel], decoder: torch.nn.Module):
 
 def _grids_with_ema(run: TrainingRun):
     """Grids drawn with the EMA decoder weights when EMA is on (the weights that will be saved)."""
-    with ema_weights(run.ema, run.bare_decoder):
-        return render_grids(run.bare_encoder, run.bare_decoder, run.grid_real, run.grid_noise, labels=run.grid_labels)
+    networks, grids = run.networks, run.grids
+    with ema_weights(networks.ema, networks.bare_decoder):
+        return render_grids(networks.bare_encoder, networks.bare_decoder, grids.real, grids.noise, labels=grids.labels)
 
 
 @torch.no_grad()
@@ -648,7 +718,7 @@ def _sync_buffers(run: TrainingRun) -> None:
     """DDP keeps the weights equal but each process's last forward updated its own BatchNorm statistics: take the
     main process's, the ones that are saved, so that every replica ends identical."""
     if run.accelerator.num_processes > 1:
-        for module in (run.bare_encoder, run.bare_decoder):
+        for module in (run.networks.bare_encoder, run.networks.bare_decoder):
             for buffer in module.buffers():
                 torch.distributed.broadcast(buffer, src=0)
 
@@ -665,93 +735,99 @@ def replica_checksums(accelerator: Accelerator, encoder, decoder) -> List[Dict[s
 
 def finish(run: TrainingRun, started: float) -> Dict:
     """The final checkpoint; on the main process the pipeline (EMA decoder), grids, model card and a reload check."""
-    args, accelerator = run.args, run.accelerator
+    config, accelerator, progress = run.config, run.accelerator, run.progress
     _sync_buffers(run)
-    run.last_checkpoint = save_checkpoint(accelerator, args.output_dir, run.state.global_step,
-                                          args.checkpoints_total_limit)
+    progress.last_checkpoint = save_checkpoint(accelerator, config.output_dir, progress.state.global_step,
+                                               config.checkpointing.checkpoints_total_limit)
     summary = {
-        "global_step": run.state.global_step,
+        "global_step": progress.state.global_step,
         "world_size": accelerator.num_processes,
         "distributed_type": str(accelerator.distributed_type),
         "mixed_precision": accelerator.mixed_precision,
-        "final_losses": run.last_logged,
-        "replica_checksums": replica_checksums(accelerator, run.bare_encoder, run.bare_decoder),
+        "final_losses": progress.last_logged,
+        "replica_checksums": replica_checksums(accelerator, run.networks.bare_encoder, run.networks.bare_decoder),
         "seconds": round(time.time() - started, 1),
-        "last_checkpoint": os.path.relpath(run.last_checkpoint, args.output_dir),
+        "last_checkpoint": os.path.relpath(progress.last_checkpoint, config.output_dir),
     }
     if accelerator.is_main_process:
         summary.update(_save_outputs(run))
-        with open(os.path.join(args.output_dir, "train_summary.json"), "w") as f:
+        with open(os.path.join(config.output_dir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     # Shut down in an order that cannot hang. DDP's reducers hold the process group: if the last of them goes at
     # interpreter exit, the group's destructor joins Gloo's worker threads while holding the GIL, and a worker that
     # needs the GIL to free a finished collective never ends (the 2-rank CPU run hung so at exit, now and then). So
     # the DDP wrappers go first, and the group then goes with `destroy_process_group` (`end_training`).
     accelerator.wait_for_everyone()
-    run.encoder = run.decoder = None
+    run.networks.encoder = run.networks.decoder = None
     accelerator.free_memory()
     accelerator.end_training()
-    if args.push_to_hub and accelerator.is_main_process:
-        from ..hub import HubError, push_to_hub, retry_command
-
-        try:
-            summary["hub_url"] = str(push_to_hub(args.output_dir, run.repo_id, token=args.hub_token,
-                                                 private=args.hub_private_repo,
-                                                 ignore_patterns=training_ignore_patterns(args.output_dir,
-                                                                                          args.logging_dir)))
-        except (HubError, FileNotFoundError) as err:  # the run itself is complete: say where it is, how to upload
-            command = retry_command(args.output_dir, run.repo_id, args.hub_private_repo, args.logging_dir)
-            raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {args.output_dir!r}; retry only "
-                           f"the upload with: {command}") from None
+    if config.hub.push_to_hub and accelerator.is_main_process:
+        summary["hub_url"] = _push(config, run.repo_id)
     return summary
+
+
+def _push(config: TrainingConfig, repo_id: str) -> str:
+    """Upload the output folder; a failure says where the complete run is and how to retry only the upload."""
+    from ..hub import HubError, push_to_hub, retry_command
+
+    hub, output_dir, logging_dir = config.hub, config.output_dir, config.logging.logging_dir
+    try:
+        return str(push_to_hub(output_dir, repo_id, token=hub.hub_token, private=hub.hub_private_repo,
+                               ignore_patterns=training_ignore_patterns(output_dir, logging_dir)))
+    except (HubError, FileNotFoundError) as err:
+        command = retry_command(output_dir, repo_id, hub.hub_private_repo, logging_dir)
+        raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {output_dir!r}; retry only "
+                       f"the upload with: {command}") from None
 
 
 def _save_outputs(run: TrainingRun) -> Dict:
     """Save the pipeline (EMA decoder when EMA is on), the grids and the model card; reload to check."""
     from ..hub import create_model_card
 
-    args = run.args
-    with ema_weights(run.ema, run.bare_decoder):
-        AsIntroVAEPipeline(encoder=run.bare_encoder, decoder=run.bare_decoder).save_pretrained(args.output_dir)
+    config, networks = run.config, run.networks
+    with ema_weights(networks.ema, networks.bare_decoder):
+        AsIntroVAEPipeline(encoder=networks.bare_encoder, decoder=networks.bare_decoder).save_pretrained(
+            config.output_dir)
     for name, grid in _grids_with_ema(run).items():
-        grid.save(os.path.join(args.output_dir, f"{name}.png"))
+        grid.save(os.path.join(config.output_dir, f"{name}.png"))
 
-    hyperparameters = public_options(args)
-    hyperparameters.update(image_column=run.image_column, world_size=run.accelerator.num_processes)
-    dataset = args.dataset_name or ("imagefolder" if args.train_data_dir else "digits")
+    hyperparameters = public_options(config)
+    hyperparameters.update(image_column=run.data.image_column, world_size=run.accelerator.num_processes)
+    dataset = config.data.dataset_name or ("imagefolder" if config.data.train_data_dir else "digits")
     create_model_card(
-        args.output_dir,
-        repo_id=run.repo_id or args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        config.output_dir,
+        repo_id=run.repo_id or config.hub.hub_model_id or os.path.basename(os.path.abspath(config.output_dir)),
         hyperparameters=hyperparameters,
-        final_losses=run.last_logged,
-        dataset_name=_portable_path(dataset, os.path.abspath(args.output_dir)) if dataset else dataset,
+        final_losses=run.progress.last_logged,
+        dataset_name=_portable_path(dataset, os.path.abspath(config.output_dir)) if dataset else dataset,
         sample_grid="samples.png",
-        objective=args.objective,
+        objective=config.objective.objective,
     )
     # The user's first step is `from_pretrained`: do it once here so a broken save fails the run, not them.
-    reloaded = AsIntroVAEPipeline.from_pretrained(args.output_dir)
+    reloaded = AsIntroVAEPipeline.from_pretrained(config.output_dir)
     reloaded.to(run.accelerator.device)
-    count = min(16, args.num_grid_images)
-    labels = None if run.num_classes is None else (torch.arange(count) % run.num_classes).tolist()
-    check = reloaded(batch_size=count, generator=torch.Generator().manual_seed(args.seed), output_type="pt",
+    count = min(16, config.logging.num_grid_images)
+    num_classes = run.data.num_classes
+    labels = None if num_classes is None else (torch.arange(count) % num_classes).tolist()
+    check = reloaded(batch_size=count, generator=torch.Generator().manual_seed(config.seed), output_type="pt",
                      class_labels=labels).images
-    images_to_grid(check).save(os.path.join(args.output_dir, "samples_from_pretrained.png"))
+    images_to_grid(check).save(os.path.join(config.output_dir, "samples_from_pretrained.png"))
     return {"pipeline": ".", "samples": "samples.png", "reconstructions": "reconstructions.png",
             "samples_from_pretrained": "samples_from_pretrained.png"}
 
 
-def train(args: argparse.Namespace) -> Dict:
+def train(config: TrainingConfig) -> Dict:
     """
-    Train with the parsed options and save the pipeline to `args.output_dir`.
+    Train with the given config (e.g. from `parse_args`) and save the pipeline to `config.output_dir`.
 
     Returns:
         `dict`: A summary: steps, world size, final loss terms, output paths (relative to the output folder), timings.
     """
     started = time.time()
-    run = setup(args)
+    run = setup(config)
     if run.accelerator.is_main_process:
-        remove_partial_checkpoints(args.output_dir)
-        run.accelerator.init_trackers(args.tracker_project_name, config=public_options(args))
+        remove_partial_checkpoints(run.config.output_dir)
+        run.accelerator.init_trackers(run.config.logging.tracker_project_name, config=public_options(run.config))
     run.accelerator.wait_for_everyone()
     resume(run)
     train_loop(run)
@@ -760,9 +836,9 @@ def train(args: argparse.Namespace) -> Dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point: expected failures print one clear line instead of a traceback."""
-    args = parse_args(argv)
+    config = parse_args(argv)
     try:
-        summary = train(args)
+        summary = train(config)
     except EXPECTED_ERRORS as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
