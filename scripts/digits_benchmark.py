@@ -217,8 +217,8 @@ def main(argv=None) -> int:
     names = [name for name, _ in args.grid]
     cells = [dict(zip(names, values)) for values in itertools.product(*[values for _, values in args.grid])]
     if not args.summarize:
-        for method in args.methods:
-            for overrides in cells:
+        for overrides in cells:  # cell by cell, so a grid still running already compares the methods
+            for method in args.methods:
                 for seed in args.seeds:
                     done = {(r["name"], r["seed"], r["steps"], tuple(r["train_args"])) for r in read_records(path)}
                     key = (display_name(method, args.label), seed, args.max_train_steps,
