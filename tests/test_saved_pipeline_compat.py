@@ -140,3 +140,51 @@ print(json.dumps(outputs(pipe, {EXPECTED[case]["class_labels"]!r})))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_outputs(json.loads(result.stdout.strip().splitlines()[-1]), case)
+
+
+def _old_names(model):
+    """`{today's name: 0.2.0's name}` of a conv model, from the table in `models/autoencoders.py`."""
+    new_to_old = {new: old for old, new in model._prefixes_of_0_2_0().items()}
+    names = {}
+    for key in model.state_dict():
+        prefix = next((p for p in new_to_old if key.startswith(p)), None)
+        names[key] = key if prefix is None else new_to_old[prefix] + key[len(prefix):]
+    return names
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+@pytest.mark.parametrize("low_cpu_mem_usage", [True, False])
+def test_sharded_weights_with_the_old_names_load(part, low_cpu_mem_usage, tmp_path):
+    """A save with `max_shard_size` holds the old names in several shards (diffusers renames only a single file's);
+    they load to the same outputs, and the model's names map back to exactly the fixture's."""
+    pipe = AsIntroVAEPipeline.from_pretrained(FIXTURE / "unconditional")
+    model = getattr(pipe, part)
+    assert sorted(_old_names(model).values()) == EXPECTED["unconditional"]["state_dict_keys"][part]
+    folder = tmp_path / part
+    model.save_pretrained(folder, max_shard_size="4KB")
+    shards = sorted(folder.glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) > 1
+    names = _old_names(model)
+    for shard in shards:  # back to 0.2.0's names, as a 0.2.0 save with max_shard_size wrote them
+        save_file({names[k]: v for k, v in load_file(shard).items()}, shard)
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    data["weight_map"] = {names[k]: v for k, v in data["weight_map"].items()}
+    index.write_text(json.dumps(data))
+    loaded = type(model).from_pretrained(folder, low_cpu_mem_usage=low_cpu_mem_usage).eval()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_load_state_dict_takes_the_old_names_and_still_refuses_unknown_ones():
+    pipe = AsIntroVAEPipeline.from_pretrained(FIXTURE / "conditional")
+    for part in ("encoder", "decoder"):
+        old = load_file(FIXTURE / "conditional" / part / "diffusion_pytorch_model.safetensors")
+        fresh = type(getattr(pipe, part)).from_config(getattr(pipe, part).config)
+        fresh.load_state_dict(old)  # strict
+        for key, value in getattr(pipe, part).state_dict().items():
+            assert torch.equal(fresh.state_dict()[key], value), key
+        with pytest.raises(RuntimeError, match="Unexpected key"):
+            fresh.load_state_dict({**old, "conv.98.weight": torch.zeros(1)})
+        container = torch.nn.ModuleDict({"model": fresh})  # under a prefix too
+        container.load_state_dict({f"model.{k}": v for k, v in old.items()})
