@@ -752,9 +752,9 @@ class AsIntroVAEDecoder(CheckedLoading, _NamesTheConfigFile, _GradientCheckpoint
     r"""
     Residual conv decoder mapping latents to images, the mirror of [`AsIntroVAEEncoder`].
 
-    Layout: a linear layer and ReLU to a `block_out_channels[-1] x s x s` map; a residual block, then one
-    [`UpDecoderBlock`] (2x nearest-neighbour upsampling, residual block) per entry of `reversed(block_out_channels)`;
-    a 5x5 conv to `out_channels`.
+    Layout: a linear layer and ReLU to a `block_out_channels[-1] x s x s` map; `len(block_out_channels) + 1`
+    [`UpDecoderBlock`]s, the first a residual block alone, each other 2x nearest-neighbour upsampling then a residual
+    block (widths `reversed(block_out_channels)`, then `block_out_channels[0]` again); a 5x5 conv to `out_channels`.
 
     Parameters:
         out_channels (`int`, *optional*, defaults to 3): Number of image channels.
@@ -835,7 +835,8 @@ class AsIntroVAEDecoder(CheckedLoading, _NamesTheConfigFile, _GradientCheckpoint
     def forward(self, z: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check_input(z)
         emb = _class_embedding(self, z.shape[0], class_labels)
-        h = self.fc(z).view(z.shape[0], -1, self.initial_size, self.initial_size)
+        c = self.config.block_out_channels[-1]
+        h = self.fc(z).view(z.shape[0], c, self.initial_size, self.initial_size)
         for up_block in self.up_blocks:
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 h = self._gradient_checkpointing_func(up_block, h, emb)
