@@ -205,8 +205,8 @@ def test_converted_pipeline_matches_reference(tmp_path, config, layout):
     assert pipe.encoder.config.in_channels == cdim and pipe.decoder.config.out_channels == cdim
     assert pipe.decoder.config.output_activation is None
     # BatchNorm statistics came across too (eval-mode outputs below depend on them; this names the culprit)
-    assert torch.equal(pipe.encoder.conv[1].running_var, reference.encoder.main[1].running_var)
-    assert int(pipe.decoder.conv[0].norm2.num_batches_tracked) == int(
+    assert torch.equal(pipe.encoder.norm_in.running_var, reference.encoder.main[1].running_var)
+    assert int(pipe.decoder.up_blocks[0].resnet.norm2.num_batches_tracked) == int(
         reference.decoder.main.res_in_4.bn2.num_batches_tracked)
     assert_same_outputs(reference, pipe, cdim, size, zdim)
 
@@ -251,7 +251,7 @@ def _extra_top_level(sd):
         (_unknown_key, r"unexpected key for a reference model with block_out_channels=\(8, 16\), sample_size=16: "
                        r"decoder\.main\.res_in_8\.extra\.weight\.$"),
         (_missing_key, r"missing key for a reference model .*: encoder\.main\.res_in_4\.bn1\.running_var\.$"),
-        (_wrong_shape, r"shape mismatch for 'decoder\.main\.predict\.weight' \(package decoder 'conv\.5\.weight'\): "
+        (_wrong_shape, r"shape mismatch for 'decoder\.main\.predict\.weight' \(package decoder 'conv_out\.weight'\): "
                        r"expected \(1, 8, 5, 5\), got \(2, 8, 5, 5\)\.$"),
         (_skip_on_equal_widths, r"unexpected key .*: encoder\.main\.res_in_4\.conv_expand\.weight \(a 1x1 skip "
                                 r"convolution in a block whose input and output channels are equal"),

@@ -1,10 +1,11 @@
 """The fast paths give the straightforward path's losses and gradients, to float tolerance.
 
-Fast: the decoder's upsampling fused into its residual blocks (`fuse_upsample`, a transposed convolution), and the
-channels-last memory format (the training script's default on the CPU). Straightforward: `self.conv` layer by layer,
-contiguous tensors. Compared on whole iterations of `train_step` with an SGD that records the gradients it applies: the
-losses of both steps, the gradients of both networks (the decoder's computed after the encoder's update) and the
-BatchNorm running statistics. The learning rate is small so that float32 rounding is not amplified by the update.
+Fast: the decoder's upsampling fused into its up blocks' residual blocks (`fuse_upsample`, a transposed convolution),
+and the channels-last memory format (the training script's default on the CPU). Straightforward: each up block
+upsampling then convolving, contiguous tensors. Compared on whole iterations of `train_step` with an SGD that records
+the gradients it applies: the losses of both steps, the gradients of both networks (the decoder's computed after the
+encoder's update) and the BatchNorm running statistics. The learning rate is small so that float32 rounding is not
+amplified by the update.
 """
 
 import copy

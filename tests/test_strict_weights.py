@@ -41,14 +41,14 @@ def cast(key, dtype):
 
 
 @pytest.mark.parametrize("change, key, says", [
-    (drop("conv.1.running_var"), "conv.1.running_var", "the weights lack 'conv.1.running_var'"),
-    (drop("conv.1.num_batches_tracked"), "conv.1.num_batches_tracked", "which AsIntroVAEEncoder needs"),
+    (drop("norm_in.running_var"), "norm_in.running_var", "the weights lack 'norm_in.running_var'"),
+    (drop("norm_in.num_batches_tracked"), "norm_in.num_batches_tracked", "which AsIntroVAEEncoder needs"),
     (drop("fc.weight"), "fc.weight", "the weights lack 'fc.weight'"),
     (add("extra.weight", torch.zeros(3)), "extra.weight", "unexpected tensor 'extra.weight'"),
     (cast("fc.weight", torch.int32), "fc.weight", "holds torch.int32; AsIntroVAEEncoder expects floating-point"),
-    (cast("conv.0.weight", torch.bool), "conv.0.weight", "holds torch.bool"),
-    (cast("conv.1.num_batches_tracked", torch.float32), "conv.1.num_batches_tracked", "expects integer values"),
-    (cast("conv.1.num_batches_tracked", torch.bool), "conv.1.num_batches_tracked", "holds torch.bool"),
+    (cast("conv_in.weight", torch.bool), "conv_in.weight", "holds torch.bool"),
+    (cast("norm_in.num_batches_tracked", torch.float32), "norm_in.num_batches_tracked", "expects integer values"),
+    (cast("norm_in.num_batches_tracked", torch.bool), "norm_in.num_batches_tracked", "holds torch.bool"),
     (add("fc.weight", torch.zeros(3, 3)), "fc.weight", "has shape (3, 3); AsIntroVAEEncoder expects (8, 128)"),
 ], ids=["bn-buffer-missing", "counter-missing", "weight-missing", "unexpected", "int", "bool", "float-counter",
         "bool-counter", "shape"])
@@ -67,8 +67,8 @@ def test_a_model_refuses_weights_that_do_not_fill_it(saved, change, key, says):
 
 def test_several_missing_keys_are_counted(saved):
     edit_weights(saved / "decoder", lambda t: [t.pop(k) for k in list(t) if "norm" in k])
-    with pytest.raises(ValueError, match=r"the weights lack 'conv\.0\.norm1\.bias' \(and \d+ more\), which "
-                                         r"AsIntroVAEDecoder needs; expected exactly the model's \d+ tensors"):
+    with pytest.raises(ValueError, match=r"the weights lack 'up_blocks\.0\.resnet\.norm1\.bias' \(and \d+ more\), "
+                                         r"which AsIntroVAEDecoder needs; expected exactly the model's \d+ tensors"):
         AsIntroVAEDecoder.from_pretrained(saved / "decoder")
 
 
@@ -111,14 +111,14 @@ def test_a_resume_from_a_checkpoint_missing_a_buffer_is_one_line(tmp_path, capsy
     out = tmp_path / "run"
     args = TINY + ["--output_dir", str(out), "--checkpointing_steps", "1", "--save_images_steps", "1000"]
     assert main(args + ["--max_train_steps", "1"]) == 0
-    edit_weights(out / "checkpoint-1" / "decoder", drop("conv.0.norm1.running_mean"))
+    edit_weights(out / "checkpoint-1" / "decoder", drop("up_blocks.0.resnet.norm1.running_mean"))
     reset_accelerate()
     capsys.readouterr()
     assert main(args + ["--max_train_steps", "2", "--resume_from_checkpoint", "latest"]) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    assert "checkpoint-1" in lines[0] and "conv.0.norm1.running_mean" in lines[0], lines[0]
+    assert "checkpoint-1" in lines[0] and "up_blocks.0.resnet.norm1.running_mean" in lines[0], lines[0]
     assert json.loads((out / "checkpoint-1" / "training_state.json").read_text())["global_step"] == 1
 
 

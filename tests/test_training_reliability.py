@@ -71,7 +71,7 @@ def test_checkpoint_layout_opens_with_from_pretrained(trained):
     # the EMA folder holds the averaged weights with the live BatchNorm statistics
     live = load_file(checkpoint / "decoder" / "diffusion_pytorch_model.safetensors")
     ema = load_file(checkpoint / "decoder_ema" / "diffusion_pytorch_model.safetensors")
-    assert torch.equal(live["conv.0.norm1.running_var"], ema["conv.0.norm1.running_var"])
+    assert torch.equal(live["up_blocks.0.resnet.norm1.running_var"], ema["up_blocks.0.resnet.norm1.running_var"])
     assert not torch.equal(live["fc.0.weight"], ema["fc.0.weight"])
 
 

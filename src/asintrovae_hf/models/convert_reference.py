@@ -15,13 +15,13 @@ BatchNorm entries `weight`, `bias`, `running_mean`, `running_var`, `num_batches_
 
 | reference key | package key |
 |---|---|
-| `encoder.main.0.weight` (5x5 conv) | `encoder` `conv.0.weight` |
-| `encoder.main.1.{BN}` | `encoder` `conv.1.{BN}` |
-| `encoder.main.res_in_{S // 2 ** (j + 1)}.{block}`, `j = 0 .. n-1` | `encoder` `conv.{4 + 2 j}.{block}` |
+| `encoder.main.0.weight` (5x5 conv) | `encoder` `conv_in.weight` |
+| `encoder.main.1.{BN}` | `encoder` `norm_in.{BN}` |
+| `encoder.main.res_in_{S // 2 ** (j + 1)}.{block}`, `j = 0 .. n-1` | `encoder` `down_blocks.{j}.resnet.{block}` |
 | `encoder.fc.{weight,bias}` | `encoder` `fc.{weight,bias}` |
 | `decoder.fc.0.{weight,bias}` | `decoder` `fc.0.{weight,bias}` |
-| `decoder.main.res_in_{4 * 2 ** k}.{block}`, `k = 0 .. n` | `decoder` `conv.{2 k}.{block}` |
-| `decoder.main.predict.{weight,bias}` (5x5 conv) | `decoder` `conv.{2 n + 1}.{weight,bias}` |
+| `decoder.main.res_in_{4 * 2 ** k}.{block}`, `k = 0 .. n` | `decoder` `up_blocks.{k}.resnet.{block}` |
+| `decoder.main.predict.{weight,bias}` (5x5 conv) | `decoder` `conv_out.{weight,bias}` |
 
 and inside a residual block: `conv_expand.weight -> skip.weight` (present only when the block changes the channel
 count), `conv1.weight -> conv1.weight`, `bn1.{BN} -> norm1.{BN}`, `conv2.weight -> conv2.weight`,
@@ -284,20 +284,20 @@ def reference_key_map(config: ReferenceConfig) -> Dict[str, Tuple[str, str]]:
         `Dict[str, Tuple[str, str]]`: reference key (without `module.`) -> `("encoder" or "decoder", package key)`.
     """
     channels = list(config.block_out_channels)
-    n, size = len(channels), config.sample_size
-    enc: Dict[str, str] = {"main.0.weight": "conv.0.weight"}
-    enc.update({f"main.1.{e}": f"conv.1.{e}" for e in BN_ENTRIES})
+    size = config.sample_size
+    enc: Dict[str, str] = {"main.0.weight": "conv_in.weight"}
+    enc.update({f"main.1.{e}": f"norm_in.{e}" for e in BN_ENTRIES})
     pairs = list(zip(channels[:-1], channels[1:])) + [(channels[-1], channels[-1])]
     for j, (c_in, c_out) in enumerate(pairs):
-        enc.update(_block_names(f"main.res_in_{size // 2 ** (j + 1)}", f"conv.{4 + 2 * j}", c_in, c_out))
+        enc.update(_block_names(f"main.res_in_{size // 2 ** (j + 1)}", f"down_blocks.{j}.resnet", c_in, c_out))
     enc.update({"fc.weight": "fc.weight", "fc.bias": "fc.bias"})
 
     dec: Dict[str, str] = {"fc.0.weight": "fc.0.weight", "fc.0.bias": "fc.0.bias"}
     c_in = channels[-1]
     for k, c_out in enumerate(list(reversed(channels)) + [channels[0]]):
-        dec.update(_block_names(f"main.res_in_{4 * 2 ** k}", f"conv.{2 * k}", c_in, c_out))
+        dec.update(_block_names(f"main.res_in_{4 * 2 ** k}", f"up_blocks.{k}.resnet", c_in, c_out))
         c_in = c_out
-    dec.update({"main.predict.weight": f"conv.{2 * n + 1}.weight", "main.predict.bias": f"conv.{2 * n + 1}.bias"})
+    dec.update({"main.predict.weight": "conv_out.weight", "main.predict.bias": "conv_out.bias"})
 
     out = {f"encoder.{r}": ("encoder", p) for r, p in enc.items()}
     out.update({f"decoder.{r}": ("decoder", p) for r, p in dec.items()})
