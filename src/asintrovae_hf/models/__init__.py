@@ -1,6 +1,6 @@
 """
-The networks: the image encoder and decoder (residual convolutional stacks, optionally class-conditional) and the
-MLP encoder and decoder of vector data, all diffusers `ModelMixin`s, and the conversion of the authors' checkpoints
+The networks: the image encoder and decoder (a loop over down or up blocks of residual convolutions, optionally
+class-conditional) and the MLP encoder and decoder of vector data, all diffusers `ModelMixin`s, and the conversion of the authors' checkpoints
 to them. A change to a network's layers, its config or its weight checks goes here. `autoencoders.py` is also the
 code a saved pipeline ships in its component folders, so it imports nothing from this package.
 """
