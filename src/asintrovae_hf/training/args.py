@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "terms of its loss and from its VAE terms, and append them to OUTPUT_DIR/"
                             "gradient_norms.jsonl (0: never; costs two extra backward passes on those steps).")
     train.add_argument("--gradient_checkpointing", action="store_true",
-                       help="diffusers' gradient checkpointing: each residual block recomputes its activations in the "
-                            "backward pass instead of keeping them (less memory, more time; the same weights).")
+                       help="diffusers' gradient checkpointing: each down and up block recomputes its activations in "
+                            "the backward pass instead of keeping them (less memory, more time; the same weights).")
 
     ckpt = parser.add_argument_group("checkpoints")
     ckpt.add_argument("--checkpointing_steps", type=int, default=500)
