@@ -169,7 +169,7 @@ def _classes_covered(records) -> str:
     return f"{np.mean(covered):.1f}" if len(covered) == len(records) else "n/a"
 
 
-def gradient_norm_figure(records, path: str, size=(720, 420)) -> bool:
+def gradient_norm_figure(records, path: str, size=(780, 420)) -> bool:
     """
     The encoder's gradient norm from the adversarial terms over the training steps, one line per run that recorded
     it (log scale), the VAE terms' norm of the same run dotted. Returns `False` when no run recorded any.
@@ -184,12 +184,14 @@ def gradient_norm_figure(records, path: str, size=(720, 420)) -> bool:
     hi = hi if hi > lo else lo + 1
     last = max(step for r in runs for step, _, _ in r["gradient_norms"])
     width, height = size
-    left, top, right, bottom = 70, 20, 220, 40
+    left, top, right, bottom = 70, 20, 260, 40
     fig = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(fig)
     draw.rectangle((left, top, width - right, height - bottom), outline="black")
+    # a norm of exactly 0 (no adversarial signal at all) is drawn on the bottom edge
     to_xy = lambda step, v: (left + step / max(last, 1) * (width - right - left),  # noqa: E731
-                             height - bottom - (np.log10(max(v, 1e-30)) - lo) / (hi - lo) * (height - bottom - top))
+                             height - bottom - (max(np.log10(max(v, 1e-300)), lo) - lo) / (hi - lo)
+                             * (height - bottom - top))
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
     for i, r in enumerate(runs):
         colour = colours[i % len(colours)]
@@ -199,13 +201,16 @@ def gradient_norm_figure(records, path: str, size=(720, 420)) -> bool:
             draw.line(adversarial, fill=colour, width=2)
         for x, y in vae:
             draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=colour)
-        label = r["name"] + "".join(f" {a}" for a in r.get("train_args", []) if not a.startswith("--log"))
-        draw.text((width - right + 8, top + 14 * i), label[:34], fill=colour)
+        words = r.get("train_args", [])
+        shown = [w for i, w in enumerate(words)
+                 if not w.startswith("--log") and not (i and words[i - 1].startswith("--log"))]
+        label = " ".join([r["name"], *shown])
+        draw.text((width - right + 8, top + 14 * i), label[:40], fill=colour)
     for exponent in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
         y = to_xy(0, 10.0 ** exponent)[1]
         draw.text((8, y - 6), f"1e{exponent}", fill="black")
     draw.text((left, height - bottom + 8), f"step 0 .. {last}; line: adversarial terms, dots: VAE terms "
-                                           f"(|grad of the encoder loss|)", fill="black")
+                                           f"(|grad of the encoder loss|; 0 on the bottom edge)", fill="black")
     fig.save(path)
     return True
 
