@@ -242,10 +242,12 @@ def main(argv=None) -> int:
     gradient_norm_figure(records, os.path.join(args.output_dir, "gradient_norms.png"))
     grid = grid_cells(records, "digits_fid")
     if grid:
-        table += "\n" + grid_markdown(grid, "digits FID", "digits", near=1.5, collapse=2.0)
+        order = lambda name: (OBJECTIVES.index(name.split(" ")[0]), name)  # noqa: E731
+        grid_table = grid_markdown(grid, "digits FID", "digits", near=1.5, collapse=2.0, order=order)
+        table += "\n" + grid_table
         with open(os.path.join(args.output_dir, "grid.md"), "w") as f:
-            f.write(grid_markdown(grid, "digits FID", "digits", near=1.5, collapse=2.0))
-        save_grid_heatmap(grid, os.path.join(args.output_dir, "grid.png"), "digits FID", "digits")
+            f.write(grid_table)
+        save_grid_heatmap(grid, os.path.join(args.output_dir, "grid.png"), "digits FID", "digits", order=order)
     print(table)
     return 0
 

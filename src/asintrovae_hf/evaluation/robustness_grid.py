@@ -118,7 +118,7 @@ def save_grid_heatmap(cells: Dict[str, Dict[Cell, float]], path: str, metric: st
     draw = ImageDraw.Draw(fig)
     for p, name in enumerate(names):
         x0 = margin_left + p * (len(cols_v) * cell + gap)
-        draw.text((x0, 4), f"{name}: {metric} ({title})", fill="black")
+        draw.text((x0, 4), name, fill="black")
         for j, cv in enumerate(cols_v):
             draw.text((x0 + j * cell + 4, margin_top - 14), f"{options[1]}={cv:g}", fill="black")
         for i, rv in enumerate(rows_v):
@@ -138,7 +138,8 @@ def save_grid_heatmap(cells: Dict[str, Dict[Cell, float]], path: str, metric: st
                     colour = tuple(int(c) for c in colormap(np.array([1 - t]))[0])
                     draw.rectangle(box, fill=colour)
                     draw.text((box[0] + 6, box[1] + cell // 2 - 6), f"{v:.1f}", fill="black" if t < 0.5 else "white")
-    draw.text((4, height - 20), f"colour: log10 {metric}, bright = lower (better); one seed per cell", fill="black")
+    draw.text((4, height - 20), f"{metric} ({title}); colour: log10 {metric}, bright = lower (better)",
+              fill="black")
     fig.save(path)
     return True
 
