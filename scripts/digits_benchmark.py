@@ -236,9 +236,11 @@ def main(argv=None) -> int:
                     print(json.dumps({k: record[k] for k in ("name", "seed", "overrides", "digits_fid", "seconds")}),
                           flush=True)
     records = read_records(path)
-    table = markdown([r for r in records if not r.get("overrides")])
-    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-        f.write(table)
+    plain = [r for r in records if not r.get("overrides")]  # grid runs have their own table
+    table = markdown(plain) if plain else ""
+    if plain:
+        with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+            f.write(table)
     gradient_norm_figure(records, os.path.join(args.output_dir, "gradient_norms.png"))
     grid = grid_cells(records, "digits_fid")
     if grid:

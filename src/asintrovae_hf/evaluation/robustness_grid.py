@@ -4,11 +4,15 @@ method, how many cells come near the best, which cells collapsed, and a heat map
 benchmark both report their grids with these functions.
 """
 
+import argparse
+import dataclasses
 import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..objectives.config import ObjectiveConfig, option_names
 
 Cell = Tuple[Tuple[str, float], ...]  # ((option, value), ...) sorted by option name
 
@@ -149,11 +153,6 @@ def parse_grid_option(text: str) -> Tuple[str, List]:
     `"beta_neg=64,256,1024"` -> `("beta_neg", [64.0, 256.0, 1024.0])`: an objective option and its values, typed
     as [`ObjectiveConfig`] types it: the `type=` of a `--grid` command-line option, so it raises `argparse`'s error.
     """
-    import argparse
-    import dataclasses
-
-    from ..objectives.config import ObjectiveConfig, option_names
-
     name, _, values = text.partition("=")
     if name not in option_names() or name == "objective" or not values:
         raise argparse.ArgumentTypeError(f"expected option=v1,v2,... with an objective option; got {text!r}")
