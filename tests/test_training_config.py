@@ -27,7 +27,7 @@ def test_parse_args_of_the_defaults_is_the_default_config():
     assert config.mixed_precision is None and config.channels_last is None and config.compile is False
     assert config.data == DataConfig(train_batch_size=64, center_crop=True, random_flip=False)
     assert config.model == ModelConfig(resolution=16, num_channels=1, latent_dim=32, block_out_channels=(32, 64))
-    assert config.objective == ObjectiveConfig.from_preset("recommended")
+    assert config.objective == ObjectiveConfig.from_preset("recommended", beta_neg=64.0)  # the digits' value
     assert (config.optimization.encoder_learning_rate, config.optimization.decoder_learning_rate) == (2e-4, 2e-4)
     assert config.optimization.max_train_steps is None and config.optimization.num_epochs == 100
     assert config.ema.use_ema and config.ema.ema_max_decay == 0.999
@@ -42,6 +42,16 @@ def test_parse_args_resolves_what_depends_on_other_options():
     assert (config.optimization.encoder_learning_rate, config.optimization.decoder_learning_rate) == (1e-3, 5e-4)
     assert config.objective == ObjectiveConfig.from_preset("reference", beta_neg=4.0)
     assert config.preset == "reference" and config.model.block_out_channels == (8, 16, 32)
+
+
+@pytest.mark.parametrize("argv, beta_neg", [
+    ([], 64.0), (["--dataset_name", "digits", "--objective", "soft-introvae"], 64.0),
+    (["--preset", "reference"], 64.0), (["--objective", "introvae"], 256.0), (["--beta_neg", "256"], 256.0),
+    (["--dataset_name", "user/faces"], 256.0), (["--train_data_dir", "images", "--objective", "soft-introvae"], 256.0),
+])
+def test_beta_neg_defaults_to_the_digits_value_only_on_the_digits(argv, beta_neg):
+    """The digits grid's best `beta_neg` applies to the methods it was measured for, on the built-in digits only."""
+    assert parse_args(argv).objective.beta_neg == beta_neg
 
 
 def test_every_flag_is_one_config_field():

@@ -6,7 +6,7 @@ import math
 from typing import Any, Dict, List, Optional
 
 from ..objectives.config import ObjectiveConfig
-from .config import DataConfig, TrainingConfig
+from .config import DIGITS_OBJECTIVE_DEFAULTS, DataConfig, TrainingConfig
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "piecewise_constant", "cosine_with_min_lr", "cosine_warmup_with_min_lr")
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Comma-separated channels per block, e.g. '64,128' (MNIST) or '64,128,256' (CIFAR-10).")
 
     objective = parser.add_argument_group("objective")
-    ObjectiveConfig.add_arguments(objective)
+    ObjectiveConfig.add_arguments(
+        objective, defaults={"beta_neg": "256.0; 64.0 for soft-introvae and as-introvae on the built-in digits"})
 
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", type=str, default="as-introvae-digits")
@@ -146,15 +147,17 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
     options = dict(vars(args))  # resolved here, then frozen in the config: the namespace stays as parsed
     if options["dataset_name"] is not None and options["train_data_dir"] is not None:
         parser.error("give either --dataset_name or --train_data_dir, not both")
+    data = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"])
     if options["num_channels"] is None:
-        data = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"])
         options["num_channels"] = 1 if data.is_digits else 3
     for name in ("encoder_learning_rate", "decoder_learning_rate"):
         if options[name] is None:
             options[name] = options["learning_rate"]
     _check_options(parser, options)
     try:
-        objective = ObjectiveConfig.from_namespace(args)
+        name = args.objective or ObjectiveConfig.objective
+        defaults = DIGITS_OBJECTIVE_DEFAULTS.get(name, {}) if data.is_digits else {}
+        objective = ObjectiveConfig.from_namespace(args, defaults=defaults)
     except ValueError as err:
         parser.error(str(err))
     options["preset"] = args.preset or "recommended"
