@@ -7,7 +7,7 @@ import pytest
 
 import asintrovae_hf.training.loop as training
 from asintrovae_hf.objectives.config import ObjectiveConfig
-from asintrovae_hf.training.args import option_names, parse_args
+from asintrovae_hf.training.args import build_parser, option_names, parse_args
 from asintrovae_hf.training.config import DataConfig, LoggingConfig, ModelConfig, OptimizationConfig, TrainingConfig
 from helpers import TINY
 
@@ -52,6 +52,11 @@ def test_parse_args_resolves_what_depends_on_other_options():
 def test_beta_neg_defaults_to_the_digits_value_only_on_the_digits(argv, beta_neg):
     """The digits grid's best `beta_neg` applies to the methods it was measured for, on the built-in digits only."""
     assert parse_args(argv).objective.beta_neg == beta_neg
+
+
+def test_the_help_shows_the_digits_defaults():
+    text = " ".join(build_parser().format_help().split())
+    assert "(default: 256.0; 64.0 for soft-introvae and as-introvae on the built-in digits)" in text
 
 
 def test_every_flag_is_one_config_field():

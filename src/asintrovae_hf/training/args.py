@@ -32,6 +32,17 @@ def _lr_schedulers() -> tuple:
         return LR_SCHEDULERS
 
 
+def _digits_defaults_help() -> Dict[str, str]:
+    """The help text of the defaults the built-in digits change: `{"beta_neg": "256.0; 64.0 for ... digits"}`."""
+    methods: Dict[str, Dict[float, List[str]]] = {}
+    for method, options in DIGITS_OBJECTIVE_DEFAULTS.items():
+        for option, value in options.items():
+            methods.setdefault(option, {}).setdefault(value, []).append(method)
+    return {option: "; ".join([str(getattr(ObjectiveConfig, option))] + [
+        f"{value} for {' and '.join(names)} on the built-in digits" for value, names in by_value.items()])
+        for option, by_value in methods.items()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train an introspective VAE (AS-IntroVAE, Soft-IntroVAE, IntroVAE or VAE) with Accelerate."
@@ -63,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Comma-separated channels per block, e.g. '64,128' (MNIST) or '64,128,256' (CIFAR-10).")
 
     objective = parser.add_argument_group("objective")
-    ObjectiveConfig.add_arguments(
-        objective, defaults={"beta_neg": "256.0; 64.0 for soft-introvae and as-introvae on the built-in digits"})
+    ObjectiveConfig.add_arguments(objective, defaults=_digits_defaults_help())
 
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", type=str, default="as-introvae-digits")

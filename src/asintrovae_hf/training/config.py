@@ -217,7 +217,7 @@ class TrainingConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(
-        default_factory=lambda: ObjectiveConfig(**DIGITS_OBJECTIVE_DEFAULTS[ObjectiveConfig.objective]))
+        default_factory=lambda: ObjectiveConfig(**DIGITS_OBJECTIVE_DEFAULTS.get(ObjectiveConfig.objective, {})))
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
