@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from asintrovae_hf import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder, IntrospectiveObjective, train_step
+from asintrovae_hf import (AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder, IntrospectiveObjective, ObjectiveConfig,
+                          train_step)
 
 
 def models():
@@ -67,7 +68,7 @@ def test_micro_batch_generators_must_match_the_micro_batches():
 def test_measured_gradient_parts_are_the_encoder_gradient_split_in_two(objective):
     """`measure_gradients=True` returns the norms of the encoder's gradient from the adversarial and the VAE parts
     of `L_E`; the two parts add up to the gradient the update uses, and the weights move exactly as without."""
-    from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, ObjectiveConfig
+    from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder
 
     def run(measure):
         torch.manual_seed(0)
@@ -93,3 +94,47 @@ def test_measured_gradient_parts_are_the_encoder_gradient_split_in_two(objective
     total = float(gradient.norm())
     assert abs(adversarial - vae) - 1e-9 <= total <= adversarial + vae + 1e-9
     assert total != pytest.approx(vae, rel=1e-6) and total != pytest.approx(adversarial, rel=1e-6)
+
+
+@pytest.mark.usefixtures("torch_compile_environment")
+@pytest.mark.parametrize("vae_step", [True, False])
+def test_compiled_networks_train_with_retained_graphs_and_the_switch_is_restored(vae_step):
+    """AOTAutograd's donated buffers refuse the retained encoder graph the decoder step reuses (torch 2.14):
+    `train_step` compiles and runs compiled networks with them off, restores torch's switch, and steps as eager."""
+    functorch_config = pytest.importorskip("torch._functorch.config")
+    if not hasattr(functorch_config, "donated_buffer"):
+        pytest.skip("this torch has no donated buffers")
+    from torch._dynamo.backends.registry import lookup_backend
+
+    switch_at_compile = []
+
+    def recording_aot_eager(graph_module, example_inputs):  # AOTAutograd without a C++ compiler
+        switch_at_compile.append(functorch_config.donated_buffer)
+        return lookup_backend("aot_eager")(graph_module, example_inputs)
+
+    objective = IntrospectiveObjective(ObjectiveConfig(objective="as-introvae", beta_neg=8.0))
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def run(compiled):
+        encoder, decoder = models()
+        if compiled:
+            torch._dynamo.reset()
+            encoder = torch.compile(encoder, backend=recording_aot_eager)
+            decoder = torch.compile(decoder, backend=recording_aot_eager)
+        opt_e = torch.optim.SGD(encoder.parameters(), lr=0.1)
+        opt_d = torch.optim.SGD(decoder.parameters(), lr=0.1)
+        terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, 2, c=0.5, vae_step=vae_step,
+                           generator=torch.Generator().manual_seed(2), measure_gradients=not vae_step)
+        return terms, [p.detach().clone() for p in list(encoder.parameters()) + list(decoder.parameters())]
+
+    before = functorch_config.donated_buffer
+    try:
+        compiled_terms, compiled_weights = run(True)
+    finally:
+        torch._dynamo.reset()
+    assert switch_at_compile and not any(switch_at_compile)
+    assert functorch_config.donated_buffer == before
+    eager_terms, eager_weights = run(False)
+    assert set(compiled_terms) == set(eager_terms)
+    for a, b in zip(compiled_weights, eager_weights):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

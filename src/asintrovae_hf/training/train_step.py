@@ -14,10 +14,12 @@ losses are batch means of per-sample terms (VAE, Soft-IntroVAE); IntroVAE's hing
 AS-IntroVAE's distance on the whole batch, so for them (and for BatchNorm statistics) accumulation approximates it.
 """
 
+import contextlib
+import functools
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.utils.torch_utils import is_compiled_module, randn_tensor
 
 from ..objectives.introspective import IntrospectiveObjective
 
@@ -41,6 +43,38 @@ def _split_generator(generator: Generator, sizes: Sequence[int]) -> List[Generat
     return [generator[s : s + n] for s, n in zip(starts, sizes)]
 
 
+def _retainable_compiled_graphs(*modules: torch.nn.Module):
+    """
+    A context in which `torch.compile`d modules' backward graphs can be kept (`retain_graph=True`), or a no-op.
+
+    AOTAutograd's "donated buffers" let a compiled backward reuse its saved tensors' memory, and then it refuses a
+    retained graph ("This backward function was compiled with non-empty donated buffers ...", seen with torch 2.14
+    on CPU). The switch is read when a training graph compiles, at the first forward in grad mode, which happens in
+    [`train_step`], and again when its backward runs. Written by hand: neither torch.compile nor Accelerate offers a
+    public option for it.
+    """
+    if not any(is_compiled_module(m) for m in modules):
+        return contextlib.nullcontext()
+    try:
+        from torch._functorch import config as functorch_config
+    except ImportError:  # another torch layout
+        return contextlib.nullcontext()
+    if not hasattr(functorch_config, "donated_buffer"):
+        return contextlib.nullcontext()
+    return functorch_config.patch(donated_buffer=False)
+
+
+def _keeps_compiled_graphs(step: Callable) -> Callable:
+    """Run `step(objective, encoder, decoder, ...)` with [`_retainable_compiled_graphs`] of its networks."""
+
+    @functools.wraps(step)
+    def wrapper(objective, encoder, decoder, *args, **kwargs):
+        with _retainable_compiled_graphs(encoder, decoder):
+            return step(objective, encoder, decoder, *args, **kwargs)
+
+    return wrapper
+
+
 def _draw_labels(labels: torch.Tensor, generator) -> torch.Tensor:
     """Labels for the fake batch: drawn from the real batch's labels, uniformly with replacement."""
     generator = generator[0] if isinstance(generator, list) else generator
@@ -55,6 +89,7 @@ def _mean_terms(all_terms: List[Dict[str, torch.Tensor]], weights: List[float]) 
     return {k: sum(w * t[k] for w, t in zip(weights, all_terms)) for k in all_terms[0]}
 
 
+@_keeps_compiled_graphs
 def train_step(
     objective: IntrospectiveObjective,
     encoder: torch.nn.Module,
@@ -152,7 +187,8 @@ def train_step(
         if measure_gradients:
             _add_gradient_norms(gradient_parts, out, w, _trainable(encoder))
         single = len(micro_batches) == 1
-        # One micro-batch: the graph stays alive, the decoder step reuses G(z_f), G(z) and L_rec from it.
+        # One micro-batch: the graph stays alive, the decoder step reuses G(z_f), G(z) and L_rec from it (compiled
+        # networks too: `_keeps_compiled_graphs`).
         backward(out.loss if single else out.loss * w, inputs=_trainable(encoder), retain_graph=single)
         outputs.append(out if single else out.without_graph())
     update(encoder_optimizer, encoder)  # also frees the gradients before the decoder step
