@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import PIL  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import ProjectConfiguration, set_seed  # noqa: E402
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed  # noqa: E402
 from diffusers.optimization import get_scheduler  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
 from diffusers.utils.torch_utils import is_compiled_module  # noqa: E402
@@ -334,6 +334,11 @@ def _make_accelerator(config: TrainingConfig) -> Accelerator:
         accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=1,  # train_step accumulates itself: an iteration has two updates
+            # DDP copies rank 0's BatchNorm statistics into the others at every forward; older torch (2.6 here;
+            # 2.13 preserves the version counters) counts that copy as an in-place change and refuses the encoder
+            # graph the decoder step reuses ("modified by an inplace operation"). Training uses batch statistics, the saved ones are rank 0's, and
+            # `_sync_buffers` makes every replica equal at the end: the copies are not needed.
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
             log_with=None if report_to == "none" else report_to,
             project_config=ProjectConfiguration(project_dir=config.output_dir,
                                                 logging_dir=os.path.join(config.output_dir,
