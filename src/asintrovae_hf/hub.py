@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from huggingface_hub import ModelCard, ModelCardData, RepoUrl, create_repo, upload_folder
+from huggingface_hub import ModelCard, ModelCardData, RepoUrl, create_repo, upload_file, upload_folder
 from huggingface_hub.utils import (
     DEFAULT_IGNORE_PATTERNS,
     HfHubHTTPError,
@@ -197,7 +197,11 @@ def link_space_in_card(repo_id: str, space_id: str, token: Optional[str] = None)
         title = next((i for i, text in enumerate(lines) if text.startswith("# ")), None)
         at = 0 if title is None else title + 1
         card.text = "\n".join(lines[:at] + ["", line] + lines[at:])
-        card.push_to_hub(repo_id, token=token, commit_message=f"Link the Space {space_id}")
+        # `upload_file`, not `card.push_to_hub`: that first validates the metadata, and huggingface_hub 1.23 (the
+        # floor) sends the check to https://huggingface.co whatever HF_ENDPOINT says, which fails behind a mirror or
+        # on a private Hub. The metadata is unchanged here, and the Hub checks it on every commit anyway.
+        upload_file(path_or_fileobj=str(card).encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
+                    token=token, commit_message=f"Link the Space {space_id}")
     except network_errors() as err:
         raise _hub_error("update the model card of", repo_id, err) from None
     return True
