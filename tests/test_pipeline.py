@@ -251,6 +251,7 @@ def test_from_pipe_shares_the_components():
                                pipe(batch_size=2, generator=torch.Generator().manual_seed(0), output_type="pt").images)
 
 
+@pytest.mark.usefixtures("torch_compile_environment")  # torch 2.6 sets TORCHINDUCTOR_CACHE_DIR for any backend
 def test_torch_compile_of_a_component_is_the_module_that_runs():
     """`pipe.decoder = torch.compile(pipe.decoder)` must compile what sampling calls (not a bypassed forward)."""
     pipe = make_pipeline()
