@@ -23,7 +23,9 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # datasets 2.18 (the floor) has only the second
+        if hasattr(datasets.config, flag):
+            monkeypatch.setattr(datasets.config, flag, True)
 
 
 @pytest.fixture(scope="module")
