@@ -169,48 +169,56 @@ def _classes_covered(records) -> str:
     return f"{np.mean(covered):.1f}" if len(covered) == len(records) else "n/a"
 
 
-def gradient_norm_figure(records, path: str, size=(780, 420)) -> bool:
+def gradient_norm_figure(records, path: str, panel_size=(300, 300), floor=1e-8) -> bool:
     """
-    The encoder's gradient norm from the adversarial terms over the training steps, one line per run that recorded
-    it (log scale), the VAE terms' norm of the same run dotted. Returns `False` when no run recorded any.
+    The encoder's gradient norm from the adversarial terms over the training steps (lines) and from the VAE terms
+    (dots), log scale: one panel per run label (a resolution, say), one colour per method. Norms at or below `floor`,
+    exactly 0 among them, are drawn on the panel's bottom edge. Returns `False` when no run recorded any.
     """
     from PIL import Image, ImageDraw
 
     runs = [r for r in records if r.get("gradient_norms")]
     if not runs:
         return False
-    values = [v for r in runs for _, adv, vae in r["gradient_norms"] for v in (adv, vae) if v > 0]
-    lo, hi = np.log10(min(values)), np.log10(max(values))
+    labels = list(dict.fromkeys(r.get("label") or "" for r in runs))
+    methods = list(dict.fromkeys(display_name(r["method"] + (":" + r["preset"] if r.get("preset") else ""), None)
+                                 for r in runs))
+    values = [v for r in runs for _, adv, vae in r["gradient_norms"] for v in (adv, vae) if v > floor]
+    lo = np.floor(np.log10(min(values + [floor]))) if values else np.log10(floor)
+    hi = np.ceil(np.log10(max(values))) if values else lo + 1
     hi = hi if hi > lo else lo + 1
     last = max(step for r in runs for step, _, _ in r["gradient_norms"])
-    width, height = size
-    left, top, right, bottom = 70, 20, 260, 40
-    fig = Image.new("RGB", size, "white")
+    left, top, gap, bottom, legend = 50, 40, 20, 40, 16 * len(methods) + 10
+    panel_w, panel_h = panel_size
+    fig = Image.new("RGB", (left + len(labels) * (panel_w + gap), top + panel_h + bottom + legend), "white")
     draw = ImageDraw.Draw(fig)
-    draw.rectangle((left, top, width - right, height - bottom), outline="black")
-    # a norm of exactly 0 (no adversarial signal at all) is drawn on the bottom edge
-    to_xy = lambda step, v: (left + step / max(last, 1) * (width - right - left),  # noqa: E731
-                             height - bottom - (max(np.log10(max(v, 1e-300)), lo) - lo) / (hi - lo)
-                             * (height - bottom - top))
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-    for i, r in enumerate(runs):
-        colour = colours[i % len(colours)]
-        adversarial = [to_xy(step, adv) for step, adv, _ in r["gradient_norms"]]
-        vae = [to_xy(step, v) for step, _, v in r["gradient_norms"]]
-        if len(adversarial) > 1:
-            draw.line(adversarial, fill=colour, width=2)
-        for x, y in vae:
-            draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=colour)
-        words = r.get("train_args", [])
-        shown = [w for i, w in enumerate(words)
-                 if not w.startswith("--log") and not (i and words[i - 1].startswith("--log"))]
-        label = " ".join([r["name"], *shown])
-        draw.text((width - right + 8, top + 14 * i), label[:40], fill=colour)
-    for exponent in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
-        y = to_xy(0, 10.0 ** exponent)[1]
-        draw.text((8, y - 6), f"1e{exponent}", fill="black")
-    draw.text((left, height - bottom + 8), f"step 0 .. {last}; line: adversarial terms, dots: VAE terms "
-                                           f"(|grad of the encoder loss|; 0 on the bottom edge)", fill="black")
+    y_of = lambda v: top + panel_h - (max(np.log10(max(v, 1e-300)), lo) - lo) / (hi - lo) * panel_h  # noqa: E731
+    for column, label in enumerate(labels):
+        x0 = left + column * (panel_w + gap)
+        draw.rectangle((x0, top, x0 + panel_w, top + panel_h), outline="black")
+        panel_runs = [r for r in runs if (r.get("label") or "") == label]
+        shown = [w for i, w in enumerate(panel_runs[0].get("train_args", []))
+                 if not w.startswith("--log") and not (i and panel_runs[0]["train_args"][i - 1].startswith("--log"))]
+        draw.text((x0, top - 30), " ".join([label, *shown])[: panel_w // 6], fill="black")
+        for r in panel_runs:
+            name = display_name(r["method"] + (":" + r["preset"] if r.get("preset") else ""), None)
+            colour = colours[methods.index(name) % len(colours)]
+            x_of = lambda step: x0 + step / max(last, 1) * panel_w  # noqa: E731
+            adversarial = [(x_of(step), y_of(adv)) for step, adv, _ in r["gradient_norms"]]
+            if len(adversarial) > 1:
+                draw.line(adversarial, fill=colour, width=2)
+            for step, _, v in r["gradient_norms"]:
+                x, y = x_of(step), y_of(v)
+                draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=colour)
+        draw.text((x0, top + panel_h + 6), f"step 0 .. {last}", fill="black")
+    for exponent in range(int(lo), int(hi) + 1):
+        y = y_of(10.0 ** exponent)
+        draw.text((4, y - 6), ("<=" if exponent == int(lo) else "") + f"1e{exponent}", fill="black")
+    legend_y = top + panel_h + bottom
+    for i, name in enumerate(methods):
+        draw.text((left, legend_y + 16 * i), f"{name}: line = adversarial terms, dots = VAE terms",
+                  fill=colours[i % len(colours)])
     fig.save(path)
     return True
 
