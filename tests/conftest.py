@@ -10,7 +10,15 @@ import torch
 
 from demo_fixtures import demo_folders, demo_pipes, demo_servers  # noqa: F401
 from fake_hub import fake_hub  # noqa: F401
-from helpers import reset_accelerate
+from helpers import reorder_tests, reset_accelerate
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """`ASINTROVAE_TEST_ORDER=reverse` or `shuffle:SEED` runs the suite in another order (CI does both)."""
+    order = os.environ.get("ASINTROVAE_TEST_ORDER", "")
+    items[:] = reorder_tests(items, order)
+    if order:
+        print(f"test order: {order}")
 
 
 @pytest.fixture

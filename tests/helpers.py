@@ -87,3 +87,29 @@ def tiny_conditional_pipeline(num_classes=3, size=8, latent_dim=4, block_out_cha
               num_class_embeds=num_classes)
     return AsIntroVAEPipeline(encoder=AsIntroVAEEncoder(in_channels=1, **kw).eval(),
                               decoder=AsIntroVAEDecoder(out_channels=1, **kw).eval())
+
+
+def reorder_tests(items, order: str):
+    """
+    The collected tests in another order, to show no test depends on the ones before it: `"reverse"` reverses the
+    modules and the tests in each, `"shuffle:SEED"` shuffles both with `random.Random(SEED)`. A module's tests stay
+    together (module fixtures are made once). `""` keeps pytest's order.
+    """
+    import random
+
+    if not order:
+        return list(items)
+    modules = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    groups = list(modules.values())
+    if order == "reverse":
+        return [item for group in reversed(groups) for item in reversed(group)]
+    kind, _, seed = order.partition(":")
+    if kind != "shuffle" or not seed.isdigit():
+        raise ValueError(f"ASINTROVAE_TEST_ORDER must be 'reverse' or 'shuffle:SEED' (SEED an integer); got {order!r}.")
+    rng = random.Random(int(seed))
+    rng.shuffle(groups)
+    for group in groups:
+        rng.shuffle(group)
+    return [item for group in groups for item in group]
