@@ -181,8 +181,8 @@ def gradient_norm_figure(records, path: str, panel_size=(300, 300), floor=1e-8) 
     if not runs:
         return False
     labels = list(dict.fromkeys(r.get("label") or "" for r in runs))
-    methods = list(dict.fromkeys(display_name(r["method"] + (":" + r["preset"] if r.get("preset") else ""), None)
-                                 for r in runs))
+    method_of = lambda r: display_name(r["method"] + (":" + r["preset"] if r.get("preset") else ""), None)  # noqa: E731
+    methods = list(dict.fromkeys(method_of(r) for r in runs))
     values = [v for r in runs for _, adv, vae in r["gradient_norms"] for v in (adv, vae) if v > floor]
     lo = np.floor(np.log10(min(values + [floor]))) if values else np.log10(floor)
     hi = np.ceil(np.log10(max(values))) if values else lo + 1
@@ -201,10 +201,9 @@ def gradient_norm_figure(records, path: str, panel_size=(300, 300), floor=1e-8) 
         shown = [w for i, w in enumerate(panel_runs[0].get("train_args", []))
                  if not w.startswith("--log") and not (i and panel_runs[0]["train_args"][i - 1].startswith("--log"))]
         draw.text((x0, top - 30), " ".join([label, *shown])[: panel_w // 6], fill="black")
+        x_of = lambda step: x0 + step / max(last, 1) * panel_w  # noqa: E731
         for r in panel_runs:
-            name = display_name(r["method"] + (":" + r["preset"] if r.get("preset") else ""), None)
-            colour = colours[methods.index(name) % len(colours)]
-            x_of = lambda step: x0 + step / max(last, 1) * panel_w  # noqa: E731
+            colour = colours[methods.index(method_of(r)) % len(colours)]
             adversarial = [(x_of(step), y_of(adv)) for step, adv, _ in r["gradient_norms"]]
             if len(adversarial) > 1:
                 draw.line(adversarial, fill=colour, width=2)

@@ -14,7 +14,7 @@ from helpers import reorder_tests, reset_accelerate
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """`ASINTROVAE_TEST_ORDER=reverse` or `shuffle:SEED` runs the suite in another order (CI does both)."""
+    """`ASINTROVAE_TEST_ORDER=reverse` or `shuffle:SEED` runs the suite in another order."""
     order = os.environ.get("ASINTROVAE_TEST_ORDER", "")
     items[:] = reorder_tests(items, order)
     if order:
