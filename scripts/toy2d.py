@@ -23,6 +23,7 @@ import json
 import os
 import sys
 
+import torch
 from tqdm.auto import tqdm
 
 from asintrovae_hf.objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Where the trained networks and the checkpoints of unfinished runs go (default: "
                         "OUTPUT_DIR/models).")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine).")
+    p.add_argument("--device", type=str, default="cpu",
+                   help="Where the networks train, e.g. cuda or cuda:1 (default: cpu). The random draws are the same "
+                        "on every device, so only the arithmetic differs; each record lists its devices.")
     p.add_argument("--gnelbo_grid", type=int, default=1024, help="Grid size of the grid-normalized ELBO.")
     p.add_argument("--eval_seed", type=int, default=1234)
     p.add_argument("--summarize", nargs="*", default=None, metavar="RUNS_JSONL",
@@ -96,6 +100,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if any(d <= 0 for d in args.hidden_dims):
         parser.error(f"--hidden_dims must be positive widths, got {args.hidden_dims}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        parser.error(f"--device must name a torch device such as cpu or cuda, got {args.device!r} ({error})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} needs a GPU that this torch ({torch.__version__}) can use; it sees none.")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or a cuda device, got {args.device!r}")
     if args.model_dir is None:
         args.model_dir = os.path.join(args.output_dir, "models")
     return args
@@ -171,7 +183,7 @@ def _main(args) -> int:
     for run in todo:
         iterations = tqdm(total=run.num_iter, desc=f"{run.name} seed {run.seed}", leave=False, file=sys.stderr)
         progress = lambda i, terms: iterations.update(i - iterations.n)  # noqa: E731
-        record = run_toy(run, model_dir=args.model_dir, callback=progress)
+        record = run_toy(run, model_dir=args.model_dir, callback=progress, device=args.device)
         iterations.close()
         append_record(runs_path, record)
         print(json.dumps({k: v for k, v in record.items() if k not in ("settings", "final_terms")}), flush=True)

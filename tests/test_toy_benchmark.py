@@ -69,6 +69,7 @@ def test_toy2d_script_outputs(tmp_path, capsys):
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     assert len(lines) == 4
     assert set(lines[0]) >= {"dataset", "method", "seed", "num_iter", "kl", "jsd", "gnelbo", "seconds"}
+    assert [line["devices"] for line in lines] == [["cpu"]] * 4
     assert (out / "8gaussians.png").exists() and (out / "runs.jsonl").exists()
     assert len(list((out / "models").glob("*/encoder"))) == 4
     assert not list((out / "models").glob("*/training_checkpoint.pt*"))  # removed once a run is recorded
@@ -158,8 +159,40 @@ def test_a_killed_toy_run_resumes_exactly_from_its_checkpoint(tmp_path):
     for a, b in ((encoder, encoder2), (decoder, decoder2)):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.equal(x, y), name
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in history2] == history
+    assert [{k: v for k, v in h.items() if k not in ("seconds", "devices")} for h in history2] == history
     assert history2[-1]["seconds"] > 0 and not (tmp_path / "run" / "training_checkpoint.pt.partial").exists()
+    assert history2[-1]["devices"] == ["cpu"]
+
+
+def test_a_toy_checkpoint_from_another_device_resumes_and_both_devices_are_recorded(tmp_path):
+    """The checkpoint holds the devices it trained on (a GPU's, here written into the file), and a run resumed on
+    the CPU lists both and ends as the uninterrupted CPU run does: the data and noise are drawn on the CPU either
+    way."""
+    encoder, _, history = _short_toy_run()
+    path = tmp_path / "training_checkpoint.pt"
+    with pytest.raises(_Interrupt):
+        _short_toy_run(str(path), stop_at=25)
+    state = torch.load(path, weights_only=True)
+    assert state["devices"] == ["cpu"]
+    torch.save({**state, "devices": ["cuda:0"]}, path)
+    encoder2, _, history2 = _short_toy_run(str(path))
+    assert history2[-1]["devices"] == ["cuda:0", "cpu"]
+    for (name, x), (_, y) in zip(encoder.state_dict().items(), encoder2.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "must name a torch device"),
+    ("meta", "must be cpu or a cuda device"),
+    pytest.param("cuda", "needs a GPU that this torch", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has a GPU")),
+])
+def test_toy2d_refuses_a_device_it_cannot_train_on(device, message, capsys):
+    toy2d = load_toy2d()
+    with pytest.raises(SystemExit):
+        toy2d.parse_args(["--methods", "vae", "--device", device])
+    err = capsys.readouterr().err
+    assert message in err and device in err
 
 
 def test_a_damaged_or_foreign_toy_checkpoint_is_refused_by_name(tmp_path):

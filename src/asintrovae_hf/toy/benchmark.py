@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -85,14 +85,19 @@ class ToyRun:
 
 
 def run_toy(
-    run: ToyRun, model_dir: Optional[str] = None, callback: Optional[Callable[[int, Dict], None]] = None
+    run: ToyRun,
+    model_dir: Optional[str] = None,
+    callback: Optional[Callable[[int, Dict], None]] = None,
+    device: Optional[Union[str, torch.device]] = None,
 ) -> Dict:
     """
     Train and evaluate one run; return its record (a JSON-able dict). With `model_dir`, the encoder and decoder are
     saved to `model_dir/<run_id>/{encoder,decoder}` (safetensors), and the run keeps a checkpoint in
     `model_dir/<run_id>/training_checkpoint.pt` while it trains, so a killed run resumes from it (see
     [`train_vector_model`]); the checkpoint is removed once the run is recorded. `callback(iteration, terms)` is
-    called every 5 % of the run (for progress bars).
+    called every 5 % of the run (for progress bars). `device` is where the networks train (default: the CPU; the
+    random draws are the same on every device, see [`train_vector_model`]); it is recorded, not part of the run's
+    key, and the evaluation always runs on the CPU.
     """
     started = time.time()
     folder = os.path.join(model_dir, run.run_id()) if model_dir is not None else None
@@ -111,6 +116,7 @@ def run_toy(
         checkpoint_path=checkpoint,
         checkpoint_every=max(min(1000, run.num_iter // 10), 1),
         callback=callback,
+        device=device,
     )
     trained = time.time()
     scores = evaluate_toy_model(encoder, decoder, run.dataset, run.config.loss_type, run.eval_seed,
@@ -122,10 +128,12 @@ def run_toy(
             os.remove(checkpoint)
     last = dict(history[-1]) if history else {}
     train_seconds = last.pop("seconds", trained - started)  # summed over the sessions of a resumed run
+    devices = last.pop("devices", [str(torch.device(device or "cpu"))])  # every device a resumed run trained on
     return {
         "dataset": run.dataset, "method": run.config.objective, "name": run.name, "seed": run.seed,
         "num_iter": run.num_iter, **scores, "hidden_dims": list(run.hidden_dims),
-        "seconds": round(train_seconds + time.time() - trained, 1), "overrides": run.overrides, "run_id": run.run_id(),
+        "seconds": round(train_seconds + time.time() - trained, 1), "devices": devices,
+        "overrides": run.overrides, "run_id": run.run_id(),
         "final_terms": {k: v for k, v in last.items() if isinstance(v, float)},
         "settings": run.settings(),
     }

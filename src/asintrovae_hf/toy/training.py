@@ -2,7 +2,7 @@
 
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -31,6 +31,7 @@ def train_vector_model(
     callback: Optional[Callable[[int, Dict[str, float]], None]] = None,
     checkpoint_path: Optional[str] = None,
     checkpoint_every: int = 1000,
+    device: Optional[Union[str, torch.device]] = None,
 ) -> Tuple[AsIntroVAEVectorEncoder, AsIntroVAEVectorDecoder, List[Dict[str, float]]]:
     """
     Train a vector encoder/decoder pair with one of the objectives, as the official 2D loop does.
@@ -56,16 +57,23 @@ def train_vector_model(
             resumes from it and ends exactly as an uninterrupted run would. The file is replaced atomically and read
             with `torch.load(weights_only=True)`, so loading it runs no code.
         checkpoint_every (`int`, defaults to 1000): Iterations between checkpoints.
+        device (`str` or `torch.device`, *optional*): Where the networks train (default: the CPU). The data and all
+            noise are still drawn on the CPU from the run's generator and moved there, so a run draws the same random
+            numbers on every device, and a checkpoint written on one device resumes on any other; only the
+            arithmetic differs.
 
     Returns:
-        The trained encoder and decoder (in eval mode) and the logged loss terms. With `checkpoint_path`, the last
-        entry of the terms also holds `seconds`, the training time summed over resumed sessions.
+        The trained encoder and decoder (on the CPU, in eval mode) and the logged loss terms. With `checkpoint_path`,
+        the last entry of the terms also holds `seconds`, the training time summed over resumed sessions, and
+        `devices`, the devices those sessions trained on.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     dim = sample_fn(2, torch.Generator().manual_seed(0)).shape[1]
     encoder = AsIntroVAEVectorEncoder(in_features=dim, latent_dim=latent_dim, hidden_dims=tuple(hidden_dims))
     decoder = AsIntroVAEVectorDecoder(out_features=dim, latent_dim=latent_dim, hidden_dims=tuple(hidden_dims))
+    device = torch.device(device if device is not None else "cpu")
+    encoder.to(device), decoder.to(device)
     opt_e = torch.optim.Adam(encoder.parameters(), lr=learning_rate)
     opt_d = torch.optim.Adam(decoder.parameters(), lr=learning_rate)
     milestones = toy_lr_milestones(num_iter) if lr_milestones is None else tuple(lr_milestones)
@@ -73,7 +81,7 @@ def train_vector_model(
                   for opt in (opt_e, opt_d)]
     objective = IntrospectiveObjective(objective_config)
     history = []
-    start, seconds, started = 0, 0.0, time.time()
+    start, seconds, started, devices = 0, 0.0, time.time(), []
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = _load_toy_checkpoint(checkpoint_path, num_iter)
         encoder.load_state_dict(state["encoder"])
@@ -85,8 +93,11 @@ def train_vector_model(
         torch.set_rng_state(state["torch_rng"])
         history = [dict(entry) for entry in state["history"]]
         start, seconds = int(state["iteration"]), float(state["seconds"])
+        devices = list(state.get("devices", ["cpu"]))
+    if str(device) not in devices:
+        devices.append(str(device))
     for i in range(start, num_iter):
-        x = sample_fn(batch_size, generator)
+        x = sample_fn(batch_size, generator).to(device)
         phase = objective_config.phase(i, num_iter)
         terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=phase.c, vae_step=phase.vae,
                            generator=generator)
@@ -101,14 +112,15 @@ def train_vector_model(
                 callback(i + 1, host)
         if checkpoint_path is not None and (i + 1) % checkpoint_every == 0 and i + 1 < num_iter:
             _save_toy_checkpoint(checkpoint_path, {
-                "iteration": i + 1, "seconds": seconds + time.time() - started, "history": history,
+                "iteration": i + 1, "seconds": seconds + time.time() - started, "devices": devices, "history": history,
                 "encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
                 "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
                 "sched_e": schedulers[0].state_dict(), "sched_d": schedulers[1].state_dict(),
                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
     if checkpoint_path is not None and history:
         history[-1]["seconds"] = round(seconds + time.time() - started, 1)
-    return encoder.eval(), decoder.eval(), history
+        history[-1]["devices"] = list(devices)
+    return encoder.cpu().eval(), decoder.cpu().eval(), history
 
 
 def _save_toy_checkpoint(path: str, state: Dict) -> None:
