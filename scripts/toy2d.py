@@ -149,13 +149,15 @@ def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = 
         print(grid, file=sys.stderr)
     model_dir = model_dir or os.path.join(output_dir, "models")
     for dataset in sorted({r["dataset"] for r in records}):
-        panels = {}
+        panels, shown = {}, set()
         for r in sorted((r for r in records if r["dataset"] == dataset and not r.get("overrides")),
                         key=lambda r: r["seed"]):
-            if r.get("name", r["method"]) not in panels and "run_id" in r:
+            name = r.get("name", r["method"])
+            if name not in shown and "run_id" in r:
                 models = load_run_models(model_dir, r["run_id"])
-                if models is not None:
-                    panels[r.get("name", r["method"])] = models
+                if models is not None:  # the lowest seed whose networks were kept, named in the panel
+                    shown.add(name)
+                    panels[f"{name}, seed {r['seed']}"] = models
         if panels:
             save_figure(dataset, panels, os.path.join(output_dir, f"{dataset}.png"), eval_seed)
         save_grid_heatmap(records, dataset, os.path.join(output_dir, f"grid_{dataset}.png"))

@@ -304,7 +304,7 @@ def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: in
     square = toy_eval_range(dataset)
     for i, (name, (encoder, decoder)) in enumerate(panels.items()):
         x = pad + i * (size + pad)
-        draw.text((x, 6), f"{name} ({dataset})", fill="black")
+        draw.text((x, 6), name, fill="black")
         fake = sample_points(decoder, EVAL_POINTS, generator=torch.Generator().manual_seed(eval_seed)).numpy()
         fig.paste(_points_panel(fake, square), (x, label))
         fig.paste(_density_panel(encoder, decoder, "mse", square), (x, label + size + pad))
