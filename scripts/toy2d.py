@@ -7,6 +7,8 @@
     # a robustness grid: every combination of the listed values, per method
     python scripts/toy2d.py --methods soft-introvae as-introvae --seeds 0 --num_iter 10000 \
         --grid beta_kl=0.1,0.3,0.9 --grid beta_neg=0.3,0.9,2.7 --output_dir results/toy2d-grid
+    # on a GPU (the data and noise are still drawn on the CPU, so only the arithmetic differs from a CPU run)
+    python scripts/toy2d.py --dataset 8gaussians --seeds 0 --methods as-introvae --device cuda --output_dir results/gpu
 
 A method is `objective[:preset]` (presets: `reference`, `recommended`). Objective flags (`--beta_neg`, `--squash`,
 ...) override the per-dataset reference values for every method. Each finished run is appended as one JSON line to
