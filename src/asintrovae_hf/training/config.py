@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from ..builtin_datasets import BUILTIN_DATASETS, BuiltinDataset
 from ..objectives.config import ObjectiveConfig
 
 
@@ -29,8 +30,8 @@ class DataConfig:
     Where the images come from and how they are batched.
 
     Args:
-        dataset_name (`str`, *optional*): A Hub dataset id, a local dataset path, or `"digits"`; with neither this nor
-            `train_data_dir`, scikit-learn's handwritten digits.
+        dataset_name (`str`, *optional*): A Hub dataset id, a local dataset path, or a built-in dataset (`"digits"`,
+            `"mnist-5k"`: their `"train"` split); with neither this nor `train_data_dir`, the built-in digits.
         dataset_config_name (`str`, *optional*): The dataset's configuration.
         train_data_dir (`str`, *optional*): A folder of images.
         image_column (`str`, *optional*): Defaults to the first image column.
@@ -57,8 +58,15 @@ class DataConfig:
 
     @property
     def is_digits(self) -> bool:
-        """The built-in digits, made in memory (no files to check, one channel)."""
+        """The built-in digits (whose objective defaults are `DIGITS_OBJECTIVE_DEFAULTS`)."""
         return self.train_data_dir is None and self.dataset_name in (None, "digits")
+
+    @property
+    def builtin(self) -> Optional[BuiltinDataset]:
+        """The built-in dataset trained on (made in memory: no files to check), or `None`."""
+        if self.train_data_dir is not None or self.dataset_name not in (None, *BUILTIN_DATASETS):
+            return None
+        return BUILTIN_DATASETS[self.dataset_name or "digits"]
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,8 @@ def _load_data(data: DataConfig):
                     "already in the cache load), or train from a local copy: --train_data_dir, or a folder written "
                     "by `save_to_disk` as --dataset_name.")
         raise UsageError(f"Cannot use the training data {source!r}: {one_line(err)}{hint}") from err
-    if not data.is_digits:
-        # every image is decoded once, now, so that a damaged one never stops the run (the built-in digits are made
+    if data.builtin is None:
+        # every image is decoded once, now, so that a damaged one never stops the run (the built-in datasets are made
         # in memory and need no check)
         dataset, dropped = drop_unreadable_images(dataset, image_column)
         for name in dropped[:20]:
