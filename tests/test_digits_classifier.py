@@ -123,3 +123,18 @@ def test_digits_fid(classifier, digits):
                                                                                                          rel=1e-4)
     # images at another size are compared through the classifier's own 16x16 resize
     assert digits_fid(digits_to_tensor(pixels, 8), real, classifier) < vs_noise / 10
+
+
+def test_mnist_5k_classifier_is_trained_on_the_train_split_and_scores_its_record_on_the_held_out_split():
+    from asintrovae_hf.evaluation.heldout import load_classifier, split_images
+
+    classifier = load_classifier("mnist-5k")
+    record = classifier.metadata
+    assert record["dataset"] == "mnist-5k" and record["resolution"] == classifier.resolution == 28
+    assert record["num_train"] == 4000 and record["num_heldout"] == 1000
+    images, labels = split_images("mnist-5k", "test", 28)
+    with torch.no_grad():
+        accuracy = (classifier(images * 2 - 1).argmax(1) == labels).double().mean().item()
+    assert accuracy == pytest.approx(record["heldout_accuracy_by_resolution"]["28"], abs=1e-3) and accuracy > 0.98
+    with pytest.raises(ValueError, match="No held-out classifier for 'cifar10'; datasets with one: digits, mnist-5k"):
+        load_classifier("cifar10")

@@ -33,6 +33,9 @@ NUM_CLASSES = 10
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 WEIGHTS_PATH = os.path.join(ASSETS_DIR, "digits_classifier.safetensors")
 METADATA_PATH = os.path.join(ASSETS_DIR, "digits_classifier.json")
+# The feature network of each built-in dataset, trained on its train split only (`scripts/train_digits_classifier.py
+# --dataset NAME`): the held-out metrics of `evaluation/heldout.py` are computed in its feature space.
+CLASSIFIER_WEIGHTS = {"digits": WEIGHTS_PATH, "mnist-5k": os.path.join(ASSETS_DIR, "mnist5k_classifier.safetensors")}
 METADATA_KEY = "asintrovae_hf_metadata"
 
 
@@ -94,16 +97,18 @@ def digits_to_tensor(pixels: np.ndarray, resolution: int = 8) -> torch.Tensor:
 class DigitsClassifier(nn.Module):
     """
     CNN for 10-class digits: two blocks of two 3x3 convs (32, then 64 channels; BatchNorm, ReLU) each followed by a
-    2x2 max-pool, then a 1024 -> 96 linear layer with ReLU (the features) and a 96 -> 10 linear head.
+    2x2 max-pool, then a `64 (R/4)^2 -> 96` linear layer with ReLU (the features) and a 96 -> 10 linear head; inputs
+    are resized to `R x R` first.
 
     Args:
         feature_dim (`int`, defaults to 96): Size of the penultimate layer.
         dropout (`float`, defaults to 0.3): Dropout before both linear layers (training only).
+        resolution (`int`, defaults to 16): `R`, the size the classifier sees (16 for the digits, 28 for MNIST).
     """
 
-    def __init__(self, feature_dim: int = FEATURE_DIM, dropout: float = 0.3):
+    def __init__(self, feature_dim: int = FEATURE_DIM, dropout: float = 0.3, resolution: int = CLASSIFIER_RESOLUTION):
         super().__init__()
-        self.resolution = CLASSIFIER_RESOLUTION
+        self.resolution = resolution
 
         def block(cin, cout):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -111,12 +116,12 @@ class DigitsClassifier(nn.Module):
         self.conv = nn.Sequential(
             *block(1, 32), *block(32, 32), nn.MaxPool2d(2), *block(32, 64), *block(64, 64), nn.MaxPool2d(2)
         )
-        flat = 64 * (CLASSIFIER_RESOLUTION // 4) ** 2
+        flat = 64 * (resolution // 4) ** 2
         self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, NUM_CLASSES))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """`B x C x H x W` in `[-1, 1]` (C = 1 or 3) -> `B x 1 x 16 x 16`."""
+        """`B x C x H x W` in `[-1, 1]` (C = 1 or 3) -> `B x 1 x R x R`."""
         if x.ndim != 4 or x.shape[1] not in (1, 3):
             raise ValueError(f"Expected a B x 1 x H x W or B x 3 x H x W tensor, got shape {tuple(x.shape)}.")
         x = x.to(dtype=self.head[1].weight.dtype, device=self.head[1].weight.device)
@@ -126,6 +131,10 @@ class DigitsClassifier(nn.Module):
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
                               align_corners=False)
         return x
+
+    def spatial_features(self, x: torch.Tensor) -> torch.Tensor:
+        """`B x C x H x W` images in `[-1, 1]` -> `B x 64 (R/4)^2`: the last convolutional map, flattened."""
+        return self.conv(self.prepare(x)).flatten(1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """`B x C x H x W` images in `[-1, 1]` -> `B x 96` penultimate features (after the ReLU)."""
@@ -164,7 +173,8 @@ def load_digits_classifier(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No digits classifier weights at {path!r}; run scripts/train_digits_classifier.py.")
     metadata = read_digits_classifier_metadata(path)
-    model = DigitsClassifier(feature_dim=int(metadata.get("feature_dim", FEATURE_DIM)))
+    model = DigitsClassifier(feature_dim=int(metadata.get("feature_dim", FEATURE_DIM)),
+                             resolution=int(metadata.get("resolution", CLASSIFIER_RESOLUTION)))
     model.load_state_dict(load_file(path))
     model.metadata = metadata
     return model.to(device or "cpu").eval()

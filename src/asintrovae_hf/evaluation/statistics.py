@@ -1,0 +1,80 @@
+"""Statistics over seeds: mean, sample standard deviation, a 95 % confidence interval, and paired comparisons.
+
+Every table of `docs/results.md` from the held-out protocol on uses these: the standard deviation is the sample one
+(`ddof = 1`), the interval of a mean is Student's t interval, and two methods trained on the same seeds are compared by
+their per-seed differences (a percentile bootstrap interval of the mean difference, and the paired t-test's p-value).
+"""
+
+import math
+from typing import Dict, Sequence
+
+import numpy as np
+
+from ..errors import require
+
+
+def describe(values: Sequence[float], confidence: float = 0.95) -> Dict[str, float]:
+    r"""
+    Mean, sample standard deviation and Student's t confidence interval of the mean.
+
+    Args:
+        values (`Sequence[float]`): One value per seed; non-finite values are refused.
+        confidence (`float`, defaults to 0.95): The interval's level.
+
+    Returns:
+        `Dict[str, float]`: `n`, `mean`, `std` (`ddof = 1`; NaN for one value), `ci_low`, `ci_high` (NaN for one
+        value).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or len(x) == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"describe needs a non-empty list of finite numbers, got {list(values)!r}.")
+    n, mean = len(x), float(x.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    require("scipy", purpose="Confidence intervals")
+    from scipy import stats
+
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], num_resamples: int = 10000, seed: int = 0,
+                      confidence: float = 0.95) -> Dict[str, float]:
+    r"""
+    Compare two methods measured on the same seeds: `a[i] - b[i]` per seed.
+
+    Args:
+        a, b (`Sequence[float]`): One value per seed, in the same seed order.
+        num_resamples (`int`, defaults to 10000): Bootstrap resamples of the seeds.
+        seed (`int`, defaults to 0): The bootstrap's generator.
+        confidence (`float`, defaults to 0.95): The interval's level.
+
+    Returns:
+        `Dict[str, float]`: `n`, `mean_difference`, `ci_low` and `ci_high` (percentile bootstrap of the mean
+        difference), `p_value` (two-sided paired t-test; NaN when every difference is the same) and `significant`
+        (whether the bootstrap interval excludes 0 and `p_value < 1 - confidence`).
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"paired_difference needs two lists of the same length (at least 2), got {len(x)} and "
+                         f"{len(y)}.")
+    require("scipy", purpose="Paired tests")
+    from scipy import stats
+
+    d = x - y
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(num_resamples, len(d)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    p_value = float(stats.ttest_rel(x, y).pvalue) if np.ptp(d) > 0 else math.nan
+    significant = bool((low > 0 or high < 0) and p_value < 1 - confidence)
+    return {"n": len(d), "mean_difference": float(d.mean()), "ci_low": float(low), "ci_high": float(high),
+            "p_value": p_value, "significant": significant}
+
+
+def format_interval(summary: Dict[str, float], digits: int = 2) -> str:
+    """`"mean ± std [low, high]"` of a [`describe`] result (`"mean"` alone for one value)."""
+    if summary["n"] == 1:
+        return f"{summary['mean']:.{digits}f} (1 seed)"
+    return (f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f} "
+            f"[{summary['ci_low']:.{digits}f}, {summary['ci_high']:.{digits}f}]")

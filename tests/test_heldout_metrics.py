@@ -1,0 +1,113 @@
+"""The held-out protocol's metrics and statistics: precision/recall, calibration pairs, a pipeline's held-out
+metrics, intervals over seeds and paired comparisons."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_image_pipeline
+
+from asintrovae_hf.evaluation.heldout import calibrate, evaluate_heldout, precision_recall, summarize_runs
+from asintrovae_hf.evaluation.statistics import describe, format_interval, paired_difference
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------------
+
+
+def test_describe_is_the_sample_std_and_student_t_interval():
+    from scipy import stats
+
+    values = [1.0, 2.0, 3.0, 4.0, 7.0]
+    summary = describe(values)
+    assert summary["std"] == pytest.approx(np.std(values, ddof=1))
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(values), scale=stats.sem(values))
+    assert (summary["ci_low"], summary["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert format_interval(summary) == f"3.40 ± {np.std(values, ddof=1):.2f} [{low:.2f}, {high:.2f}]"
+    one = describe([2.5])
+    assert one["n"] == 1 and math.isnan(one["std"]) and format_interval(one) == "2.50 (1 seed)"
+    with pytest.raises(ValueError, match="finite numbers"):
+        describe([1.0, float("nan")])
+
+
+def test_paired_difference_separates_a_consistent_gap_from_noise():
+    rng = np.random.default_rng(0)
+    base = rng.normal(10, 3, size=10)  # a large spread between seeds, shared by both methods
+    better = base - 1 + rng.normal(0, 0.1, size=10)
+    gap = paired_difference(better, base)
+    assert gap["significant"] and gap["ci_high"] < 0 and gap["p_value"] < 1e-6
+    assert gap["mean_difference"] == pytest.approx(float(np.mean(better - base)))
+    noise = paired_difference(base + rng.normal(0, 1, size=10), base + rng.normal(0, 1, size=10))
+    assert not noise["significant"] and noise["ci_low"] < 0 < noise["ci_high"]
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1, 2, 3], [1, 2])
+
+
+# ---- precision and recall -------------------------------------------------------------------------------------------
+
+
+def test_precision_recall_sees_mode_collapse_and_disjoint_sets():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, size=(5, 8))
+    real = np.concatenate([c + rng.normal(0, 0.5, size=(100, 8)) for c in centres])
+    same = precision_recall(real, np.concatenate([c + rng.normal(0, 0.5, size=(100, 8)) for c in centres]))
+    assert same["precision"] > 0.75 and same["recall"] > 0.75  # k = 3 in 8 dimensions: about 0.85
+    collapsed = precision_recall(real, centres[0] + rng.normal(0, 0.5, size=(500, 8)))
+    assert collapsed["precision"] > 0.75 and collapsed["recall"] < 0.3  # one mode of five: good samples, no recall
+    far = precision_recall(real, real + 1000)
+    assert far == {"precision": 0.0, "recall": 0.0}
+    with pytest.raises(ValueError, match="more than k = 3"):
+        precision_recall(real[:3], real)
+
+
+# ---- calibration and a pipeline's metrics ----------------------------------------------------------------------------
+
+
+def test_calibration_orders_real_images_far_above_noise():
+    result = calibrate("digits", num_draws=2)
+    real, noise = result["train_vs_heldout"], result["uniform_noise"]
+    assert result["classifier_heldout_accuracy"] > 0.97 and result["num_heldout"] == 360
+    assert real["fd"] * 10 < noise["fd"]
+    assert real["precision"] > 0.8 and real["recall"] > 0.8 and noise["precision"] < 0.05 and noise["recall"] < 0.05
+    assert real["class_entropy"] > 2.25 and real["smallest_class_share"] > 0.05  # ten nearly equal classes
+    assert real["fd_draw_std"] > 0  # two draws of train images differ
+
+
+def test_evaluate_heldout_of_a_pipeline():
+    pipe = tiny_image_pipeline(size=16, latent_dim=4)
+    first = evaluate_heldout(pipe, "digits", seed=0, num_draws=2, iw_samples=4)
+    assert first["num_heldout"] == 360 and first["num_samples"] == 360 and first["sampler"] == "prior"
+    assert sum(first["class_shares"]) == pytest.approx(1.0)
+    assert first["smallest_class_share"] <= 0.1 <= first["largest_class_share"]
+    assert 0 < first["reconstruction_mse"] < 1 and first["nll_bits_per_dim"] > 0
+    assert first["nll_nats"] == pytest.approx(first["nll_bits_per_dim"] * 256 * math.log(2), rel=1e-5)
+    assert all(math.isfinite(first[k]) for k in ("fd", "precision", "recall", "class_entropy", "fd_draw_std"))
+    again = evaluate_heldout(pipe, "digits", seed=0, num_draws=2, iw_samples=4)
+    assert again == first  # seeded: the same numbers
+    other = evaluate_heldout(pipe, "digits", seed=1, num_draws=2, iw_samples=4)
+    assert other["fd"] != first["fd"] and other["reconstruction_mse"] == first["reconstruction_mse"]
+
+
+def test_summary_table_has_intervals_and_paired_readings():
+    rng = np.random.default_rng(1)
+    records = []
+    for seed in range(5):
+        for index, (name, shift) in enumerate((("as-introvae", -1.0), ("soft-introvae", 0.0),
+                                               ("soft-introvae:reference", 0.0))):
+            wobble = 0.1 if (seed + (index > 0)) % 2 else -0.1  # differences of +-0.2 by seed: no consistent gap
+            noise = rng.normal(0, 0.01)
+            metrics = {"fd": 10 + seed + shift + noise, "precision": 0.5, "recall": 0.5 + 0.01 * seed,
+                       "class_entropy": 2.3, "smallest_class_share": 0.09, "reconstruction_mse": 0.02,
+                       "nll_bits_per_dim": 1.0 + wobble, "num_draws": 3, "num_samples": 1000}
+            records.append({"dataset": "mnist-5k", "name": name, "seed": seed, "metrics": metrics})
+    records.append({"dataset": "mnist-5k", "name": "vae", "seed": 0, "stopped": "non-finite loss"})
+    table = summarize_runs(records)
+    fd = describe([r["metrics"]["fd"] for r in records if r["name"] == "as-introvae"])
+    assert f"| as-introvae | 0, 1, 2, 3, 4 | {fd['mean']:.2f} ± {fd['std']:.2f} [{fd['ci_low']:.2f}, " in table
+    assert "| as-introvae vs soft-introvae | fd | 5 | -1" in table and "| as-introvae better |" in table
+    assert "| vae | 0 (stopped: non-finite loss) |" in table
+    comparisons = [line for line in table.splitlines() if line.startswith("| as-introvae vs")]
+    fd_rows = [line for line in comparisons if "| fd |" in line]
+    nll_rows = [line for line in comparisons if "| nll_bits_per_dim |" in line]
+    assert len(fd_rows) == 2 and all("as-introvae better" in row for row in fd_rows)
+    assert len(nll_rows) == 2 and all("not significant" in row for row in nll_rows)
