@@ -161,6 +161,7 @@ def evaluate_one(args, method: str, seed: int, folder: str) -> dict:
         return record
     torch.set_num_threads(args.threads)
     record["metrics"] = evaluate_heldout(folder, args.dataset_name, seed=seed)
+    record["evaluation_code_version"] = code_version()
     with open(os.path.join(folder, "train_summary.json")) as f:
         record["final_losses"] = json.load(f).get("final_losses", {})
     return record

@@ -23,6 +23,7 @@ from huggingface_hub.utils import (
     filter_repo_objects,
 )
 
+from .builtin_datasets import BUILTIN_DATASETS
 from .errors import HubError, network_errors, one_line
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_template.md"
@@ -73,7 +74,7 @@ _LOGIN_HINT = "log in with `hf auth login` (`huggingface-cli login` in older hug
 
 
 def _is_hub_dataset(name: Optional[str]) -> bool:
-    if not name or name in ("digits", "imagefolder"):
+    if not name or name in ("imagefolder", *BUILTIN_DATASETS):
         return False
     if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
         return False
@@ -82,11 +83,14 @@ def _is_hub_dataset(name: Optional[str]) -> bool:
 
 def _describe_dataset(name: Optional[str]) -> Tuple[str, str]:
     """(short name for the first sentence, paragraph for the dataset section)."""
-    if name in (None, "digits"):
-        return "handwritten digits", (
-            "The 1,797 handwritten digits scikit-learn ships (`sklearn.datasets.load_digits`, from the UCI optical "
-            "recognition of handwritten digits data): 8x8 grayscale images of values 0-16, stored as "
-            "`round(v * 255 / 16)` and resized to the training resolution."
+    if name in (None, *BUILTIN_DATASETS):
+        spec = BUILTIN_DATASETS[name or "digits"]
+        short = "handwritten digits" if spec.name == "digits" else "MNIST digits (the built-in `mnist-5k`)"
+        return short, (
+            f"The built-in `{spec.name}` data: {spec.description} ([source]({spec.homepage}), license "
+            f"{spec.license}), resized to the training resolution. Trained on its fixed train split: "
+            f"{spec.num_heldout} images stratified by class (`random_state={spec.split_seed}`) are held out for "
+            f"evaluation (`asintrovae_hf.builtin_datasets`)."
         )
     if name == "imagefolder":
         return "a folder of images", "A local folder of images, read with datasets' `imagefolder` builder."

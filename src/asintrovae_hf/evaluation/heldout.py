@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..builtin_datasets import get_builtin_dataset, load_builtin_arrays
-from .digits_classifier import CLASSIFIER_WEIGHTS, digits_features, digits_to_tensor, load_digits_classifier
+from .digits_classifier import CLASSIFIER_WEIGHTS, digits_to_tensor, load_digits_classifier
 from .metrics import frechet_distance_from_features
 from .statistics import describe, format_interval, paired_difference
 
@@ -74,35 +74,37 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> Dict[str
 
 
 @torch.no_grad()
-def spatial_features(classifier, images: torch.Tensor) -> np.ndarray:
-    """The classifier's last convolutional map of images in `[0, 1]`, flattened (`N x 64 (R/4)^2`)."""
+def classifier_outputs(classifier, images: torch.Tensor, batch_size: int = 500) -> Dict[str, np.ndarray]:
+    r"""
+    One pass of the classifier over images in `[0, 1]`: `features` (the 96-d penultimate layer, for the Frechet
+    distance), `spatial` (the last convolutional map, flattened, for precision and recall) and `predicted` classes.
+    """
     classifier.eval()
-    return torch.cat([classifier.spatial_features(images[i: i + 512].float() * 2 - 1)
-                      for i in range(0, len(images), 512)]).double().numpy()
+    features, spatial, predicted = [], [], []
+    for i in range(0, len(images), batch_size):
+        conv = classifier.conv(classifier.prepare(images[i: i + batch_size].float() * 2 - 1))
+        hidden = classifier.fc(conv)
+        features.append(hidden.double())
+        spatial.append(conv.flatten(1).double())
+        predicted.append(classifier.head(hidden).argmax(1))
+    return {"features": torch.cat(features).numpy(), "spatial": torch.cat(spatial).numpy(),
+            "predicted": torch.cat(predicted).numpy()}
 
 
 @torch.no_grad()
 def sample_quality(classifier, heldout: Dict[str, np.ndarray], samples: torch.Tensor) -> Dict:
     r"""
-    The sample metrics of one draw of samples in `[0, 1]`, against the held-out images' `heldout["features"]` and
-    `heldout["spatial"]` ([`heldout_features`]): `fd`, `precision`, `recall`, `class_entropy` (nats; `log 10 = 2.303`
-    for equal classes), `class_shares`, `largest_class_share` and `smallest_class_share`.
+    The sample metrics of one draw of samples in `[0, 1]`, against the held-out images' [`classifier_outputs`]:
+    `fd`, `precision`, `recall`, `class_entropy` (nats; `log 10 = 2.303` for equal classes), `class_shares`,
+    `largest_class_share` and `smallest_class_share`.
     """
-    features = digits_features(samples, classifier, value_range=(0.0, 1.0))
-    predicted = torch.cat([classifier(samples[i: i + 512].float() * 2 - 1).argmax(1)
-                           for i in range(0, len(samples), 512)])
-    shares = torch.bincount(predicted, minlength=10).double() / len(predicted)
+    outputs = classifier_outputs(classifier, samples)
+    shares = np.bincount(outputs["predicted"], minlength=10) / len(samples)
     nonzero = shares[shares > 0]
-    return {"fd": frechet_distance_from_features(heldout["features"], features),
-            **precision_recall(heldout["spatial"], spatial_features(classifier, samples)),
-            "class_entropy": float(-(nonzero * nonzero.log()).sum()), "class_shares": shares.tolist(),
+    return {"fd": frechet_distance_from_features(heldout["features"], outputs["features"]),
+            **precision_recall(heldout["spatial"], outputs["spatial"]),
+            "class_entropy": float(-(nonzero * np.log(nonzero)).sum()), "class_shares": shares.tolist(),
             "largest_class_share": float(shares.max()), "smallest_class_share": float(shares.min())}
-
-
-def heldout_features(classifier, images: torch.Tensor) -> Dict[str, np.ndarray]:
-    """The two feature sets of the held-out images that [`sample_quality`] compares samples with."""
-    return {"features": digits_features(images, classifier, value_range=(0.0, 1.0)),
-            "spatial": spatial_features(classifier, images)}
 
 
 def _mean_of_draws(draws: List[Dict]) -> Dict:
@@ -119,7 +121,7 @@ def _mean_of_draws(draws: List[Dict]) -> Dict:
 
 @torch.no_grad()
 def evaluate_heldout(
-    pipeline, dataset: str, seed: int = 0, num_draws: int = 3, iw_samples: int = 32, sampler=None,
+    pipeline, dataset: str, seed: int = 0, num_draws: int = 3, iw_samples: int = 8, sampler=None,
 ) -> Dict:
     r"""
     Every held-out metric of a pipeline trained on a built-in dataset.
@@ -129,7 +131,7 @@ def evaluate_heldout(
         dataset (`str`): `"digits"` or `"mnist-5k"`.
         seed (`int`, defaults to 0): Seeds the samples (draw `i` uses `seed * 1000 + i`) and the ELBO's noise.
         num_draws (`int`, defaults to 3): Independent draws of samples, each as many as the held-out images.
-        iw_samples (`int`, defaults to 32): Posterior samples per image of the importance-weighted bound.
+        iw_samples (`int`, defaults to 8): Posterior samples per image of the importance-weighted bound.
         sampler (*optional*): Where the latents come from: `None` for the prior, or an object with
             `sample(num_samples, generator) -> latents` (e.g. a fitted latent density).
 
@@ -144,7 +146,7 @@ def evaluate_heldout(
     resolution = pipeline.encoder.config.sample_size
     images, labels = split_images(dataset, "test", resolution)
     classifier = load_classifier(dataset)
-    reference = heldout_features(classifier, images)
+    reference = classifier_outputs(classifier, images)
     draws = []
     for draw in range(num_draws):
         generator = torch.Generator().manual_seed(seed * 1000 + draw)
@@ -181,9 +183,8 @@ def calibrate(dataset: str, num_draws: int = 3) -> Dict[str, Dict]:
     heldout, heldout_labels = split_images(dataset, "test", resolution)
     train, _ = split_images(dataset, "train", resolution)
     classifier = load_classifier(dataset)
-    reference = heldout_features(classifier, heldout)
-    with torch.no_grad():
-        accuracy = float((classifier(heldout * 2 - 1).argmax(1) == heldout_labels).double().mean())
+    reference = classifier_outputs(classifier, heldout)
+    accuracy = float((reference["predicted"] == heldout_labels.numpy()).mean())
     pairs = {}
     for name in ("train_vs_heldout", "uniform_noise"):
         draws = []
