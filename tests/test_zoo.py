@@ -1,0 +1,57 @@
+"""The shipped pipelines: each loads by name with `from_pretrained`, samples and reconstructs, and one metric of its
+card is recomputed on the held-out split."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from asintrovae_hf import AsIntroVAEPipeline
+from asintrovae_hf.evaluation.heldout import split_images
+from asintrovae_hf.zoo import ENTRY_FILE, zoo_entry, zoo_names, zoo_path
+
+EXPECTED = {"as-introvae-mnist-5k", "soft-introvae-mnist-5k", "as-introvae-digits", "soft-introvae-digits"}
+
+
+def test_the_zoo_ships_as_introvae_and_soft_introvae_on_both_datasets():
+    assert EXPECTED <= set(zoo_names())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_zoo_pipeline_loads_samples_and_matches_its_card(name):
+    folder = zoo_path(name)
+    size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
+    assert size <= 10 * 2**20, f"{name} is {size} bytes"
+    entry = zoo_entry(name)
+    pipe = AsIntroVAEPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    resolution = {"mnist-5k": 28, "digits": 16}[entry["dataset"]]
+    samples = pipe(batch_size=4, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert samples.shape == (4, 1, resolution, resolution) and 0 <= samples.min() and samples.max() <= 1
+    assert samples.std() > 0.05  # not a blank image
+    # the card's held-out reconstruction error, recomputed
+    images, _ = split_images(entry["dataset"], "test", resolution)
+    recs = pipe.reconstruct(images, output_type="pt").images
+    mse = (recs - images).pow(2).flatten(1).mean(1).mean().item()
+    recheck = entry["recheck"]
+    assert recheck["metric"] == "reconstruction_mse"
+    assert mse == pytest.approx(recheck["value"], rel=recheck["rel_tolerance"])
+    card = open(os.path.join(folder, "README.md")).read()
+    assert "## Held-out evaluation" in card and entry["split"]["license"] in card and entry["command"] in card
+    assert f"{entry['metrics']['reconstruction_mse']:.5f}" in card
+    assert entry["method"].split(":")[0] in name
+
+
+def test_unknown_zoo_name_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match=r"No shipped pipeline called 'nope'; the package ships: .*as-introvae-"):
+        zoo_path("nope")
+
+
+def test_zoo_entries_are_complete_records():
+    for name in zoo_names():
+        with open(os.path.join(zoo_path(name), ENTRY_FILE)) as f:
+            entry = json.load(f)
+        for key in ("dataset", "method", "seed", "command", "metrics", "split", "device", "code_version"):
+            assert key in entry, (name, key)
+        assert entry["split"]["num_heldout"] in (360, 1000)
