@@ -45,6 +45,7 @@ def _digits_defaults_help() -> Dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="asintrovae-train",
         description="Train an introspective VAE (AS-IntroVAE, Soft-IntroVAE, IntroVAE or VAE) with Accelerate."
     )
     data = parser.add_argument_group("data")
