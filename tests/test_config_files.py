@@ -3,6 +3,7 @@ the file and the key, the resolved configuration every run writes replaying the 
 options and the trackers of `--report_to`."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -143,7 +144,20 @@ def test_every_diffusers_scheduler_takes_its_options_or_is_refused(capsys):
     assert kwargs == dict(num_warmup_steps=2, num_training_steps=20, power=2.0)
 
 
-@pytest.mark.usefixtures("fresh_accelerate")
+@pytest.fixture
+def restore_loggers():
+    """trackio (and what it imports) sets the levels of other libraries' loggers, such as httpx's: give them back."""
+    loggers = {name: logger for name, logger in logging.Logger.manager.loggerDict.items()
+               if isinstance(logger, logging.Logger)}
+    before = {name: (logger.level, logger.disabled, logger.propagate) for name, logger in loggers.items()}
+    yield
+    for name, (level, disabled, propagate) in before.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.disabled, logger.propagate = disabled, propagate
+
+
+@pytest.mark.usefixtures("fresh_accelerate", "restore_loggers")
 def test_trackers_tensorboard_and_trackio_offline_and_a_missing_one_named(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
