@@ -88,3 +88,30 @@ def test_sample_refuses_bad_requests_in_one_line(saved_pipeline, tmp_path, capsy
     assert sample_command.main(["--pipeline", str(tmp_path / "missing"), "--grid", str(tmp_path / "g.png")]) == 1
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if line.startswith("error: ")] and "Traceback" not in err
+
+
+def test_sample_needs_only_the_base_install_and_train_names_its_extra(saved_pipeline, tmp_path):
+    """With the `[train]` and `[eval]` packages hidden: `asintrovae-sample` still works, `asintrovae-train` says in
+    one line which extra to install."""
+    import subprocess
+
+    code = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):  # a base install: no extras
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("accelerate", "datasets", "sklearn", "scipy", "gradio"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+import importlib.util
+importlib.util.find_spec = lambda name, *a, _real=importlib.util.find_spec: (
+    None if name.split(".")[0] in ("accelerate", "datasets", "sklearn", "scipy", "gradio") else _real(name, *a))
+from asintrovae_hf.commands import sample, train
+assert sample.main(["--pipeline", sys.argv[1], "--num_images", "3", "--output_dir", sys.argv[2]]) == 0
+assert train.main(["--max_train_steps", "1"]) == 1
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(saved_pipeline), str(tmp_path / "s")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list((tmp_path / "s").iterdir())) == 3
+    assert "error: Training needs accelerate, datasets" in out.stderr
+    assert "pip install 'asintrovae-hf[train]'" in out.stderr

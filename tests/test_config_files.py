@@ -115,6 +115,9 @@ def test_the_resolved_configuration_replays_the_run_bit_for_bit(tmp_path, monkey
     # train_summary.json is read back the same way
     from_summary = parse_args(["--config", str(first / "train_summary.json"), "--output_dir", str(replay)])
     assert from_summary == config
+    # a learning rate given with the file moves both networks' (they follow it unless set apart)
+    faster = parse_args(["--config", str(first / "config.yaml"), "--learning_rate", "1e-3"]).optimization
+    assert faster.encoder_learning_rate == faster.decoder_learning_rate == 1e-3
 
 
 def test_every_diffusers_scheduler_takes_its_options_or_is_refused(capsys):

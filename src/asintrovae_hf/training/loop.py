@@ -824,9 +824,15 @@ def _save_outputs(run: TrainingRun) -> Dict:
 def resolved_options(run: TrainingRun) -> Dict:
     """
     The run's options as `--config` reads them back: every default resolved, with what only the set-up knew (the
-    device's `channels_last`, Accelerate's mixed precision, a pretrained model's shape); the Hub token left out.
+    device's `channels_last`, Accelerate's mixed precision, a pretrained model's shape); the Hub token left out. A
+    network's learning rate equal to `learning_rate` is written as null (it follows `learning_rate`), so that
+    `--config config.yaml --learning_rate X` changes both, as it does without a file.
     """
-    return resolved_config({**run.config.options(), "mixed_precision": run.accelerator.mixed_precision})
+    options = {**run.config.options(), "mixed_precision": run.accelerator.mixed_precision}
+    for name in ("encoder_learning_rate", "decoder_learning_rate"):
+        if options[name] == options["learning_rate"]:
+            options[name] = None
+    return resolved_config(options)
 
 
 def _portable_options(options: Dict, output_dir: str) -> Dict:
