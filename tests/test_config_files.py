@@ -66,6 +66,9 @@ def test_flags_override_the_file(tmp_path):
     ("g.yaml", "resolution: null\n", "g.yaml: key 'resolution': expected a value, got null"),
     ("h.yaml", "- 1\n", "h.yaml: expected a mapping of option names to values, got list"),
     ("i.yaml", "lr_scheduler: piecewise_constant\n", "i.yaml: key 'lr_scheduler': --lr_step_rules is required"),
+    ("j.yaml", "resolution: 18\n", "j.yaml: key 'resolution': 18 cannot be used: "),
+    ("k.yaml", "block_out_channels: [8, 16, 32, 64, 128]\n", "k.yaml: key 'block_out_channels': --resolution 16 "
+                                                             "cannot be used: "),
 ])
 def test_a_refused_file_is_one_line_naming_the_file_and_the_key(tmp_path, capsys, name, text, message):
     (tmp_path / name).write_text(text)

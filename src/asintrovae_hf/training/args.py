@@ -345,6 +345,14 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
         if options[name] is None:
             options[name] = options["learning_rate"]
     _check_options(fail, options)
+    if not options["pretrained_model_name_or_path"] and {"resolution", "block_out_channels"} & from_file:
+        # from a file, refused here, naming it (from the command line the set-up refuses it, before any data)
+        from ..models.autoencoders import check_sample_size
+
+        try:
+            check_sample_size(options["resolution"], options["block_out_channels"])
+        except ValueError as err:
+            fail("resolution", f"{options['resolution']} cannot be used: {err}", "block_out_channels")
     try:
         name = args.objective or ObjectiveConfig.objective
         defaults = DIGITS_OBJECTIVE_DEFAULTS.get(name, {}) if data.is_digits else {}
