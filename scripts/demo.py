@@ -1,72 +1,14 @@
-"""Serve the Gradio demo of a saved pipeline (a folder or a Hub id) on 127.0.0.1.
+#!/usr/bin/env python
+"""`asintrovae-demo` under its old name: `python scripts/demo.py ARGS` runs `asintrovae-demo ARGS` (the same options).
 
-    python scripts/demo.py --pipeline as-introvae-digits             # a free port; the URL is printed
-    python scripts/demo.py --pipeline you/as-introvae-digits --port 7860
-    python scripts/demo.py --pipeline as-introvae-digits --save_reference_scores   # score the built-in digits first
-
-Needs the `[demo]` extra (`pip install "asintrovae-hf[demo]"`). Nothing is shared on the internet unless `--share`
-is given. Gradio's analytics (and its version check) are off unless GRADIO_ANALYTICS_ENABLED is set.
+The command lives in `asintrovae_hf.commands.demo`; this shim keeps the commands in the docs and results working.
 """
 
-import argparse
-import os
-import socket
 import sys
 
+from asintrovae_hf.commands import demo as _command
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipeline", required=True, help="A folder written by save_pretrained, or a Hub repo id.")
-    parser.add_argument("--host", default="127.0.0.1", help="The address to serve on (default: 127.0.0.1 only).")
-    parser.add_argument("--port", type=int, default=None, help="The port (default: a free one).")
-    parser.add_argument("--share", action="store_true", help="Also make a public gradio.live link (off by default).")
-    parser.add_argument("--save_reference_scores", action="store_true",
-                        help="Score the built-in digits and save them as reference_scores.json in the pipeline's "
-                             "folder (a local folder only) before serving: the Score tab's in-distribution percentile.")
-    return parser.parse_args(argv)
-
-
-def prepare(args: argparse.Namespace):
-    """Load the pipeline, save its reference scores if asked, and build the demo; exits with a one-line error."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from asintrovae_hf import AsIntroVAEPipeline
-    from asintrovae_hf.demo import build_demo, save_reference_scores
-    from asintrovae_hf.errors import one_line
-
-    if args.save_reference_scores and not os.path.isdir(args.pipeline):
-        sys.exit("error: --save_reference_scores writes into the pipeline's folder; give a local folder.")
-    try:
-        pipe = AsIntroVAEPipeline.from_pretrained(args.pipeline)
-    except (OSError, ValueError) as err:
-        sys.exit(f"error: cannot load the pipeline {args.pipeline!r}: {one_line(err, 300)}")
-    if args.save_reference_scores:
-        from asintrovae_hf.data import load_digits_dataset
-
-        digits = load_digits_dataset()
-        labels = list(digits["label"]) if pipe.num_classes else None
-        path = save_reference_scores(pipe, list(digits["image"]), args.pipeline, class_labels=labels,
-                                     source="the built-in digits")
-        print(f"saved the reference scores of {len(digits)} digits to {path}", flush=True)
-    try:
-        return build_demo(pipe)
-    except (ImportError, ValueError) as err:
-        sys.exit(f"error: {one_line(err, 300)}")
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    demo = prepare(args)
-    port = args.port or free_port(args.host)
-    print(f"serving the demo of {args.pipeline} on http://{args.host}:{port}", flush=True)
-    demo.launch(server_name=args.host, server_port=port, share=args.share, show_error=False, inbrowser=False)
-    return 0
-
+globals().update({name: value for name, value in vars(_command).items() if not name.startswith("__")})
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_command.main())

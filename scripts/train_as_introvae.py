@@ -1,14 +1,13 @@
 #!/usr/bin/env python
-"""Train an introspective VAE on an image dataset.
+"""`asintrovae-train` under its old name: `accelerate launch scripts/train_as_introvae.py ARGS` runs the same training
+as `accelerate launch -m asintrovae_hf.commands.train ARGS` (the same options; see `asintrovae-train --help`).
 
-    accelerate launch scripts/train_as_introvae.py --output_dir as-introvae-digits --max_train_steps 2000
-
-See `python scripts/train_as_introvae.py --help` for every option; the loop lives in `asintrovae_hf.training.loop`.
+The loop lives in `asintrovae_hf.training.loop`; this shim keeps the commands in the docs and results working.
 """
 
 import sys
 
-from asintrovae_hf.training.loop import main
+from asintrovae_hf.commands.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -196,16 +196,19 @@ def test_two_cpu_ranks_equal_one_process_accumulating_two_batches(tmp_path):
     numbered across processes), the same averaged gradient. Every parameter and buffer is equal across the ranks, and
     every parameter equals the single process's (BatchNorm running statistics legitimately differ: DDP keeps rank 0's,
     one process updates them with both micro-batches)."""
-    common = TINY + ["--train_batch_size", "8", "--max_train_steps", "4", "--checkpointing_steps", "2"]
+    # the installed package's command under Accelerate's launcher (`accelerate launch -m`); a piecewise-constant
+    # learning rate whose step rules must be scaled by the processes (a prepared scheduler steps once per process)
+    common = TINY + ["--train_batch_size", "8", "--max_train_steps", "4", "--checkpointing_steps", "2",
+                     "--lr_scheduler", "piecewise_constant", "--lr_step_rules", "1:2,0.5"]
     env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(free_port()), str(SCRIPT), *common, "--output_dir", str(tmp_path / "ddp")]
+           str(free_port()), "-m", "asintrovae_hf.commands.train", *common, "--output_dir", str(tmp_path / "ddp")]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and "MULTI_CPU" in summary["distributed_type"]
-    assert summary["global_step"] == 4
+    assert summary["global_step"] == 4 and summary["final_losses"]["lr_encoder"] == pytest.approx(0.5 * 2e-4)
     rank0, rank1 = summary["replica_checksums"]
     assert len(rank0) > 40 and any("running_var" in name for name in rank0)  # parameters and buffers
     assert rank0 == rank1  # exactly

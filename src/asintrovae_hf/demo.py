@@ -1,7 +1,7 @@
 """A Gradio demo for any `AsIntroVAEPipeline`: sample, reconstruct, interpolate, score and explore the latent space.
 
-`build_demo(pipe)` returns a `gradio.Blocks` (`pip install "asintrovae-hf[demo]"`); `scripts/demo.py` serves it and
-`scripts/push_space.py` puts it on a Hugging Face Space. The work is done by the plain functions of this module, which
+`build_demo(pipe)` returns a `gradio.Blocks` (`pip install "asintrovae-hf[demo]"`); `asintrovae-demo` serves it and
+`asintrovae-push-space` puts it on a Hugging Face Space. The work is done by the plain functions of this module, which
 take and return PIL images, strings and numbers (the tests call them without a browser); the Gradio wiring in
 `build_demo` only passes values through and turns the package's expected errors into `gr.Error` one-liners.
 
@@ -232,7 +232,7 @@ def describe_score(result: dict) -> str:
 NO_REFERENCE_MESSAGE = (
     "No reference scores of the training data are saved with this pipeline, so there is no in-distribution "
     "percentile. Save them with `asintrovae_hf.demo.save_reference_scores(pipe, images, folder)` (or "
-    "`python scripts/demo.py --pipeline FOLDER --save_reference_scores` for the built-in digits).")
+    "`asintrovae-demo --pipeline FOLDER --save_reference_scores` for the built-in digits).")
 
 
 # ---- reference scores --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The package's error types and the helpers that turn expected failures into one clear line.
 
-Entry points (`scripts/*.py`, `asintrovae_hf.training.main`) print an expected failure as `error: <one line>` and exit
+Entry points (the commands of `asintrovae_hf.commands`, `asintrovae_hf.training.loop.main`) print an expected failure as `error: <one line>` and exit
 with status 1; anything else (a bug) keeps its traceback.
 """
 

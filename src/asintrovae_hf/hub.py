@@ -31,9 +31,10 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_templat
 # What `push_to_hub` leaves out of an output directory: checkpoints (complete or partial), tracker logs (the default
 # `--logging_dir logs`, and TensorBoard event files wherever they are) and the grids saved during training,
 # `samples-NNNNNN.png` / `reconstructions-NNNNNN.png` (the final `samples.png` and `reconstructions.png` are uploaded).
-# `training_ignore_patterns` adds a non-default `--logging_dir`.
+# `training_ignore_patterns` adds a non-default `--logging_dir`. The run's resolved `config.yaml` stays local too: it
+# holds the local paths as given (`train_summary.json`, uploaded, holds the configuration with portable paths).
 HUB_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*events.out.tfevents*",
-                       "samples-*.png", "reconstructions-*.png")
+                       "samples-*.png", "reconstructions-*.png", "config.yaml")
 
 TAGS = ("asintrovae", "introvae", "vae", "unconditional-image-generation", "diffusers", "diffusers:AsIntroVAEPipeline")
 
@@ -141,7 +142,7 @@ def create_model_card(
         license (`str`, *optional*, defaults to `"apache-2.0"`): The card's license.
         template_path (`str`, *optional*): A Jinja template; defaults to the packaged `model_card_template.md`.
         model_classes (`Tuple[str, str]`, *optional*): The encoder and decoder class names.
-        space_id (`str`, *optional*): A Space that demoes the model (`scripts/push_space.py`): linked under the title.
+        space_id (`str`, *optional*): A Space that demoes the model (`asintrovae-push-space`): linked under the title.
 
     Returns:
         `huggingface_hub.ModelCard`: the card, also saved as `output_dir/README.md`.

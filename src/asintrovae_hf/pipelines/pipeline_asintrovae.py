@@ -487,7 +487,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         is the one its training loss implies: a Gaussian of variance 1/2 per value around the decoder's output (so
         `-log p(x|z)` is the squared error the objectives use, plus `D/2 log(pi)`), or a Bernoulli for a decoder with
         a sigmoid output (the `bce` loss). Introspective VAEs score out-of-distribution data higher than their
-        training data; `scripts/ood.py` measures the AUROC of that.
+        training data; `asintrovae-ood` measures the AUROC of that.
 
         Args:
             images: PIL images, arrays or tensors (as for `encode`); vectors for vector models.

@@ -1,4 +1,4 @@
-"""Runs of the 2D toy benchmark, their records, tables and figures (the library behind `scripts/toy2d.py`).
+"""Runs of the 2D toy benchmark, their records, tables and figures (the library behind `asintrovae-toy2d`).
 
 A run is fully described by a [`ToyRun`]; its [`ToyRun.key`] names it in a `runs.jsonl` file of finished runs, so a
 batch that was interrupted resumes with the runs it has not finished. The trained MLPs of a run are saved (as

@@ -1,5 +1,5 @@
 """
-The training application behind `accelerate launch scripts/train_as_introvae.py`: its command-line options
+The training application behind `asintrovae-train` (`accelerate launch -m asintrovae_hf.commands.train`): its options
 (`args.py`), parsed once into the frozen [`TrainingConfig`] that everything after reads (`config.py`), one
 optimisation step of the encoder and the decoder (`train_step.py`), the Accelerate loop with EMA, logging and sample
 grids (`loop.py`), crash-safe checkpoints (`checkpointing.py`), the running loss log with its NaN check

@@ -109,6 +109,9 @@ class OptimizationConfig:
         max_grad_norm (`float`, *optional*): Clip each network's gradient norm to this value.
         lr_scheduler (`str`, defaults to `"constant"`): A diffusers scheduler name.
         lr_warmup_steps (`int`, defaults to 0): The scheduler's warm-up steps.
+        lr_num_cycles (`int`, *optional*): `cosine_with_restarts`' number of restarts (diffusers' default when unset).
+        lr_power (`float`, *optional*): `polynomial`'s power (diffusers' default when unset).
+        lr_step_rules (`str`, *optional*): `piecewise_constant`'s rules, e.g. `"1:1000,0.1:2000,0.01"`.
     """
 
     num_epochs: int = 100
@@ -124,6 +127,9 @@ class OptimizationConfig:
     max_grad_norm: Optional[float] = None
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
+    lr_num_cycles: Optional[int] = None
+    lr_power: Optional[float] = None
+    lr_step_rules: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,7 @@ class LoggingConfig:
     r"""
     Args:
         logging_dir (`str`, defaults to `"logs"`): The trackers' folder, relative to `output_dir`.
-        report_to (`str`, defaults to `"tensorboard"`): `tensorboard`, `wandb`, `all` or `none`.
+        report_to (`str`, defaults to `"tensorboard"`): Accelerate trackers (comma-separated), `all` or `none`.
         tracker_project_name (`str`, defaults to `"asintrovae"`): The trackers' project.
         logging_steps (`int`, defaults to 10): Steps between reading the losses on the host.
         save_images_steps (`int`, defaults to 500): Steps between sample grids.

@@ -1,4 +1,4 @@
-"""The training loop behind `accelerate launch scripts/train_as_introvae.py`.
+"""The training loop behind `asintrovae-train` (`accelerate launch -m asintrovae_hf.commands.train`).
 
 Shaped like diffusers' `train_unconditional.py`: Accelerate for devices, processes and mixed precision; diffusers'
 `EMAModel` and `get_scheduler`; `accelerator.save_state` checkpoints (safe and crash-proof in `checkpointing.py`).
@@ -9,7 +9,6 @@ loop (batch -> objective and optimizer steps -> log and checkpoint) and finish. 
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import logging
 import math
@@ -59,8 +58,9 @@ from ..objectives.introspective import IntrospectiveObjective  # noqa: E402
 from ..pipelines.pipeline_asintrovae import AsIntroVAEPipeline  # noqa: E402
 from .precision import precision_warning  # noqa: E402
 from .train_step import train_step  # noqa: E402
-from .args import option_names, parse_args  # noqa: E402
+from .args import option_names, parse_args, report_to_error, scheduler_kwargs  # noqa: E402
 from .config import DataConfig, ModelConfig, TrainingConfig  # noqa: E402
+from .config_files import resolved_config, write_config  # noqa: E402
 from .loss_log import LossBuffer  # noqa: E402
 
 logger = logging.getLogger("asintrovae_hf.training")
@@ -169,12 +169,10 @@ def _load_data(data: DataConfig):
 
 
 def _check_trackers(report_to: str) -> None:
-    """Accelerate silently drops a tracker whose package is missing: say so instead."""
-    wanted = {"tensorboard": ("tensorboard",), "wandb": ("wandb",)}.get(report_to, ())
-    for package in wanted:
-        if importlib.util.find_spec(package) is None:
-            raise UsageError(f"--report_to {report_to} needs the {package!r} package: `pip install {package}`, or "
-                             f"pass --report_to none.")
+    """Accelerate silently drops a tracker whose package is missing: say so instead (also for `train(config)`)."""
+    problem = report_to_error(report_to)
+    if problem:
+        raise UsageError(f"--report_to {problem}")
 
 
 def _check_compile_backend(device: torch.device) -> None:
@@ -294,6 +292,11 @@ def _check_batch_norm_batch(config: TrainingConfig) -> None:
         )
 
 
+# The options that may hold a local path.
+_PATH_OPTIONS = ("output_dir", "train_data_dir", "cache_dir", "logging_dir", "dataset_name",
+                 "pretrained_model_name_or_path", "resume_from_checkpoint")
+
+
 def public_options(config: TrainingConfig) -> Dict:
     """
     The options as flat values for trackers, checkpoints and the model card, in `--help`'s order: the Hub token left
@@ -308,9 +311,7 @@ def public_options(config: TrainingConfig) -> Dict:
             continue
         if isinstance(value, (tuple, list)):
             value = ",".join(map(str, value))
-        elif isinstance(value, str) and key in ("output_dir", "train_data_dir", "cache_dir", "logging_dir",
-                                                "dataset_name", "pretrained_model_name_or_path",
-                                                "resume_from_checkpoint"):
+        elif isinstance(value, str) and key in _PATH_OPTIONS:
             value = _portable_path(value, output_dir)
         out[key] = value
     return out
@@ -339,7 +340,7 @@ def _make_accelerator(config: TrainingConfig) -> Accelerator:
             # graph the decoder step reuses ("modified by an inplace operation"). Training uses batch statistics, the saved ones are rank 0's, and
             # `_sync_buffers` makes every replica equal at the end: the copies are not needed.
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-            log_with=None if report_to == "none" else report_to,
+            log_with=None if report_to == "none" else (report_to if report_to == "all" else report_to.split(",")),
             project_config=ProjectConfiguration(project_dir=config.output_dir,
                                                 logging_dir=os.path.join(config.output_dir,
                                                                          config.logging.logging_dir)),
@@ -459,12 +460,8 @@ def _prepare_networks(config: TrainingConfig, accelerator: Accelerator, encoder,
 
     opt_e, opt_d = adam(encoder, optimization.encoder_learning_rate), adam(decoder, optimization.decoder_learning_rate)
     # A prepared scheduler steps once per process at each step (Accelerate's convention), hence the factors.
-    sched_e, sched_d = (
-        get_scheduler(optimization.lr_scheduler, opt,
-                      num_warmup_steps=optimization.lr_warmup_steps * accelerator.num_processes,
-                      num_training_steps=data.max_train_steps * accelerator.num_processes)
-        for opt in (opt_e, opt_d)
-    )
+    kwargs = scheduler_kwargs(dataclasses.asdict(optimization), data.max_train_steps, accelerator.num_processes)
+    sched_e, sched_d = (get_scheduler(optimization.lr_scheduler, opt, **kwargs) for opt in (opt_e, opt_d))
     if config.model.gradient_checkpointing:
         encoder.enable_gradient_checkpointing()
         decoder.enable_gradient_checkpointing()
@@ -753,6 +750,9 @@ def finish(run: TrainingRun, started: float) -> Dict:
         "replica_checksums": replica_checksums(accelerator, run.networks.bare_encoder, run.networks.bare_decoder),
         "seconds": round(time.time() - started, 1),
         "last_checkpoint": os.path.relpath(progress.last_checkpoint, config.output_dir),
+        # `--config train_summary.json` replays the run; uploaded with the model, so local paths are made portable
+        # as in the model card (OUTPUT_DIR/config.yaml keeps them as given)
+        "config": _portable_options(resolved_options(run), config.output_dir),
     }
     if accelerator.is_main_process:
         summary.update(_save_outputs(run))
@@ -821,6 +821,34 @@ def _save_outputs(run: TrainingRun) -> Dict:
             "samples_from_pretrained": "samples_from_pretrained.png"}
 
 
+def resolved_options(run: TrainingRun) -> Dict:
+    """
+    The run's options as `--config` reads them back: every default resolved, with what only the set-up knew (the
+    device's `channels_last`, Accelerate's mixed precision, a pretrained model's shape); the Hub token left out. A
+    network's learning rate equal to `learning_rate` is written as null (it follows `learning_rate`), so that
+    `--config config.yaml --learning_rate X` changes both, as it does without a file.
+    """
+    options = {**run.config.options(), "mixed_precision": run.accelerator.mixed_precision}
+    for name in ("encoder_learning_rate", "decoder_learning_rate"):
+        if options[name] == options["learning_rate"]:
+            options[name] = None
+    return resolved_config(options)
+
+
+def _portable_options(options: Dict, output_dir: str) -> Dict:
+    """`options` with the local paths made portable, as [`public_options`] does for the model card."""
+    root = os.path.abspath(output_dir)
+    return {key: _portable_path(value, root) if isinstance(value, str) and key in _PATH_OPTIONS else value
+            for key, value in options.items()}
+
+
+def _write_resolved_config(run: TrainingRun) -> None:
+    path = os.path.join(run.config.output_dir, "config.yaml")
+    write_config(resolved_options(run), path, header=(
+        "The resolved configuration of this run, written by asintrovae-train: every option with the value it had.\n"
+        f"Replay it with: asintrovae-train --config {path} (flags given as well override it)."))
+
+
 def train(config: TrainingConfig) -> Dict:
     """
     Train with the given config (e.g. from `parse_args`) and save the pipeline to `config.output_dir`.
@@ -832,6 +860,7 @@ def train(config: TrainingConfig) -> Dict:
     run = setup(config)
     if run.accelerator.is_main_process:
         remove_partial_checkpoints(run.config.output_dir)
+        _write_resolved_config(run)
         run.accelerator.init_trackers(run.config.logging.tracker_project_name, config=public_options(run.config))
     run.accelerator.wait_for_everyone()
     resume(run)
