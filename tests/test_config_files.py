@@ -21,6 +21,7 @@ SHIPPED = {
     "cifar10": (32, 3, (64, 128, 256), 128, 64, 2e-4, 1.0, 1.0, 256.0, 150),
     "celeba128": (128, 3, (64, 128, 256, 512, 512), 256, 32, 2e-4, 0.5, 1.0, 256.0, 150),
     "celeba256": (256, 3, (64, 128, 256, 512, 512, 512), 256, 32, 2e-4, 0.5, 1.0, 1024.0, 150),
+    "mnist-5k": (28, 1, (16, 32), 32, 32, 2e-4, 1.0, 1.0, 256.0, None),
 }
 
 
@@ -38,10 +39,20 @@ def test_shipped_configurations_load_by_name_and_name_their_sources():
             assert config.optimization.num_epochs == epochs and objective.schedule == "tanh"  # the authors' preset
         check_sample_size(model.resolution, model.block_out_channels)
         text = (files("asintrovae_hf") / "configs" / f"{name}.yaml").read_text()
-        assert "Source" in text
-        if name != "digits":
+        assert "Source" in text or name == "mnist-5k"
+        if name not in ("digits", "mnist-5k"):
             assert "LOUEY233/AS-IntroVAE" in text and "taldatech/soft-intro-vae-pytorch" in text
     assert parse_args(["--config", "mnist"]).data.dataset_name == "ylecun/mnist"
+
+
+def test_the_mnist_5k_configuration_is_the_mnist_table_budget():
+    from helpers import load_script
+
+    budget = load_script("heldout_benchmark").BUDGETS["mnist-5k"]
+    from_file, from_flags = parse_args(["--config", "mnist-5k"]), parse_args(["--dataset_name", "mnist-5k", *budget])
+    assert from_file.data.dataset_name == "mnist-5k" and from_file.optimization.max_train_steps == 1500
+    for section in ("data", "model", "objective", "optimization"):
+        assert getattr(from_file, section) == getattr(from_flags, section), section
 
 
 def test_flags_override_the_file(tmp_path):
@@ -63,7 +74,7 @@ def test_flags_override_the_file(tmp_path):
     ("e.json", '{"use_ema": "yes"}', "e.json: key 'use_ema': expected true or false, got 'yes' (str)"),
     ("f.yaml", "objective: gan\n", "f.yaml: key 'objective': expected one of as-introvae, soft-introvae, introvae, "
                                    "vae; got 'gan' (str)"),
-    ("g.yaml", "resolution: null\n", "g.yaml: key 'resolution': expected a value, got null"),
+    ("g.yaml", "latent_dim: null\n", "g.yaml: key 'latent_dim': expected a value, got null"),
     ("h.yaml", "- 1\n", "h.yaml: expected a mapping of option names to values, got list"),
     ("i.yaml", "lr_scheduler: piecewise_constant\n", "i.yaml: key 'lr_scheduler': --lr_step_rules is required"),
     ("j.yaml", "resolution: 18\n", "j.yaml: key 'resolution': 18 cannot be used: "),
@@ -83,7 +94,7 @@ def test_an_unknown_name_lists_the_shipped_ones(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--config", "mnistt"])
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'mnistt'" in err and "celeba128, celeba256, cifar10, digits, mnist" in err
+    assert err.count("\n") == 1 and "'mnistt'" in err and "celeba128, celeba256, cifar10, digits, mnist, mnist-5k" in err
 
 
 @pytest.mark.usefixtures("fresh_accelerate")

@@ -33,7 +33,7 @@ def _configs_dir():
 def named_configs() -> Dict[str, str]:
     """`{name: first comment line}` of the configurations shipped in the package."""
     out = {}
-    for entry in sorted(_configs_dir().iterdir(), key=lambda e: e.name):
+    for entry in sorted(_configs_dir().iterdir(), key=lambda e: e.name.rsplit(".", 1)[0]):
         if entry.name.endswith(".yaml"):
             first = entry.read_text(encoding="utf-8").splitlines()[0] if entry.is_file() else ""
             out[entry.name[:-len(".yaml")]] = first.lstrip("# ").strip()
