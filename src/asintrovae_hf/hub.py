@@ -32,7 +32,7 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_templat
 # `samples-NNNNNN.png` / `reconstructions-NNNNNN.png` (the final `samples.png` and `reconstructions.png` are uploaded).
 # `training_ignore_patterns` adds a non-default `--logging_dir`.
 HUB_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*events.out.tfevents*",
-                       "samples-*.png", "reconstructions-*.png")
+                       "samples-*.png", "reconstructions-*.png", ".asintrovae-train.lock")
 
 TAGS = ("asintrovae", "introvae", "vae", "unconditional-image-generation", "diffusers", "diffusers:AsIntroVAEPipeline")
 
