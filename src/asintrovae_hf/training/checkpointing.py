@@ -28,7 +28,7 @@ from accelerate import Accelerator
 
 from ..errors import CheckpointError, one_line, unpickling_detail
 from ..json_io import JsonFileError, read_json
-from .faults import is_disk_error
+from .faults import describe_disk_error, is_disk_error
 from ..models.autoencoders import check_plain_tree, check_weight_file
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
         shutil.rmtree(partial, ignore_errors=True)
         previous = list_checkpoints(output_dir)
         raise CheckpointError(
-            f"Cannot write checkpoint {final!r}: {one_line(err)}. The previous checkpoint "
+            f"Cannot write checkpoint {final!r}: {describe_disk_error(err, output_dir)} The previous checkpoint "
             f"{previous[-1] if previous else '(none)'!r} is intact; free space and resume with "
             f"--resume_from_checkpoint latest."
         ) from None

@@ -133,9 +133,13 @@ class RunLock:
         stale = self._holder(fd) or None
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except OSError as err:  # a full disk: the lock holds all the same, only its record of the holder is missing
+            logger.warning("Cannot record this run in %s (%s); the folder is locked all the same.", self.path,
+                           one_line(err, 200))
         if stale:
             logger.warning("Taking over the lock of %s left by process %s on host %s (started %s), which ended "
                            "without releasing it.", self.output_dir, stale.get("pid", "?"), stale.get("host", "?"),
@@ -228,7 +232,46 @@ def writing(what: str, folder: str, last_checkpoint: Optional[str]):
     except Exception as err:
         if not is_disk_error(err):
             raise
+        if last_checkpoint is None:  # before the resume: the newest complete checkpoint in the folder
+            from .checkpointing import list_checkpoints
+
+            last_checkpoint = (list_checkpoints(folder) or [None])[-1]
         kept = (f"The last checkpoint {last_checkpoint!r} is intact; free space (or fix the permissions) and resume "
                 f"with --resume_from_checkpoint latest." if last_checkpoint else
                 "No checkpoint was written yet; free space (or fix the permissions) and start again.")
-        raise OutputWriteError(f"Cannot write {what} in {folder!r}: {one_line(err, 300)}. {kept}") from None
+        raise OutputWriteError(f"Cannot write {what} in {folder!r}: {describe_disk_error(err, folder)} "
+                               f"{kept}") from None
+
+
+def describe_disk_error(err: BaseException, folder: str) -> str:
+    """The error on one line, with the free space of `folder`'s filesystem when the message does not say "space"."""
+    import shutil
+
+    text = one_line(err, 300).rstrip(".") + "."
+    if "space" not in text.lower():
+        with contextlib.suppress(OSError):
+            text += f" {shutil.disk_usage(folder).free:,} bytes are free on that filesystem."
+    return text
+
+
+@contextlib.contextmanager
+def quiet_writer_threads():
+    """
+    While training, a background writer thread (TensorBoard's event writer) that dies of a full disk logs one line
+    instead of a traceback; the main thread reports the failure when it next writes a log. Other thread errors are
+    left to the previous hook.
+    """
+    previous = threading.excepthook
+
+    def hook(args):
+        if args.exc_value is not None and is_disk_error(args.exc_value):
+            logger.warning("The %s thread stopped: %s", getattr(args.thread, "name", "writer"),
+                           one_line(args.exc_value, 300))
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous

@@ -71,6 +71,7 @@ from .faults import (  # noqa: E402
     RunLock,
     StopSignals,
     describe_lost_ranks,
+    quiet_writer_threads,
     is_collective_failure,
     writing,
 )
@@ -647,7 +648,8 @@ def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
         )
     means["lr_encoder"] = run.networks.sched_e.get_last_lr()[0]
     means["lr_decoder"] = run.networks.sched_d.get_last_lr()[0]
-    accelerator.log(means, step=progress.state.global_step)
+    with writing("the tracker logs", config.output_dir, progress.last_checkpoint):
+        accelerator.log(means, step=progress.state.global_step)
     shown = ("loss_encoder", "loss_decoder", "loss_rec", "kl_real", "dis_encoder", "c", "loss")
     progress.bar.set_postfix({k: f"{means[k]:.4g}" for k in shown if k in means}, refresh=False)
     progress.last_logged = means
@@ -658,7 +660,8 @@ def _save_grids(run: TrainingRun, step: int) -> None:
     with writing(f"the sample grids of step {step}", run.config.output_dir, run.progress.last_checkpoint):
         for name, grid in grids.items():
             grid.save(os.path.join(run.config.output_dir, f"{name}-{step:06d}.png"))
-    log_images(run.accelerator, grids, step)
+    with writing("the tracker logs", run.config.output_dir, run.progress.last_checkpoint):
+        log_images(run.accelerator, grids, step)
 
 
 def _measures_gradients(config: TrainingConfig, step: int, phase) -> bool:
@@ -669,7 +672,8 @@ def _measures_gradients(config: TrainingConfig, step: int, phase) -> bool:
 
 def _record_gradient_norms(run: TrainingRun, step: int, norms: Dict[str, float]) -> None:
     """Log the gradient norms and append them, one JSON line per measured step, to `gradient_norms.jsonl`."""
-    run.accelerator.log(norms, step=step)
+    with writing("the tracker logs", run.config.output_dir, run.progress.last_checkpoint):
+        run.accelerator.log(norms, step=step)
     if run.accelerator.is_main_process:
         with writing("the log gradient_norms.jsonl", run.config.output_dir, run.progress.last_checkpoint):
             with open(os.path.join(run.config.output_dir, "gradient_norms.jsonl"), "a") as f:
@@ -831,7 +835,8 @@ def finish(run: TrainingRun, started: float) -> Dict:
     accelerator.wait_for_everyone()
     run.networks.encoder = run.networks.decoder = None
     accelerator.free_memory()
-    accelerator.end_training()
+    with writing("the tracker logs", config.output_dir, progress.last_checkpoint):
+        accelerator.end_training()  # flushes and closes the trackers' files
     if config.hub.push_to_hub and accelerator.is_main_process:
         summary["hub_url"] = _push(config, run.repo_id)
     return summary
@@ -902,7 +907,7 @@ def train(config: TrainingConfig) -> Dict:
     """
     started = time.time()
     lock = RunLock(config.output_dir)
-    with StopSignals() as stop:
+    with StopSignals() as stop, quiet_writer_threads():
         try:
             run = setup(config, lock)
             run.stop = stop
