@@ -852,8 +852,8 @@ def _push(config: TrainingConfig, repo_id: str) -> str:
                                ignore_patterns=training_ignore_patterns(output_dir, logging_dir)))
     except (HubError, FileNotFoundError) as err:
         command = retry_command(output_dir, repo_id, hub.hub_private_repo, logging_dir)
-        raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {output_dir!r}; retry only "
-                       f"the upload with: {command}") from None
+        raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {output_dir!r} and intact (the upload "
+                       f"changes nothing in it); retry only the upload with: {command}") from None
 
 
 def _card(run: TrainingRun, config: TrainingConfig) -> None:
