@@ -113,7 +113,12 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError as err:
+                if not isinstance(err, BlockingIOError):  # a filesystem without locks (some FUSE mounts)
+                    os.close(fd)
+                    logger.warning("Cannot lock %s (%s): a second run in this folder would not be refused.",
+                                   self.path, one_line(err, 200))
+                    return None
                 holder = self._holder(fd)
                 os.close(fd)
                 raise UsageError(
