@@ -166,8 +166,8 @@ def worker_pids(launcher_pid: int, count: int, timeout: float = 120) -> dict:
             children = []
         for pid in map(int, children):
             try:
-                env = dict(item.split("=", 1) for item in
-                           Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
+                text = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+                env = dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
             except OSError:
                 continue
             if "RANK" in env:

@@ -1,8 +1,8 @@
 """Issue 34, item 2: a disk that fills while the run writes a checkpoint, the final pipeline, a sample grid or its
 logs. The disk is real: a small tmpfs mounted for the test and filled to the last byte (root with mount rights), or
-else a file size limit of a few bytes (`RLIMIT_FSIZE`: a write past it fails with EFBIG). The run is a real subprocess that
-resumes from a checkpoint, so that the first thing it writes is the one under test. Then: one line naming the folder
-and what failed, the previous checkpoint intact, and once space is freed the same command finishes."""
+else a file size limit of a few bytes (`RLIMIT_FSIZE`: a write past it fails with EFBIG). The run is a real subprocess
+that resumes from a checkpoint, so that the first thing it writes is the one under test. Then: one line naming the
+folder and what failed, the previous checkpoint intact, and once space is freed the same command finishes."""
 
 import os
 import resource
@@ -51,7 +51,8 @@ class Disk:
         self.root = root
         self.mounted = _can_mount(root)
         root.mkdir(parents=True, exist_ok=True)
-        self.kind = "a 4 MiB tmpfs filled to the last byte" if self.mounted else f"RLIMIT_FSIZE {RLIMIT_BYTES} bytes (EFBIG)"
+        self.kind = ("a 4 MiB tmpfs filled to the last byte" if self.mounted
+                     else f"RLIMIT_FSIZE {RLIMIT_BYTES} bytes (EFBIG)")
         self.full = False
 
     def fill(self):

@@ -26,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..objectives.elbo import negative_elbo
 from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor, check_class_labels, check_latents
-from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, read_json_object, save_code  # noqa: F401 (constants kept here)
+from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, read_json_object, save_code  # noqa: F401
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 

@@ -71,8 +71,8 @@ from .faults import (  # noqa: E402
     RunLock,
     StopSignals,
     describe_lost_ranks,
-    quiet_writer_threads,
     is_collective_failure,
+    quiet_writer_threads,
     writing,
 )
 from .image_grids import images_to_grid, log_images, render_grids  # noqa: E402
@@ -364,8 +364,10 @@ def _make_accelerator(config: TrainingConfig) -> Accelerator:
             # `_sync_buffers` makes every replica equal at the end: the copies are not needed.
             # --ddp_timeout: a rank that stops answering ends the run within this bound (the backend's own is 30
             # minutes); one that dies is noticed at once (its connections close)
-            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False),
-                             InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=config.checkpointing.ddp_timeout))],
+            kwargs_handlers=[
+                DistributedDataParallelKwargs(broadcast_buffers=False),
+                InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=config.checkpointing.ddp_timeout)),
+            ],
             log_with=None if report_to == "none" else report_to,
             project_config=ProjectConfiguration(project_dir=config.output_dir,
                                                 logging_dir=os.path.join(config.output_dir,
