@@ -2,17 +2,14 @@
 and nesting limits and a one-line refusal. A `training_state.json` nested 100,000 deep used to end the resume in a
 `RecursionError` traceback."""
 
-import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 
 from asintrovae_hf import AsIntroVAEPipeline
-from asintrovae_hf.json_io import MAX_DEPTH, JsonFileError, loads, nesting_depth, read_json, read_json_lines
+from asintrovae_hf.json_io import JsonFileError, loads, nesting_depth, read_json, read_json_lines
 from asintrovae_hf.training.args import parse_args
 from asintrovae_hf.training.loop import train
 from helpers import ROOT, TINY, reset_accelerate, run_training_script, tiny_image_pipeline
