@@ -157,6 +157,7 @@ class TrainingRun:
     repo_id: Optional[str] = None
     stop: Optional[StopSignals] = None  # SIGTERM / SIGUSR1 received: checkpoint and exit after this step
     ranks: List[Dict] = dataclasses.field(default_factory=list)  # each process's pid and host (lost-rank errors)
+    stop_group: Any = None  # the process group (on the CPU) that agrees on a stop; None: the default group
 
 
 # ---- set-up ------------------------------------------------------------------------------------------------------
@@ -466,7 +467,20 @@ def setup(config: TrainingConfig, lock: Optional[RunLock] = None) -> TrainingRun
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     ranks = gather_object([me]) if accelerator.num_processes > 1 else [me]
     return TrainingRun(config=config, accelerator=accelerator, objective=objective, networks=networks, data=data,
-                       grids=grids, progress=Progress(state), repo_id=repo_id, ranks=ranks)
+                       grids=grids, progress=Progress(state), repo_id=repo_id, ranks=ranks,
+                       stop_group=_stop_group(config, accelerator))
+
+
+def _stop_group(config: TrainingConfig, accelerator: Accelerator):
+    """
+    The group in which the processes agree, after each step, on a stop: the default group when it is already gloo
+    (CPU), else a gloo group of the same processes, so that the check never waits for the GPU (the loop otherwise
+    reads values from the device only every `--logging_steps`).
+    """
+    if accelerator.num_processes == 1 or torch.distributed.get_backend() == "gloo":
+        return None
+    return torch.distributed.new_group(backend="gloo",
+                                       timeout=datetime.timedelta(seconds=config.checkpointing.ddp_timeout))
 
 
 def _training_data(config: TrainingConfig, accelerator: Accelerator, train_dataset, image_column: str,
@@ -716,8 +730,9 @@ def _stop_requested(run: TrainingRun) -> bool:
     local = run.stop is not None and run.stop.received is not None
     if run.accelerator.num_processes == 1:
         return local
-    flag = torch.tensor([float(local)], device=run.accelerator.device)
-    return run.accelerator.reduce(flag, "sum").item() > 0
+    flag = torch.tensor([float(local)])  # on the CPU, through a gloo group: no wait for the device
+    torch.distributed.all_reduce(flag, group=run.stop_group)
+    return flag.item() > 0
 
 
 def train_loop(run: TrainingRun) -> None:
