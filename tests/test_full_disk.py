@@ -40,7 +40,10 @@ def _can_mount(folder: Path) -> bool:
     if os.environ.get("ASINTROVAE_FULL_DISK") == "rlimit" or sys.platform != "linux":
         return False
     folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    try:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    except OSError:  # no mount command
+        return False
     return result.returncode == 0
 
 
