@@ -221,8 +221,9 @@ def test_a_second_run_in_the_folder_is_refused_and_a_killed_runs_lock_is_taken_o
     assert (out / LOCK_FILE).exists()
     reset_accelerate()
     with caplog.at_level("WARNING"):
-        assert main(args[:-4] + ["--max_train_steps", "6", "--checkpointing_steps", "2", "--output_dir", str(out),
-                                 "--resume_from_checkpoint", "latest"]) == 0
+        # from checkpoint-2 (the killed run may have gone further): its later checkpoint-4, if any, is replaced
+        assert main(args[:-4] + ["--max_train_steps", "4", "--checkpointing_steps", "2", "--output_dir", str(out),
+                                 "--resume_from_checkpoint", "checkpoint-2"]) == 0
     assert f"left by process {first.pid} on host {socket.gethostname()}" in caplog.text
     assert not (out / LOCK_FILE).exists()  # released at the end
     report(f"two runs: the lock left by the killed process {first.pid} was taken over; the resume finished")

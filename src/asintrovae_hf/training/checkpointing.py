@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 PARTIAL_SUFFIX = ".partial"
+REPLACED_SUFFIX = ".replaced"  # a checkpoint of the same step being replaced by a new one
 STATE_FILE = "training_state.json"
 MAX_STATE_BYTES = 1024 * 1024  # the step and the options: a few KiB
 COMPONENTS = ("encoder", "decoder")
@@ -265,10 +266,13 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _fsync_tree(partial)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
+        replaced = final + REPLACED_SUFFIX
+        if os.path.isdir(final):  # set aside, not deleted, until the new one is in place: a crash keeps one of them
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(final, replaced)
         os.replace(partial, final)
         _fsync_dir(output_dir)
+        shutil.rmtree(replaced, ignore_errors=True)
         if total_limit is not None:
             for old in list_checkpoints(output_dir)[:-total_limit]:
                 logger.info("Removing old checkpoint %s (--checkpoints_total_limit %d)", old, total_limit)
@@ -293,11 +297,24 @@ def load_checkpoint(accelerator: Accelerator, path: str) -> None:
 
 
 def remove_partial_checkpoints(output_dir: str) -> None:
-    """Delete leftovers of checkpoint writes that a crash interrupted."""
-    if os.path.isdir(output_dir):
-        for name in os.listdir(output_dir):
-            if name.startswith("checkpoint-") and name.endswith(PARTIAL_SUFFIX):
-                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    """
+    Delete leftovers of checkpoint writes that a crash interrupted; a checkpoint that was being replaced by a new one
+    of the same step when the crash came is put back if the new one is not in place.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        if not name.startswith("checkpoint-"):
+            continue
+        if name.endswith(PARTIAL_SUFFIX):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.endswith(REPLACED_SUFFIX):
+            final = path[: -len(REPLACED_SUFFIX)]
+            if os.path.isdir(final):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.replace(path, final)
 
 
 def _fsync_tree(path: str) -> None:
