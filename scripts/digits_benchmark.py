@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from asintrovae_hf.evaluation.robustness_grid import grid_cells, grid_markdown, parse_grid_option, save_grid_heatmap
+from asintrovae_hf.json_io import read_json, read_json_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("vae", "introvae", "soft-introvae", "as-introvae")
@@ -85,14 +86,8 @@ def display_name(method: str, label) -> str:
 def read_records(path):
     if not os.path.isfile(path):
         return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by a kill: that run is redone
-                pass
-    return records
+    # a line torn by a kill is skipped: that run is redone
+    return [value for _, value in read_json_lines(path, skip_invalid=True)]
 
 
 def run_one(args, method, seed, overrides=None):
@@ -127,10 +122,8 @@ def run_one(args, method, seed, overrides=None):
                 "--num_samples", str(args.num_samples), "--seed", str(seed), "--output", metrics,
                 "--metrics", "digits_fid", "reconstruction", "class_coverage"]
     subprocess.run(evaluate, env=env, check=True, stdout=subprocess.DEVNULL)
-    with open(metrics) as f:
-        result = json.load(f)
-    with open(os.path.join(folder, "train_summary.json")) as f:
-        summary = json.load(f)
+    result = read_json(metrics, expect=dict)
+    summary = read_json(os.path.join(folder, "train_summary.json"), expect=dict)
     return {**record, "digits_fid": result["digits_fid"], "reconstruction_mse": result["reconstruction_mse"],
             "psnr": result["psnr"], "classes_covered": result["classes_covered"],
             "class_entropy": result["class_entropy"], "final_losses": summary.get("final_losses", {}),

@@ -44,6 +44,8 @@ fake never sends, so they take plain HTTP as for a non-Xet repo. Uploads are ano
 {rev}``, a 404 here, so the upload fails at once); only HF_HUB_DISABLE_XET=1 sends it down the LFS path, and the
 `fake_hub` fixture sets it. Also not implemented: pull requests, tags, multipart LFS, gated repos, card data in
 model_info, pagination, squash/super-squash, deletes of repos or branches.
+Faults on request: ``FakeHub.cut_connections`` cuts the connection of the next matching requests half-way through
+their body, with no answer (a network drop in the middle of a push).
 Anything else gets a 404 and is recorded in ``FakeHub.unhandled``. Errors are always 4xx: a 5xx would make the
 client retry with backoff. A bug in the fake answers 400 and is recorded in ``FakeHub.errors``.
 
@@ -164,6 +166,9 @@ class FakeHub:
         self.user, self.token = user, token
         self.require_token = require_token  # when True, every hub request needs the token (the CDN never does)
         self.reject_model_card: str | None = None  # a message: README.md metadata is refused with HTTP 400
+        # ``{"METHOD /path-prefix": n}``: the next n matching requests (on either server) have their connection cut
+        # after half of the request body was read, with no answer; each cut is logged with status 0
+        self.cut_connections: dict[str, int] = {}
         self.requests: list[LoggedRequest] = []
         self.unhandled: list[LoggedRequest] = []
         self.errors: list[str] = []
@@ -322,9 +327,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = lambda self: self._dispatch()
 
+    def _cut(self, fake: FakeHub, path: str) -> bool:
+        """Whether to drop this request's connection half-way through its body (`FakeHub.cut_connections`)."""
+        with fake._lock:
+            for key, count in fake.cut_connections.items():
+                method, _, prefix = key.partition(" ")
+                if count > 0 and self.command == method and path.startswith(prefix):
+                    fake.cut_connections[key] = count - 1
+                    break
+            else:
+                return False
+            fake.requests.append(LoggedRequest(self.server.role, self.command, path, "", 0, False, False))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length // 2)
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
     def _dispatch(self) -> None:
         fake: FakeHub = self.server.fake
         split = urlsplit(self.path)
+        if fake.cut_connections and self._cut(fake, unquote(split.path)):
+            return
         self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         self.segments = [unquote(s) for s in split.path.split("/")[1:]]
         authorization = self.headers.get("Authorization", "")

@@ -113,3 +113,86 @@ def reorder_tests(items, order: str):
     for group in groups:
         rng.shuffle(group)
     return [item for group in groups for item in group]
+
+
+# ---- launching ranks (tests/test_faults.py, tests/test_faults_long.py) ---------------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ranks_env(**extra) -> dict:
+    """The environment of a CPU run with Accelerate: no network, one thread per process."""
+    return dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                **extra)
+
+
+def launch_ranks(args, log_path, num_processes=2, machine=None, env=None):
+    """
+    `accelerate launch` of the training script with `num_processes` gloo ranks on the CPU, in a new session (so that
+    the test can signal or kill the whole group), stdout and stderr into `log_path`. `machine = (rank, count, port)`
+    launches one node of a multi-node run on 127.0.0.1.
+    """
+    if machine is None:
+        launcher = ["--num_machines", "1", "--main_process_port", str(free_port())]
+    else:
+        rank, count, port = machine
+        launcher = ["--num_machines", str(count), "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                    "--main_process_port", str(port)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+           *launcher, "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPT), *args]
+    log = open(log_path, "w")
+    try:
+        return subprocess.Popen(cmd, env=env or ranks_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def worker_pids(launcher_pid: int, count: int, timeout: float = 120) -> dict:
+    """`{rank: pid}` of the training processes a launcher started (its children with a RANK variable)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = {}
+        try:
+            children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+        except OSError:
+            children = []
+        for pid in map(int, children):
+            try:
+                text = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+                env = dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
+            except OSError:
+                continue
+            if "RANK" in env:
+                found[int(env["RANK"])] = pid
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    raise TimeoutError(f"the launcher {launcher_pid} did not start {count} ranks within {timeout} s")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped by its parent, counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

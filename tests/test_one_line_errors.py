@@ -37,7 +37,7 @@ def pretrained(tmp_path):
 
 
 @pytest.mark.parametrize("text, says", [
-    ("{not json", "is not a valid JSON file"),
+    ("{not json", "config.json: expected valid JSON, got JSONDecodeError"),  # the package's JSON reader
     ("[1, 2, 3]", "expected a JSON object of options, got a JSON list"),
     ('"latent_dim"', "expected a JSON object of options, got a JSON str"),
     (None, "latent_dim must be a positive integer, got 'eight' (str)"),

@@ -305,3 +305,18 @@ def test_start_from_a_pretrained_pipeline(trained, tmp_path, caplog):
     started, saved = AsIntroVAEPipeline.from_pretrained(trained), AsIntroVAEPipeline.from_pretrained(tmp_path / "o")
     assert saved.decoder.config.sample_size == 8
     torch.testing.assert_close(saved.encoder.fc.weight, started.encoder.fc.weight, rtol=0, atol=1e-9)
+
+
+def test_a_crash_while_replacing_a_checkpoint_of_the_same_step_keeps_one(trained, tmp_path):
+    """Rewriting checkpoint-N sets the old one aside as checkpoint-N.replaced until the new one is renamed in: after
+    a crash between the two renames, the next start puts the old one back (the unfinished .partial goes)."""
+    out = copy_run(trained, tmp_path)
+    os.replace(out / "checkpoint-2", out / "checkpoint-2.replaced")
+    shutil.copytree(out / "checkpoint-1", out / "checkpoint-2.partial")
+    checkpointing.remove_partial_checkpoints(str(out))
+    assert checkpointing.TrainingState.load(out / "checkpoint-2").global_step == 2
+    assert not (out / "checkpoint-2.replaced").exists() and not (out / "checkpoint-2.partial").exists()
+    # the new one in place, the old one still set aside: the old one goes
+    shutil.copytree(out / "checkpoint-2", out / "checkpoint-2.replaced")
+    checkpointing.remove_partial_checkpoints(str(out))
+    assert not (out / "checkpoint-2.replaced").exists() and (out / "checkpoint-2").is_dir()

@@ -26,6 +26,7 @@ import PIL.Image
 import torch
 
 from .errors import one_line
+from .json_io import read_json
 
 REFERENCE_SCORES_FILE = "reference_scores.json"
 MAX_IMAGES = 64  # the most samples the Sample tab draws at once
@@ -283,9 +284,8 @@ def load_reference_scores(pipe_or_source) -> Optional[dict]:
         except Exception:  # no such file, no such repo, offline, not a repo id: the tab says so
             return None
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        data = read_json(path, max_bytes=4 * 1024 * 1024)
+    except (OSError, ValueError):  # JsonFileError is a ValueError: the tab says the scores are missing
         return None
     scores = data.get("neg_elbo") if isinstance(data, dict) else None
     if not isinstance(scores, list) or not scores or not all(isinstance(v, (int, float)) for v in scores):

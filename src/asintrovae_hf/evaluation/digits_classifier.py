@@ -13,7 +13,6 @@ The digits FID ([`digits_fid`]) is the Frechet distance between Gaussians fitted
 two image sets. Its values are in this network's units, comparable only with each other, not with the Inception FID.
 """
 
-import json
 import os
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from ..builtin_datasets import load_builtin_arrays
 from ..errors import require
+from ..json_io import loads
 from .metrics import frechet_distance_from_features
 
 DIGITS_MAX_VALUE = 16
@@ -151,7 +151,9 @@ def read_digits_classifier_metadata(path: Optional[str] = None) -> Dict:
 
     with safe_open(path or WEIGHTS_PATH, framework="pt") as f:
         header = f.metadata() or {}
-    return json.loads(header[METADATA_KEY]) if METADATA_KEY in header else dict(header)
+    if METADATA_KEY not in header:
+        return dict(header)
+    return loads(header[METADATA_KEY], f"{path or WEIGHTS_PATH}: metadata {METADATA_KEY!r}", expect=dict)
 
 
 def load_digits_classifier(

@@ -531,6 +531,21 @@ class _LoadsNamesOf0_2_0:
         return _rename_0_2_0_weights(self, state_dict)
 
 
+def _read_config(cls, json_file, *args, **kwargs):
+    """
+    A `config.json` through the package's JSON reader (`asintrovae_hf.json_io`: size and nesting limits, one-line
+    refusals) when the package is installed; diffusers' own reader where this file runs as a repo's remote code.
+    """
+    try:
+        json_io = importlib.import_module("asintrovae_hf.json_io")
+    except ImportError:
+        return super(CheckedLoading, cls)._dict_from_json_file(json_file, *args, **kwargs)
+    try:
+        return json_io.read_json(json_file, f"{cls.__name__}: {json_file}", max_bytes=MAX_CONFIG_BYTES)
+    except json_io.JsonFileError as err:
+        raise ValueError(str(err)) from None  # diffusers reports a ValueError of a config as it is
+
+
 class CheckedLoading:
     """
     Strict `from_pretrained` for this package's models (a mixin before `ModelMixin`). Every argument goes to diffusers
@@ -574,7 +589,7 @@ class CheckedLoading:
         if size > MAX_CONFIG_BYTES:
             raise ValueError(f"{cls.__name__}: {json_file}: expected a config of at most {_figure(MAX_CONFIG_BYTES)} "
                              f"bytes, got {_figure(size)} bytes.")
-        config = super()._dict_from_json_file(json_file, *args, **kwargs)
+        config = _read_config(cls, json_file, *args, **kwargs)
         if not isinstance(config, dict):
             raise ValueError(f"{cls.__name__}: {json_file}: expected a JSON object of options, got a JSON "
                              f"{type(config).__name__}.")

@@ -9,7 +9,6 @@ before it with single-line `from .module import names` statements (`remote_code`
 
 import contextlib
 import importlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..objectives.elbo import negative_elbo
 from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor, check_class_labels, check_latents
-from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, save_code  # noqa: F401 (the constants stay importable here)
+from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, read_json_object, save_code  # noqa: F401
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -63,9 +62,8 @@ def _check_component_config(folder, name: str, class_name: str) -> None:
     if not os.path.isfile(path) or os.path.getsize(path) > MAX_INDEX_BYTES:
         return  # diffusers reports the missing file itself
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f).get("_class_name")
-    except (ValueError, RecursionError, AttributeError, OSError):
+        saved = read_json_object(path, MAX_INDEX_BYTES).get("_class_name")
+    except (ValueError, RecursionError, OSError):
         return  # the component's loader reports an unreadable config itself
     if saved != class_name:
         raise ValueError(f"{folder}: model_index.json names {class_name} for {name!r}, but {name}/config.json is a "
@@ -168,13 +166,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         if os.path.getsize(json_file) > MAX_INDEX_BYTES:
             raise ValueError(f"{json_file}: expected at most {MAX_INDEX_BYTES} bytes, got "
                              f"{os.path.getsize(json_file)} bytes.")
-        try:
-            index = super()._dict_from_json_file(json_file, *args, **kwargs)
+        try:  # the package's JSON reader (size and nesting limits) where it is installed
+            index = read_json_object(json_file, MAX_INDEX_BYTES)
         except (ValueError, RecursionError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
             raise ValueError(f"{json_file} is not a readable JSON object: {type(err).__name__}: "
-                             f"{str(err)[:200]}") from None
-        if not isinstance(index, dict):
-            raise ValueError(f"{json_file} must hold a JSON object; got a JSON {type(index).__name__}.")
+                             f"{str(err)[:300]}") from None
         if _plugin_models() is not None and os.path.basename(str(json_file)) == cls.config_name:
             index["_class_name"] = cls.__name__
         return index

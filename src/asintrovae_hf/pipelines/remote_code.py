@@ -153,11 +153,31 @@ def write_source(text: str, path: str) -> None:
         raise
 
 
+def read_json_object(path, max_bytes: int = 64 * 1024):
+    """
+    The JSON object in the file `path`, read by the package's one JSON reader (`asintrovae_hf.json_io`: size and
+    nesting limits, a one-line `ValueError`) when the package is installed, else (this file running as a repo's
+    remote code) by `json` after the same size check.
+    """
+    try:
+        json_io = importlib.import_module("asintrovae_hf.json_io")
+    except ImportError:
+        json_io = None
+    if json_io is not None:
+        return json_io.read_json(path, max_bytes=max_bytes, expect=dict)
+    if os.path.getsize(path) > max_bytes:
+        raise ValueError(f"{path}: expected at most {max_bytes} bytes, got {os.path.getsize(path)} bytes.")
+    with open(path, encoding="utf-8") as f:
+        value = json.load(f)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(value).__name__}.")
+    return value
+
+
 def save_code(pipeline, save_directory) -> None:
     """Write the code files of `pipeline` saved in `save_directory` and point its `model_index.json` at them."""
     index_path = os.path.join(save_directory, "model_index.json")
-    with open(index_path) as f:
-        index = json.load(f)
+    index = read_json_object(index_path)
     module = sys.modules[type(pipeline).__module__]
     # the package's pipeline ships as the bundle; a pipeline loaded as remote code already is one, and is copied
     code = bundle_source() if module.__name__ == BUNDLE_MODULES[-1] else module_source(module)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..json_io import read_json_lines
 from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from ..evaluation.robustness_grid import colormap, grid_cells, grid_markdown
 from ..evaluation.robustness_grid import save_grid_heatmap as draw_grid_heatmap
@@ -183,15 +184,8 @@ def read_records(paths: Iterable[str]) -> List[Dict]:
     for path in paths:
         if not os.path.isfile(path):
             continue
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:  # a run killed while writing its line: that run is redone
-                    continue
+        # a line torn by a run killed while writing it is skipped: that run is redone
+        records.extend(value for _, value in read_json_lines(path, skip_invalid=True))
     return records
 
 

@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--checkpointing_steps", type=int, default=500)
     ckpt.add_argument("--checkpoints_total_limit", type=int, default=None)
     ckpt.add_argument("--resume_from_checkpoint", type=str, default=None, help="'latest' or a checkpoint folder.")
+    ckpt.add_argument("--ddp_timeout", type=int, default=300,
+                      help="Seconds a process waits for the others in a collective (gradient all-reduce, barrier) "
+                           "before it stops with an error naming the rank that did not answer (default 300; the "
+                           "backend's own default is 30 minutes). A rank that dies is noticed at once.")
 
     log = parser.add_argument_group("logging")
     log.add_argument("--logging_dir", type=str, default="logs", help="Relative to --output_dir.")
@@ -373,7 +377,7 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
 def _check_options(fail, options: Dict[str, Any]) -> None:
     """Range checks; `fail(option, message)` reports the first one that fails (and exits)."""
     for name in ("resolution", "train_batch_size", "latent_dim", "checkpointing_steps", "logging_steps",
-                 "save_images_steps", "num_epochs", "gradient_accumulation_steps"):
+                 "save_images_steps", "num_epochs", "gradient_accumulation_steps", "ddp_timeout"):
         if options[name] <= 0:
             fail(name, f"must be a positive integer, got {options[name]}")
     for name in ("max_train_steps", "max_train_samples", "checkpoints_total_limit"):

@@ -27,12 +27,15 @@ from typing import Any, Dict, List, Optional
 from accelerate import Accelerator
 
 from ..errors import CheckpointError, one_line, unpickling_detail
+from ..json_io import JsonFileError, read_json
+from .faults import describe_disk_error, is_disk_error
 from ..models.autoencoders import check_plain_tree, check_weight_file
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 PARTIAL_SUFFIX = ".partial"
+REPLACED_SUFFIX = ".replaced"  # a checkpoint of the same step being replaced by a new one
 STATE_FILE = "training_state.json"
 MAX_STATE_BYTES = 1024 * 1024  # the step and the options: a few KiB
 COMPONENTS = ("encoder", "decoder")
@@ -66,12 +69,13 @@ class TrainingState:
             if os.path.getsize(path) > MAX_STATE_BYTES:
                 raise CheckpointError(f"{where} is {os.path.getsize(path):,} bytes; expected at most "
                                       f"{MAX_STATE_BYTES:,}.")
-            with open(path) as f:
-                data = json.load(f)
+            data = read_json(path, where, max_bytes=MAX_STATE_BYTES)
             if not isinstance(data, dict) or not isinstance(data.get("options", {}), dict):
                 raise CheckpointError(f"{where} must hold a JSON object with 'global_step' and 'options' (an "
                                       f"object), got {one_line(ValueError(repr(data)), 80)}.")
             step = data["global_step"]
+        except JsonFileError as err:  # too large, too deep, not JSON: the reader's line says which
+            raise CheckpointError(f"{err} Resume from another checkpoint.") from None
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{where} is missing or unreadable ({type(err).__name__}: {one_line(err, 300)})."
                                   ) from None
@@ -95,7 +99,7 @@ FIXED_ON_RESUME = ("resolution", "num_channels", "latent_dim", "block_out_channe
 NOT_COMPARED = ("output_dir", "resume_from_checkpoint", "logging_dir", "report_to", "tracker_project_name",
                 "cache_dir", "dataloader_num_workers", "push_to_hub", "hub_model_id", "hub_private_repo", "preset",
                 "pretrained_model_name_or_path", "logging_steps", "checkpointing_steps", "checkpoints_total_limit",
-                "save_images_steps", "num_grid_images", "compile", "channels_last")
+                "save_images_steps", "num_grid_images", "compile", "channels_last", "ddp_timeout")
 
 
 def compare_options(saved: Dict[str, Any], current: Dict[str, Any]):
@@ -184,8 +188,11 @@ def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: Tr
                                       f"--use_ema); resume with --no-use_ema, or start a new run.")
             folder = os.path.join(input_dir, EMA_FOLDER)
             averaged = model_classes[1].from_pretrained(folder)
-            with open(os.path.join(folder, EMA_STATE_FILE)) as f:
-                ema_state = json.load(f)
+            try:
+                ema_state = read_json(os.path.join(folder, EMA_STATE_FILE), f"Checkpoint {input_dir!r}: "
+                                      f"{EMA_FOLDER}/{EMA_STATE_FILE}", max_bytes=MAX_STATE_BYTES, expect=dict)
+            except (OSError, JsonFileError) as err:
+                raise CheckpointError(f"{one_line(err)} Resume from another checkpoint.") from None
             ema.load_state_dict({**ema_state, "shadow_params": [p.detach() for p in averaged.parameters()]})
         loaded_state = TrainingState.load(input_dir)
         state.global_step, state.options = loaded_state.global_step, loaded_state.options
@@ -245,21 +252,27 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     accelerator.wait_for_everyone()
     try:
         accelerator.save_state(partial)
-    except OSError as err:  # a full disk, a folder that went read-only
+    except Exception as err:  # a full disk, a folder that went read-only (torch and safetensors say so in their own
+        # exception types); the previous checkpoint is untouched until this one is complete
+        if not is_disk_error(err):
+            raise
         shutil.rmtree(partial, ignore_errors=True)
         previous = list_checkpoints(output_dir)
         raise CheckpointError(
-            f"Cannot write checkpoint {final!r}: {one_line(err)}. The previous checkpoint "
+            f"Cannot write checkpoint {final!r}: {describe_disk_error(err, output_dir)} The previous checkpoint "
             f"{previous[-1] if previous else '(none)'!r} is intact; free space and resume with "
             f"--resume_from_checkpoint latest."
         ) from None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _fsync_tree(partial)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
+        replaced = final + REPLACED_SUFFIX
+        if os.path.isdir(final):  # set aside, not deleted, until the new one is in place: a crash keeps one of them
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(final, replaced)
         os.replace(partial, final)
         _fsync_dir(output_dir)
+        shutil.rmtree(replaced, ignore_errors=True)
         if total_limit is not None:
             for old in list_checkpoints(output_dir)[:-total_limit]:
                 logger.info("Removing old checkpoint %s (--checkpoints_total_limit %d)", old, total_limit)
@@ -284,11 +297,24 @@ def load_checkpoint(accelerator: Accelerator, path: str) -> None:
 
 
 def remove_partial_checkpoints(output_dir: str) -> None:
-    """Delete leftovers of checkpoint writes that a crash interrupted."""
-    if os.path.isdir(output_dir):
-        for name in os.listdir(output_dir):
-            if name.startswith("checkpoint-") and name.endswith(PARTIAL_SUFFIX):
-                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    """
+    Delete leftovers of checkpoint writes that a crash interrupted; a checkpoint that was being replaced by a new one
+    of the same step when the crash came is put back if the new one is not in place.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name)
+        if not name.startswith("checkpoint-"):
+            continue
+        if name.endswith(PARTIAL_SUFFIX):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.endswith(REPLACED_SUFFIX):
+            final = path[: -len(REPLACED_SUFFIX)]
+            if os.path.isdir(final):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.replace(path, final)
 
 
 def _fsync_tree(path: str) -> None:

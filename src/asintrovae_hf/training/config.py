@@ -159,11 +159,14 @@ class CheckpointingConfig:
         checkpointing_steps (`int`, defaults to 500): Steps between checkpoints.
         checkpoints_total_limit (`int`, *optional*): Keep at most this many checkpoints.
         resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
+        ddp_timeout (`int`, defaults to 300): Seconds a process waits for the others in a collective before it stops
+            with an error naming the rank that did not answer.
     """
 
     checkpointing_steps: int = 500
     checkpoints_total_limit: Optional[int] = None
     resume_from_checkpoint: Optional[str] = None
+    ddp_timeout: int = 300
 
 
 @dataclass(frozen=True)

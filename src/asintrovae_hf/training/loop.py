@@ -9,10 +9,13 @@ loop (batch -> objective and optimizer steps -> log and checkpoint) and finish. 
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import math
 import os
+import shlex
+import socket
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,7 +29,14 @@ import numpy as np  # noqa: E402
 import PIL  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed  # noqa: E402
+from accelerate.utils import (  # noqa: E402
+    DistributedDataParallelKwargs,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
 from diffusers.optimization import get_scheduler  # noqa: E402
 from diffusers.training_utils import EMAModel  # noqa: E402
 from diffusers.utils.torch_utils import is_compiled_module  # noqa: E402
@@ -52,6 +62,18 @@ from ..data import (  # noqa: E402
 )
 from ..errors import EXPECTED_ERRORS, NonFiniteLossError, UsageError, network_errors, one_line  # noqa: E402
 from ..hub import training_ignore_patterns  # noqa: E402
+from .faults import (  # noqa: E402
+    PREEMPTED_EXIT_CODE,
+    LostRankError,
+    OutputWriteError,
+    Preempted,
+    RunLock,
+    StopSignals,
+    describe_lost_ranks,
+    is_collective_failure,
+    quiet_writer_threads,
+    writing,
+)
 from .image_grids import images_to_grid, log_images, render_grids  # noqa: E402
 from ..models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size  # noqa: E402
 from ..objectives.introspective import IntrospectiveObjective  # noqa: E402
@@ -133,6 +155,9 @@ class TrainingRun:
     grids: Grids
     progress: Progress
     repo_id: Optional[str] = None
+    stop: Optional[StopSignals] = None  # SIGTERM / SIGUSR1 received: checkpoint and exit after this step
+    ranks: List[Dict] = dataclasses.field(default_factory=list)  # each process's pid and host (lost-rank errors)
+    stop_group: Any = None  # the process group (on the CPU) that agrees on a stop; None: the default group
 
 
 # ---- set-up ------------------------------------------------------------------------------------------------------
@@ -339,7 +364,12 @@ def _make_accelerator(config: TrainingConfig) -> Accelerator:
             # 2.13 preserves the version counters) counts that copy as an in-place change and refuses the encoder
             # graph the decoder step reuses ("modified by an inplace operation"). Training uses batch statistics, the saved ones are rank 0's, and
             # `_sync_buffers` makes every replica equal at the end: the copies are not needed.
-            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+            # --ddp_timeout: a rank that stops answering ends the run within this bound (the backend's own is 30
+            # minutes); one that dies is noticed at once (its connections close)
+            kwargs_handlers=[
+                DistributedDataParallelKwargs(broadcast_buffers=False),
+                InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=config.checkpointing.ddp_timeout)),
+            ],
             log_with=None if report_to == "none" else (report_to if report_to == "all" else report_to.split(",")),
             project_config=ProjectConfiguration(project_dir=config.output_dir,
                                                 logging_dir=os.path.join(config.output_dir,
@@ -370,8 +400,23 @@ def _hub_repo(config: TrainingConfig, accelerator: Accelerator) -> Optional[str]
     return repo_id
 
 
-def setup(config: TrainingConfig) -> TrainingRun:
-    """Accelerate, the output folder, the networks, the data, optimizers, schedulers, EMA and checkpoint hooks."""
+def _lock_output_dir(accelerator: Accelerator, lock: Optional[RunLock]) -> None:
+    """The main process takes the output folder's lock; every process stops with its holder's line if it cannot."""
+    refusal = None
+    if lock is not None and accelerator.is_main_process:
+        try:
+            lock.acquire()
+        except UsageError as err:
+            refusal = str(err)
+    if accelerator.num_processes > 1:
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal:
+        raise UsageError(refusal)
+
+
+def setup(config: TrainingConfig, lock: Optional[RunLock] = None) -> TrainingRun:
+    """Accelerate, the output folder (locked), the networks, the data, optimizers, schedulers, EMA and checkpoint
+    hooks."""
     accelerator = _make_accelerator(config)
     if config.channels_last is None:  # the default: where it was measured faster (see --channels_last)
         config = dataclasses.replace(config, channels_last=accelerator.device.type == "cpu")
@@ -389,6 +434,7 @@ def setup(config: TrainingConfig) -> TrainingRun:
     _check_batch_norm_batch(config)
     if accelerator.is_main_process:
         _make_output_dir(config.output_dir)
+    _lock_output_dir(accelerator, lock)
     repo_id = _hub_repo(config, accelerator)
 
     dataset, image_column = _load_data(config.data)
@@ -419,8 +465,23 @@ def setup(config: TrainingConfig) -> TrainingRun:
         labels=None if num_classes is None else (torch.arange(num_grid_images) % num_classes,
                                                  grid_batch["class_labels"].to(accelerator.device)),
     )
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    ranks = gather_object([me]) if accelerator.num_processes > 1 else [me]
     return TrainingRun(config=config, accelerator=accelerator, objective=objective, networks=networks, data=data,
-                       grids=grids, progress=Progress(state), repo_id=repo_id)
+                       grids=grids, progress=Progress(state), repo_id=repo_id, ranks=ranks,
+                       stop_group=_stop_group(config, accelerator))
+
+
+def _stop_group(config: TrainingConfig, accelerator: Accelerator):
+    """
+    The group in which the processes agree, after each step, on a stop: the default group when it is already gloo
+    (CPU), else a gloo group of the same processes, so that the check never waits for the GPU (the loop otherwise
+    reads values from the device only every `--logging_steps`).
+    """
+    if accelerator.num_processes == 1 or torch.distributed.get_backend() == "gloo":
+        return None
+    return torch.distributed.new_group(backend="gloo",
+                                       timeout=datetime.timedelta(seconds=config.checkpointing.ddp_timeout))
 
 
 def _training_data(config: TrainingConfig, accelerator: Accelerator, train_dataset, image_column: str,
@@ -600,7 +661,8 @@ def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
         )
     means["lr_encoder"] = run.networks.sched_e.get_last_lr()[0]
     means["lr_decoder"] = run.networks.sched_d.get_last_lr()[0]
-    accelerator.log(means, step=progress.state.global_step)
+    with writing("the tracker logs", config.output_dir, progress.last_checkpoint):
+        accelerator.log(means, step=progress.state.global_step)
     shown = ("loss_encoder", "loss_decoder", "loss_rec", "kl_real", "dis_encoder", "c", "loss")
     progress.bar.set_postfix({k: f"{means[k]:.4g}" for k in shown if k in means}, refresh=False)
     progress.last_logged = means
@@ -608,9 +670,11 @@ def _read_losses(run: TrainingRun, losses: LossBuffer) -> None:
 
 def _save_grids(run: TrainingRun, step: int) -> None:
     grids = _grids_with_ema(run)
-    for name, grid in grids.items():
-        grid.save(os.path.join(run.config.output_dir, f"{name}-{step:06d}.png"))
-    log_images(run.accelerator, grids, step)
+    with writing(f"the sample grids of step {step}", run.config.output_dir, run.progress.last_checkpoint):
+        for name, grid in grids.items():
+            grid.save(os.path.join(run.config.output_dir, f"{name}-{step:06d}.png"))
+    with writing("the tracker logs", run.config.output_dir, run.progress.last_checkpoint):
+        log_images(run.accelerator, grids, step)
 
 
 def _measures_gradients(config: TrainingConfig, step: int, phase) -> bool:
@@ -621,10 +685,12 @@ def _measures_gradients(config: TrainingConfig, step: int, phase) -> bool:
 
 def _record_gradient_norms(run: TrainingRun, step: int, norms: Dict[str, float]) -> None:
     """Log the gradient norms and append them, one JSON line per measured step, to `gradient_norms.jsonl`."""
-    run.accelerator.log(norms, step=step)
+    with writing("the tracker logs", run.config.output_dir, run.progress.last_checkpoint):
+        run.accelerator.log(norms, step=step)
     if run.accelerator.is_main_process:
-        with open(os.path.join(run.config.output_dir, "gradient_norms.jsonl"), "a") as f:
-            f.write(json.dumps({"step": step, **norms}) + "\n")
+        with writing("the log gradient_norms.jsonl", run.config.output_dir, run.progress.last_checkpoint):
+            with open(os.path.join(run.config.output_dir, "gradient_norms.jsonl"), "a") as f:
+                f.write(json.dumps({"step": step, **norms}) + "\n")
 
 
 def _optimizer_step(run: TrainingRun, batches: List, noise_generators) -> Dict[str, torch.Tensor]:
@@ -656,6 +722,16 @@ def _optimizer_step(run: TrainingRun, batches: List, noise_generators) -> Dict[s
     return terms
 
 
+def _stop_requested(run: TrainingRun) -> bool:
+    """Whether any process received SIGTERM / SIGUSR1: all of them stop after the same step."""
+    local = run.stop is not None and run.stop.received is not None
+    if run.accelerator.num_processes == 1:
+        return local
+    flag = torch.tensor([float(local)])  # on the CPU, through a gloo group: no wait for the device
+    torch.distributed.all_reduce(flag, group=run.stop_group)
+    return flag.item() > 0
+
+
 def train_loop(run: TrainingRun) -> None:
     """Optimizer steps until `max_train_steps`: batches -> encoder and decoder updates -> log, checkpoint, grids."""
     config, accelerator, progress = run.config, run.accelerator, run.progress
@@ -681,12 +757,19 @@ def train_loop(run: TrainingRun) -> None:
             step, last = progress.state.global_step, progress.state.global_step >= max_train_steps
             if step % every.logging_steps == 0 or last:
                 _read_losses(run, losses)
-            if step % config.checkpointing.checkpointing_steps == 0 and not last:
+            checkpointed = step % config.checkpointing.checkpointing_steps == 0 and not last
+            if checkpointed:
                 _read_losses(run, losses)  # never checkpoint past a NaN
                 progress.last_checkpoint = save_checkpoint(accelerator, config.output_dir, step,
                                                            config.checkpointing.checkpoints_total_limit)
             if step % every.save_images_steps == 0 and accelerator.is_main_process:
                 _save_grids(run, step)
+            if not last and _stop_requested(run):
+                _read_losses(run, losses)
+                if not checkpointed:
+                    progress.last_checkpoint = save_checkpoint(accelerator, config.output_dir, step,
+                                                               config.checkpointing.checkpoints_total_limit)
+                raise Preempted(run.stop.received or "a signal on another process", step, progress.last_checkpoint)
         _read_losses(run, losses)
     finally:
         progress.bar.close()  # ends the bar's line, so an error prints on a line of its own
@@ -739,8 +822,11 @@ def finish(run: TrainingRun, started: float) -> Dict:
     """The final checkpoint; on the main process the pipeline (EMA decoder), grids, model card and a reload check."""
     config, accelerator, progress = run.config, run.accelerator, run.progress
     _sync_buffers(run)
-    progress.last_checkpoint = save_checkpoint(accelerator, config.output_dir, progress.state.global_step,
-                                               config.checkpointing.checkpoints_total_limit)
+    final = os.path.join(config.output_dir, f"checkpoint-{progress.state.global_step}")
+    if progress.last_checkpoint is None or os.path.normpath(progress.last_checkpoint) != os.path.normpath(final):
+        progress.last_checkpoint = save_checkpoint(accelerator, config.output_dir, progress.state.global_step,
+                                                   config.checkpointing.checkpoints_total_limit)
+    # else: resumed from the final step's checkpoint (a run that stopped while writing its outputs): kept as it is
     summary = {
         "global_step": progress.state.global_step,
         "world_size": accelerator.num_processes,
@@ -756,8 +842,9 @@ def finish(run: TrainingRun, started: float) -> Dict:
     }
     if accelerator.is_main_process:
         summary.update(_save_outputs(run))
-        with open(os.path.join(config.output_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        with writing("the log train_summary.json", config.output_dir, progress.last_checkpoint):
+            with open(os.path.join(config.output_dir, "train_summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
     # Shut down in an order that cannot hang. DDP's reducers hold the process group: if the last of them goes at
     # interpreter exit, the group's destructor joins Gloo's worker threads while holding the GIL, and a worker that
     # needs the GIL to free a finished collective never ends (the 2-rank CPU run hung so at exit, now and then). So
@@ -765,7 +852,8 @@ def finish(run: TrainingRun, started: float) -> Dict:
     accelerator.wait_for_everyone()
     run.networks.encoder = run.networks.decoder = None
     accelerator.free_memory()
-    accelerator.end_training()
+    with writing("the tracker logs", config.output_dir, progress.last_checkpoint):
+        accelerator.end_training()  # flushes and closes the trackers' files
     if config.hub.push_to_hub and accelerator.is_main_process:
         summary["hub_url"] = _push(config, run.repo_id)
     return summary
@@ -781,20 +869,12 @@ def _push(config: TrainingConfig, repo_id: str) -> str:
                                ignore_patterns=training_ignore_patterns(output_dir, logging_dir)))
     except (HubError, FileNotFoundError) as err:
         command = retry_command(output_dir, repo_id, hub.hub_private_repo, logging_dir)
-        raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {output_dir!r}; retry only "
-                       f"the upload with: {command}") from None
+        raise HubError(f"{one_line(err, 600)} The trained pipeline is saved in {output_dir!r} and intact (the upload "
+                       f"changes nothing in it); retry only the upload with: {command}") from None
 
 
-def _save_outputs(run: TrainingRun) -> Dict:
-    """Save the pipeline (EMA decoder when EMA is on), the grids and the model card; reload to check."""
+def _card(run: TrainingRun, config: TrainingConfig) -> None:
     from ..hub import create_model_card
-
-    config, networks = run.config, run.networks
-    with ema_weights(networks.ema, networks.bare_decoder):
-        AsIntroVAEPipeline(encoder=networks.bare_encoder, decoder=networks.bare_decoder).save_pretrained(
-            config.output_dir)
-    for name, grid in _grids_with_ema(run).items():
-        grid.save(os.path.join(config.output_dir, f"{name}.png"))
 
     hyperparameters = public_options(config)
     hyperparameters.update(image_column=run.data.image_column, world_size=run.accelerator.num_processes)
@@ -808,6 +888,19 @@ def _save_outputs(run: TrainingRun) -> Dict:
         sample_grid="samples.png",
         objective=config.objective.objective,
     )
+
+
+def _save_outputs(run: TrainingRun) -> Dict:
+    """Save the pipeline (EMA decoder when EMA is on), the grids and the model card; reload to check."""
+    config, networks, last = run.config, run.networks, run.progress.last_checkpoint
+    with ema_weights(networks.ema, networks.bare_decoder), writing("the final pipeline", config.output_dir, last):
+        AsIntroVAEPipeline(encoder=networks.bare_encoder, decoder=networks.bare_decoder).save_pretrained(
+            config.output_dir)
+    with writing("the sample grids", config.output_dir, last):
+        for name, grid in _grids_with_ema(run).items():
+            grid.save(os.path.join(config.output_dir, f"{name}.png"))
+    with writing("the model card", config.output_dir, last):
+        _card(run, config)
     # The user's first step is `from_pretrained`: do it once here so a broken save fails the run, not them.
     reloaded = AsIntroVAEPipeline.from_pretrained(config.output_dir)
     reloaded.to(run.accelerator.device)
@@ -816,7 +909,8 @@ def _save_outputs(run: TrainingRun) -> Dict:
     labels = None if num_classes is None else (torch.arange(count) % num_classes).tolist()
     check = reloaded(batch_size=count, generator=torch.Generator().manual_seed(config.seed), output_type="pt",
                      class_labels=labels).images
-    images_to_grid(check).save(os.path.join(config.output_dir, "samples_from_pretrained.png"))
+    with writing("the sample grids", config.output_dir, last):
+        images_to_grid(check).save(os.path.join(config.output_dir, "samples_from_pretrained.png"))
     return {"pipeline": ".", "samples": "samples.png", "reconstructions": "reconstructions.png",
             "samples_from_pretrained": "samples_from_pretrained.png"}
 
@@ -857,23 +951,91 @@ def train(config: TrainingConfig) -> Dict:
         `dict`: A summary: steps, world size, final loss terms, output paths (relative to the output folder), timings.
     """
     started = time.time()
-    run = setup(config)
-    if run.accelerator.is_main_process:
-        remove_partial_checkpoints(run.config.output_dir)
-        _write_resolved_config(run)
-        run.accelerator.init_trackers(run.config.logging.tracker_project_name, config=public_options(run.config))
+    lock = RunLock(config.output_dir)
+    with StopSignals() as stop, quiet_writer_threads():
+        try:
+            run = setup(config, lock)
+            run.stop = stop
+            try:
+                if run.accelerator.is_main_process:
+                    remove_partial_checkpoints(run.config.output_dir)
+                    with writing("the resolved configuration", run.config.output_dir, None):
+                        _write_resolved_config(run)
+                    with writing("the tracker logs", run.config.output_dir, None):
+                        run.accelerator.init_trackers(run.config.logging.tracker_project_name,
+                                                      config=public_options(run.config))
+                run.accelerator.wait_for_everyone()
+                resume(run)
+                train_loop(run)
+                return finish(run, started)
+            except Preempted:
+                _shut_down(run)
+                raise
+            except RuntimeError as err:
+                if run.accelerator.num_processes > 1 and not isinstance(err, EXPECTED_ERRORS + (OutputWriteError,)) \
+                        and is_collective_failure(err):
+                    raise _lost_rank(run, err) from None
+                raise
+        finally:
+            lock.release()
+
+
+def _shut_down(run: TrainingRun) -> None:
+    """After a stop at a step: the order of `finish` that cannot hang (DDP wrappers, then the process group)."""
     run.accelerator.wait_for_everyone()
-    resume(run)
-    train_loop(run)
-    return finish(run, started)
+    run.networks.encoder = run.networks.decoder = None
+    run.accelerator.free_memory()
+    run.accelerator.end_training()
+
+
+def _lost_rank(run: TrainingRun, err: BaseException) -> LostRankError:
+    progress, config = run.progress, run.config
+    lost = describe_lost_ranks(run.ranks, run.accelerator.process_index)
+    return LostRankError(
+        f"Lost contact with the other processes at step {progress.state.global_step}: {lost} "
+        f"({type(err).__name__}: {one_line(err, 300)}). The last checkpoint is "
+        f"{progress.last_checkpoint or 'none (no checkpoint was written yet)'}; resume with "
+        f"--resume_from_checkpoint latest once every process can run. (--ddp_timeout "
+        f"{config.checkpointing.ddp_timeout} s bounds the wait for a process that stops answering.)"
+    )
+
+
+def resume_command(argv: Optional[List[str]]) -> str:
+    """The command line of this run with `--resume_from_checkpoint latest` (launcher options are the user's)."""
+    args, words, skip = list(sys.argv[1:] if argv is None else argv), [], False
+    for word in args:
+        if skip:
+            skip = False
+        elif word == "--resume_from_checkpoint":
+            skip = True
+        elif not word.startswith("--resume_from_checkpoint="):
+            words.append(word)
+    script = sys.argv[0] if argv is None else "scripts/train_as_introvae.py"
+    launcher = "accelerate launch <the same launcher options> " if int(os.environ.get("WORLD_SIZE", "1")) > 1 \
+        else "python "
+    return launcher + shlex.join([script, *words, "--resume_from_checkpoint", "latest"])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command-line entry point: expected failures print one clear line instead of a traceback."""
+    """
+    Command-line entry point: expected failures print one clear line instead of a traceback (exit status 1); a stop
+    on SIGTERM / SIGUSR1 exits with `PREEMPTED_EXIT_CODE` (75) after writing a checkpoint.
+    """
     config = parse_args(argv)
     try:
         summary = train(config)
-    except EXPECTED_ERRORS as err:
+    except Preempted as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"Preempted: {stop} Exiting with status {PREEMPTED_EXIT_CODE}; to continue, run "
+                  f"{resume_command(argv)}", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
+    except LostRankError as err:
+        # the process group cannot be shut down cleanly with a peer gone (its destructor may wait on it): exit now
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    except EXPECTED_ERRORS + (OutputWriteError,) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
     logger.info("Done in %.1f s: %s", summary["seconds"], json.dumps(summary.get("final_losses", {})))
