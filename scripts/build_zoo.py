@@ -21,6 +21,7 @@ from asintrovae_hf.builtin_datasets import get_builtin_dataset, split_record
 from asintrovae_hf.evaluation.heldout import evaluate_heldout
 from asintrovae_hf.evaluation.statistics import describe, format_interval
 from asintrovae_hf.hub import create_model_card
+from asintrovae_hf.json_io import read_json, read_json_lines
 from asintrovae_hf.zoo import ENTRY_FILE, ZOO_DIR
 
 PIPELINE_FILES = ("model_index.json", "pipeline_asintrovae.py")
@@ -46,8 +47,7 @@ def parse_args(argv=None):
 
 
 def read_records(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [record for _, record in read_json_lines(path)]
 
 
 def copy_pipeline(run: str, out: str) -> None:
@@ -77,9 +77,9 @@ def card_sections(entry: dict) -> str:
     for key, label, digits in CARD_METRICS:
         summary = entry["method_summary"].get(key)
         reference = entry["calibration"].get(key)
-        lines.append(f"| {label} | {entry['metrics'][key]:.{digits}f} | "
-                     f"{format_interval(summary, digits) + ' (seeds ' + entry['method_seeds'] + ')' if summary else 'n/a'}"
-                     f" | {'' if reference is None else f'{reference:.{digits}f}'} |")
+        over_seeds = f"{format_interval(summary, digits)} (seeds {entry['method_seeds']})" if summary else "n/a"
+        lines.append(f"| {label} | {entry['metrics'][key]:.{digits}f} | {over_seeds} | "
+                     f"{'' if reference is None else f'{reference:.{digits}f}'} |")
     lines += ["", "Sample metrics are means of 3 draws of as many samples as held-out images; the reference column "
                   "scores real train images against the held-out ones (the best a model can do). Recompute:", "",
               "```python", "from asintrovae_hf.evaluation.heldout import evaluate_heldout",
@@ -88,8 +88,9 @@ def card_sections(entry: dict) -> str:
               "## Data, split and license", "",
               f"{spec.description}; source {spec.homepage}; license **{spec.license}** (the data). Split: "
               f"{split['split']}: {split['num_train']} train images (classes {split['train_class_counts']}), "
-              f"{split['num_heldout']} held out (classes {split['heldout_class_counts']}). The weights are "
-              f"Apache-2.0.", "",
+              f"{split['num_heldout']} held out (classes {split['heldout_class_counts']}). The card's license field "
+              f"is this project's; the training data keep their own ({spec.license}): check its terms before "
+              f"redistributing a model trained on them.", "",
               "## Reproduce", "", "Trained on " + entry["device"] + f" in {entry['train_seconds']:.0f} s with:", "",
               "```bash", entry["command"], "```", "",
               "## Push it to the Hub", "", "```bash",
@@ -111,17 +112,14 @@ def main(argv=None) -> int:
     out = os.path.join(args.output_root, args.name)
     copy_pipeline(run, out)
     metrics = evaluate_heldout(out, args.dataset, seed=0)
-    with open(os.path.join(args.results, "calibration.json")) as f:
-        calibration = json.load(f)
+    calibration = read_json(os.path.join(args.results, "calibration.json"))
     seeds = sorted(r["seed"] for r in records)
     fds = sorted((r["metrics"]["fd"], r["seed"]) for r in records)
     rank = [s for _, s in fds].index(args.seed) + 1
     objective, _, preset = args.method.partition(":")
-    words = record["command"][1:]  # the training script's arguments, the output folder named as the entry
-    if "--output_dir" in words:
-        i = words.index("--output_dir")
-        words = words[:i] + ["--output_dir", args.name] + words[i + 2:]
-    command = "accelerate launch scripts/train_as_introvae.py " + " ".join(words)
+    command = " ".join(["asintrovae-train", "--dataset_name", args.dataset, "--objective", objective,
+                        *(["--preset", preset] if preset else []), "--seed", str(args.seed), "--output_dir", args.name,
+                        *record["train_args"]])
     entry = {"name": args.name, "dataset": args.dataset, "method": args.method, "objective": objective,
              "preset": preset or "recommended", "seed": args.seed,
              "seed_rank": f"ranked {rank} of {len(seeds)} recorded seeds by Frechet distance" if len(seeds) > 1
@@ -135,10 +133,9 @@ def main(argv=None) -> int:
              "recheck": {"metric": "reconstruction_mse", "value": metrics["reconstruction_mse"], "rel_tolerance": 1e-3}}
     with open(os.path.join(out, ENTRY_FILE), "w") as f:
         json.dump(entry, f, indent=2)
-    with open(os.path.join(run, "train_summary.json")) as f:
-        summary = json.load(f)
-    with open(os.path.join(run, summary["last_checkpoint"], "training_state.json")) as f:
-        options = json.load(f)["options"]  # the run's options as its checkpoints record them
+    summary = read_json(os.path.join(run, "train_summary.json"))
+    # the run's options as its checkpoints record them
+    options = read_json(os.path.join(run, summary["last_checkpoint"], "training_state.json"))["options"]
     options = {k: v for k, v in options.items() if k not in ("output_dir", "resume_from_checkpoint")}
     create_model_card(out, repo_id=f"you/{args.name}", hyperparameters=options,
                       final_losses=summary.get("final_losses"), dataset_name=args.dataset, sample_grid="samples.png",

@@ -28,6 +28,8 @@ import time
 
 import torch
 
+from asintrovae_hf.json_io import read_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("vae", "introvae", "soft-introvae", "as-introvae")
 PRESETS = ("reference", "recommended")
@@ -76,16 +78,9 @@ def run_name(method: str, label, seed: int) -> str:
 
 def read_records(path):
     """The records of `path`; a line torn by a kill is skipped (its run is evaluated again)."""
-    if not os.path.isfile(path):
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return records
+    from asintrovae_hf.json_io import read_json_lines
+
+    return [record for _, record in read_json_lines(path)] if os.path.isfile(path) else []
 
 
 def code_version() -> str:
@@ -124,8 +119,7 @@ def train_one(args, method: str, seed: int, folder: str) -> None:
     previous = 0.0
     partial = os.path.join(folder, "run_info.partial.json")
     if os.path.isfile(partial):
-        with open(partial) as f:
-            previous = json.load(f)["seconds"]
+        previous = read_json(partial)["seconds"]
     training = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True)
     seconds = previous + time.time() - started
     os.makedirs(folder, exist_ok=True)
@@ -153,8 +147,7 @@ def evaluate_one(args, method: str, seed: int, folder: str) -> dict:
     from asintrovae_hf.evaluation.heldout import evaluate_heldout
 
     objective, _, preset = method.partition(":")
-    with open(os.path.join(folder, "run_info.json")) as f:
-        info = json.load(f)
+    info = read_json(os.path.join(folder, "run_info.json"))
     record = {"dataset": args.dataset_name, "method": objective, "preset": preset or None, "label": args.label,
               "name": method + (f" [{args.label}]" if args.label else ""), "seed": seed, **info}
     if "stopped" in info:
@@ -162,8 +155,7 @@ def evaluate_one(args, method: str, seed: int, folder: str) -> dict:
     torch.set_num_threads(args.threads)
     record["metrics"] = evaluate_heldout(folder, args.dataset_name, seed=seed)
     record["evaluation_code_version"] = code_version()
-    with open(os.path.join(folder, "train_summary.json")) as f:
-        record["final_losses"] = json.load(f).get("final_losses", {})
+    record["final_losses"] = read_json(os.path.join(folder, "train_summary.json")).get("final_losses", {})
     return record
 
 

@@ -55,3 +55,21 @@ def test_zoo_entries_are_complete_records():
         for key in ("dataset", "method", "seed", "command", "metrics", "split", "device", "code_version"):
             assert key in entry, (name, key)
         assert entry["split"]["num_heldout"] in (360, 1000)
+
+
+def test_the_commands_take_a_zoo_name(tmp_path):
+    from asintrovae_hf.commands.sample import main as sample_main
+    from asintrovae_hf.zoo import resolve_pipeline
+
+    assert resolve_pipeline("as-introvae-mnist-5k") == zoo_path("as-introvae-mnist-5k")
+    assert resolve_pipeline("you/as-introvae-mnist-5k") == "you/as-introvae-mnist-5k"  # a Hub id stays one
+    (tmp_path / "as-introvae-mnist-5k").mkdir()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:  # a local folder of that name wins over the zoo
+        assert resolve_pipeline("as-introvae-mnist-5k") == "as-introvae-mnist-5k"
+    finally:
+        os.chdir(cwd)
+    assert sample_main(["--pipeline", "as-introvae-mnist-5k", "--num_images", "4", "--grid",
+                        str(tmp_path / "grid.png"), "--seed", "0"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0

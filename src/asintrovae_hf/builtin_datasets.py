@@ -73,7 +73,8 @@ BUILTIN_DATASETS: Dict[str, BuiltinDataset] = {
         name="digits", arrays=_digits_arrays, num_heldout=360, native_resolution=8, default_resolution=16,
         description="scikit-learn's handwritten digits (UCI ML optical recognition of handwritten digits, test "
                     "set): 1,797 8x8 grayscale images, uint8 = round(v * 255 / 16)",
-        license="CC BY 4.0", homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+        license="CC BY 4.0",
+        homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
     ),
     "mnist-5k": BuiltinDataset(
         name="mnist-5k", arrays=_mnist_5k_arrays, num_heldout=1000, native_resolution=28, default_resolution=28,

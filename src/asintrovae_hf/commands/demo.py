@@ -22,7 +22,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="asintrovae-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pipeline", required=True, help="A folder written by save_pretrained, or a Hub repo id.")
+    parser.add_argument("--pipeline", required=True,
+                        help="A folder written by save_pretrained, a Hub repo id, or a shipped "
+                             "pipeline's name (asintrovae_hf.zoo, e.g. as-introvae-mnist-5k).")
     parser.add_argument("--host", default="127.0.0.1", help="The address to serve on (default: 127.0.0.1 only).")
     parser.add_argument("--port", type=int, default=None, help="The port (default: a free one).")
     parser.add_argument("--share", action="store_true", help="Also make a public gradio.live link (off by default).")
@@ -36,13 +38,14 @@ def prepare(args: argparse.Namespace):
     """Load the pipeline, save its reference scores if asked, and build the demo; exits with a one-line error."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from asintrovae_hf import AsIntroVAEPipeline
+    from asintrovae_hf.zoo import resolve_pipeline
     from asintrovae_hf.demo import build_demo, save_reference_scores
     from asintrovae_hf.errors import one_line
 
     if args.save_reference_scores and not os.path.isdir(args.pipeline):
         sys.exit("error: --save_reference_scores writes into the pipeline's folder; give a local folder.")
     try:
-        pipe = AsIntroVAEPipeline.from_pretrained(args.pipeline)
+        pipe = AsIntroVAEPipeline.from_pretrained(resolve_pipeline(args.pipeline))
     except (OSError, ValueError) as err:
         sys.exit(f"error: cannot load the pipeline {args.pipeline!r}: {one_line(err, 300)}")
     if args.save_reference_scores:

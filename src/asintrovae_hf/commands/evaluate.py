@@ -15,13 +15,17 @@ import sys
 import torch
 
 from asintrovae_hf import AsIntroVAEPipeline
+
+from asintrovae_hf.zoo import resolve_pipeline
 from asintrovae_hf.data import ImageTransform, load_image_dataset, resolve_class_column, resolve_image_column
 from asintrovae_hf.evaluation.image_metrics import evaluate_pipeline
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="asintrovae-evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--pipeline", required=True, help="A folder written by save_pretrained, or a Hub id.")
+    p.add_argument("--pipeline", required=True,
+                   help="A folder written by save_pretrained, a Hub id, or a shipped "
+                        "pipeline's name (asintrovae_hf.zoo, e.g. as-introvae-mnist-5k).")
     p.add_argument("--dataset_name", default=None, help="Default: the built-in digits.")
     p.add_argument("--dataset_config_name", default=None)
     p.add_argument("--train_data_dir", default=None)
@@ -63,7 +67,7 @@ def load_real_images(args, pipeline):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        pipeline = AsIntroVAEPipeline.from_pretrained(args.pipeline)
+        pipeline = AsIntroVAEPipeline.from_pretrained(resolve_pipeline(args.pipeline))
         real, labels = load_real_images(args, pipeline)
         results = evaluate_pipeline(pipeline, real, args.num_samples, metrics=args.metrics,
                                     inception_weights=args.inception_weights, seed=args.seed, real_labels=labels)

@@ -13,13 +13,18 @@ import sys
 
 
 from asintrovae_hf import AsIntroVAEPipeline
+
+
+from asintrovae_hf.zoo import resolve_pipeline
 from asintrovae_hf.evaluation.ood import OOD_SETS, evaluate_ood
 from asintrovae_hf.process_settings import torch_threads
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="asintrovae-ood", description=__doc__.split("\n")[0])
-    p.add_argument("--pipeline", required=True, help="A saved pipeline: a folder or a Hub id.")
+    p.add_argument("--pipeline", required=True,
+                   help="A saved pipeline: a folder, a Hub id, or a shipped "
+                        "pipeline's name (asintrovae_hf.zoo, e.g. as-introvae-mnist-5k).")
     p.add_argument("--sets", nargs="+", default=list(OOD_SETS), choices=OOD_SETS)
     p.add_argument("--count", type=int, default=1000, help="Images per out-of-distribution set.")
     p.add_argument("--num_samples", type=int, default=8, help="Posterior samples per image.")
@@ -49,7 +54,7 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     try:
-        pipe = AsIntroVAEPipeline.from_pretrained(args.pipeline)
+        pipe = AsIntroVAEPipeline.from_pretrained(resolve_pipeline(args.pipeline))
     except (OSError, ValueError) as err:
         print(f"error: cannot load the pipeline {args.pipeline!r}: {' '.join(str(err).split())}", file=sys.stderr)
         return 1

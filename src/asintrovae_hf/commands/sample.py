@@ -35,7 +35,9 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asintrovae-sample", description=__doc__.split("\n")[0])
-    p.add_argument("--pipeline", required=True, help="A folder written by save_pretrained, or a Hub id.")
+    p.add_argument("--pipeline", required=True,
+                   help="A folder written by save_pretrained, a Hub id, or a shipped "
+                        "pipeline's name (asintrovae_hf.zoo, e.g. as-introvae-mnist-5k).")
     p.add_argument("--num_images", type=_positive, default=64, help="How many images (default: 64).")
     p.add_argument("--output_dir", default=None, help="The folder to write the images (or the array) into.")
     p.add_argument("--grid", default=None, metavar="FILE",
@@ -89,9 +91,10 @@ def sample(args: argparse.Namespace):
     import torch
 
     from .. import AsIntroVAEPipeline
+    from ..zoo import resolve_pipeline
 
     kwargs = {"dtype": getattr(torch, args.dtype)} if args.dtype else {}
-    pipe = AsIntroVAEPipeline.from_pretrained(args.pipeline, **kwargs)
+    pipe = AsIntroVAEPipeline.from_pretrained(resolve_pipeline(args.pipeline), **kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         pipe.to(torch.device(device))

@@ -2,14 +2,15 @@
 
 Sample quality is measured in the feature space of a classifier trained on the same train split only
 (`digits_classifier.CLASSIFIER_WEIGHTS`): the Frechet distance between the 96-d penultimate features of generated
-samples and of the held-out images (`fd`), precision and recall of the samples with `k = 3` nearest neighbours
+samples and of the held-out images (`fd`); precision and recall of the samples with `k = 3` nearest neighbours
 (Kynkaanniemi et al., 2019) on its last convolutional map (in the penultimate features, which the classifier made
 invariant to what does not change the class, 90 % of uniform-noise images fell inside the held-out digits' manifold;
-on the convolutional map none do: `calibrate`), and the classifier's labels of the samples (the entropy of their histogram and each class's share: mode
-collapse shows as one share near 0). Each is the mean over `num_draws` independent draws of as many samples as there
-are held-out images; the spread of the draws is recorded as the estimator's own noise. Fit is measured on the held-out
-images themselves: the posterior-mean reconstruction error and the importance-weighted negative ELBO (Burda et al.,
-2016) in nats and bits per dimension, under the Gaussian decoder of variance 1/2 the objectives imply.
+on the convolutional map none do: [`calibrate`]); and the classifier's labels of the samples (the entropy of their
+histogram and each class's share: mode collapse shows as one share near 0). Each is the mean over `num_draws`
+independent draws of as many samples as there are held-out images; the spread of the draws is recorded as the
+estimator's own noise. Fit is measured on the held-out images themselves: the posterior-mean reconstruction error and
+the importance-weighted negative ELBO (Burda et al., 2016) in nats and bits per dimension, under the Gaussian decoder
+of variance 1/2 the objectives imply.
 
 [`calibrate`] gives the same sample metrics for reference pairs (train against held-out real images: the best a
 model can do; uniform noise: the worst), so that a model's numbers can be read against them.

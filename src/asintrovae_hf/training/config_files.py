@@ -15,6 +15,8 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from .. import json_io
+
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 # Options a file cannot set: the file itself.
 _NOT_IN_FILES = ("help", "config")
@@ -63,7 +65,7 @@ def read_config_file(spec: str) -> Tuple[Dict[str, Any], str]:
         suffix = os.path.splitext(spec)[1].lower()
     try:
         if suffix == ".json":
-            data = json.loads(text)
+            data = json_io.loads(text, label)
         else:
             import yaml
 
