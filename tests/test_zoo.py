@@ -73,3 +73,18 @@ def test_the_commands_take_a_zoo_name(tmp_path):
     assert sample_main(["--pipeline", "as-introvae-mnist-5k", "--num_images", "4", "--grid",
                         str(tmp_path / "grid.png"), "--seed", "0"]) == 0
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_the_readme_quick_start_runs_without_training():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start"):]
+    block = quick_start[quick_start.index("```python\n") + len("```python\n"):]
+    block = block[: block.index("```")]
+    assert "zoo_path(" in block
+    namespace = {}
+    exec(compile(block, "README quick start", "exec"), namespace)
+    assert len(namespace["images"]) == 16 and namespace["images"][0].size == (28, 28)
+    assert len(namespace["recs"]) == 16 and namespace["scores"].shape == (16,)
+    assert namespace["zoo_names"]() == sorted(EXPECTED)
