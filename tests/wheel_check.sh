@@ -20,10 +20,15 @@ wheel="$(ls "$work"/dist/asintrovae_hf-*.whl)"
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 assert not [n for n in names if n.startswith("scripts/")], "the wheel holds the repository's scripts/"
-for name in ("digits", "mnist", "cifar10", "celeba128", "celeba256"):
+for name in ("digits", "mnist", "mnist-5k", "cifar10", "celeba128", "celeba256"):
     assert f"asintrovae_hf/configs/{name}.yaml" in names, f"the wheel lacks the configuration {name}"
 entry_points = zipfile.ZipFile(sys.argv[1]).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
 assert "asintrovae-train = asintrovae_hf.commands.train:main" in entry_points, entry_points
+for name in ("as-introvae-mnist-5k", "soft-introvae-mnist-5k", "as-introvae-digits", "soft-introvae-digits"):
+    for part in ("model_index.json", "zoo_entry.json", "README.md", "encoder/diffusion_pytorch_model.safetensors",
+                 "decoder/diffusion_pytorch_model.safetensors"):
+        assert f"asintrovae_hf/zoo_pipelines/{name}/{part}" in names, f"the wheel lacks {name}/{part}"
+assert "asintrovae_hf/assets/mnist5k_classifier.safetensors" in names
 PY
 
 step "installing $(basename "$wheel")[train,eval] into a fresh virtual environment"
@@ -72,6 +77,23 @@ test "$(ls samples | wc -l)" = 16 && test -f grid.png
 asintrovae-evaluate --pipeline run --num_samples 64 --metrics digits_fid reconstruction --output metrics.json \
   > /dev/null 2> evaluate.log || { tail -5 evaluate.log; exit 1; }
 python -c "import json; m = json.load(open('metrics.json')); print('evaluate:', sorted(m))"
+
+step "a shipped pipeline (the zoo) sampled and scored with no training, and the built-in MNIST-5k"
+asintrovae-sample --pipeline as-introvae-mnist-5k --num_images 8 --grid zoo.png --seed 0 2> zoo.log \
+  || { tail -5 zoo.log; exit 1; }
+test -f zoo.png
+python - <<'PY'
+import torch
+from asintrovae_hf import AsIntroVAEPipeline
+from asintrovae_hf.builtin_datasets import load_builtin_arrays
+from asintrovae_hf.zoo import zoo_names, zoo_path
+
+names = zoo_names()
+assert {"as-introvae-mnist-5k", "soft-introvae-mnist-5k", "as-introvae-digits", "soft-introvae-digits"} <= set(names)
+pipe = AsIntroVAEPipeline.from_pretrained(zoo_path("soft-introvae-digits"))
+print("zoo:", names, pipe(batch_size=2, generator=torch.manual_seed(0), output_type="pt").images.shape)
+print("mnist-5k held-out:", load_builtin_arrays("mnist-5k", "test")[0].shape)
+PY
 
 step "a shipped configuration by name"
 python -c "from asintrovae_hf.training.args import parse_args; c = parse_args(['--config', 'mnist']); \
