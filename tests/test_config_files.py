@@ -204,3 +204,14 @@ def test_trackers_tensorboard_and_trackio_offline_and_a_missing_one_named(tmp_pa
     with pytest.raises(SystemExit):
         parse_args(TINY[:-2] + ["--report_to", "tensorbord"])
     assert "trackers of Accelerate (" in capsys.readouterr().err
+
+
+def test_an_oversized_config_file_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * 200_000 + "beta_neg: 8\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(path)])
+    from asintrovae_hf.training.config_files import ConfigFileError, read_config_file
+
+    with pytest.raises(ConfigFileError, match=r"big.yaml': expected at most 1,048,576 bytes, got 2,000,012 bytes"):
+        read_config_file(str(path))

@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional, Tuple
 from .. import json_io
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+# A configuration is a flat mapping of a hundred options at most: a larger file is not one (and is not parsed).
+MAX_CONFIG_BYTES = 1 << 20
 # Options a file cannot set: the file itself.
 _NOT_IN_FILES = ("help", "config")
 
@@ -58,8 +60,11 @@ def read_config_file(spec: str) -> Tuple[Dict[str, Any], str]:
     else:
         label = spec
         try:
+            if os.path.isfile(spec) and os.path.getsize(spec) > MAX_CONFIG_BYTES:
+                raise ConfigFileError(f"--config {spec!r}: expected at most {MAX_CONFIG_BYTES:,} bytes, got "
+                                      f"{os.path.getsize(spec):,} bytes.")
             with open(spec, encoding="utf-8") as f:
-                text = f.read()
+                text = f.read(MAX_CONFIG_BYTES + 1)
         except OSError as err:
             raise ConfigFileError(f"--config {spec!r} cannot be read: {err.strerror or err}.") from None
         suffix = os.path.splitext(spec)[1].lower()
