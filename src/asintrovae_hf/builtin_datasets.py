@@ -71,8 +71,9 @@ class BuiltinDataset:
 BUILTIN_DATASETS: Dict[str, BuiltinDataset] = {
     "digits": BuiltinDataset(
         name="digits", arrays=_digits_arrays, num_heldout=360, native_resolution=8, default_resolution=16,
-        description="scikit-learn's handwritten digits (UCI ML optical recognition of handwritten digits, test "
-                    "set): 1,797 8x8 grayscale images, uint8 = round(v * 255 / 16)",
+        description="the 1,797 handwritten digits scikit-learn ships (`sklearn.datasets.load_digits`, from the UCI "
+                    "optical recognition of handwritten digits data): 8x8 grayscale images of values 0-16, stored as "
+                    "uint8 `round(v * 255 / 16)`",
         license="CC BY 4.0",
         homepage="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
     ),

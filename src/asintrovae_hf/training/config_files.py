@@ -190,14 +190,19 @@ def write_config(options: Dict[str, Any], path: str, header: Optional[str] = Non
     """Write `options` as YAML (JSON where the path ends in .json), so that `--config path` reads them back."""
     data = resolved_config(options)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        if path.endswith(".json"):
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        else:
-            import yaml
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            if path.endswith(".json"):
+                json.dump(data, f, indent=2)
+                f.write("\n")
+            else:
+                import yaml
 
-            if header:
-                f.write("".join(f"# {line}\n" for line in header.splitlines()))
-            yaml.safe_dump(data, f, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
+                if header:
+                    f.write("".join(f"# {line}\n" for line in header.splitlines()))
+                yaml.safe_dump(data, f, sort_keys=False, default_flow_style=None)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):  # a write cut short (a full disk): no partial file is left behind
+            os.remove(tmp)
+        raise

@@ -69,8 +69,10 @@ from .faults import (  # noqa: E402
     Preempted,
     RunLock,
     StopSignals,
+    describe_disk_error,
     describe_lost_ranks,
     is_collective_failure,
+    is_disk_error,
     quiet_writer_threads,
     writing,
 )
@@ -937,7 +939,22 @@ def _portable_options(options: Dict, output_dir: str) -> Dict:
 
 
 def _write_resolved_config(run: TrainingRun) -> None:
+    """
+    `OUTPUT_DIR/config.yaml`. It is a record, not training state: on a full disk (or a denied write) the run warns in
+    one line and goes on, and stops at its first checkpoint or output that cannot be written, with the last good
+    checkpoint named, as for any other write.
+    """
     path = os.path.join(run.config.output_dir, "config.yaml")
+    try:
+        _write_config_file(run, path)
+    except Exception as err:
+        if not is_disk_error(err):
+            raise
+        logger.warning("Cannot write the resolved configuration %s (%s); training goes on without it.", path,
+                       describe_disk_error(err, run.config.output_dir))
+
+
+def _write_config_file(run: TrainingRun, path: str) -> None:
     write_config(resolved_options(run), path, header=(
         "The resolved configuration of this run, written by asintrovae-train: every option with the value it had.\n"
         f"Replay it with: asintrovae-train --config {path} (flags given as well override it)."))
@@ -959,8 +976,7 @@ def train(config: TrainingConfig) -> Dict:
             try:
                 if run.accelerator.is_main_process:
                     remove_partial_checkpoints(run.config.output_dir)
-                    with writing("the resolved configuration", run.config.output_dir, None):
-                        _write_resolved_config(run)
+                    _write_resolved_config(run)
                     with writing("the tracker logs", run.config.output_dir, None):
                         run.accelerator.init_trackers(run.config.logging.tracker_project_name,
                                                       config=public_options(run.config))
