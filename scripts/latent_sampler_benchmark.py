@@ -3,9 +3,10 @@
 
 For each shipped pipeline, a Gaussian mixture (`GaussianMixtureLatentPrior`, diagonal covariances) is fitted to the
 posterior means of its dataset's train split, for each number of components of `--components`; the held-out metrics
-(`evaluate_heldout`, seed 0) are measured with latents from the prior `N(0, I)` and from each mixture. One JSON line per
-(pipeline, sampler) is appended to OUTPUT_DIR/runs.jsonl (a record already there is skipped, so the script resumes),
-and OUTPUT_DIR/results.md is rewritten from all of them.
+(`evaluate_heldout`, seed 0) are measured with latents from the prior `N(0, I)`, from each mixture, and, as a
+reference, from the train split's posterior means themselves (`train-means`). One JSON line per (pipeline, sampler)
+is appended to OUTPUT_DIR/runs.jsonl (a record already there is skipped, so the script resumes), and
+OUTPUT_DIR/results.md is rewritten from all of them.
 
     python scripts/latent_sampler_benchmark.py                      # every shipped pipeline, K = 1, 10, 20
     python scripts/latent_sampler_benchmark.py --pipelines soft-introvae-digits --components 10
@@ -59,6 +60,17 @@ def code_version():
         return None
 
 
+class TrainPosteriorMeans:
+    """The reference the mixtures tend to as K grows and the variances shrink: latents drawn (with replacement) from
+    the train split's posterior means themselves, i.e. reconstructions of random training images."""
+
+    def __init__(self, means):
+        self.means = means
+
+    def sample(self, num_samples, generator=None):
+        return self.means[torch.randint(len(self.means), (num_samples,), generator=generator)]
+
+
 def sampler_name(k, covariance_type):
     return f"gmm-{covariance_type}-k{k}"
 
@@ -76,14 +88,16 @@ def summarize(records):
     for r in records:
         order.setdefault(r["pipeline"], []).append(r)
     for name, rs in order.items():
-        rs = sorted(rs, key=lambda r: (r["num_components"] or 0))
-        for r in rs:
-            m = r["metrics"]
+        rank = lambda r: (r["sampler"] == "train-means", r["num_components"] or 0)  # noqa: E731
+        for r in sorted(rs, key=rank):
+            m, log_p = r["metrics"], r["heldout_latent_log_prob"]
             cells = [f"{m['fd']:.2f} ± {m['fd_draw_std']:.2f}", f"{m['precision']:.3f}", f"{m['recall']:.3f}",
                      f"{m['class_entropy']:.3f}", f"{m['smallest_class_share']:.4f}",
-                     f"{r['heldout_latent_log_prob']:.2f}"]
+                     "" if log_p is None else f"{log_p:.2f}"]
             lines.append(f"| {name} | {r['sampler']} | " + " | ".join(cells) + " |")
-    lines += ["", "± is the standard deviation of the 3 draws (the estimator's own noise), not a spread over seeds: "
+    lines += ["", "`train-means`: a reference, not a sampler to ship: latents drawn from the train split's posterior "
+              "means themselves (reconstructions of random training images), what the mixtures tend to as K grows.",
+              "", "± is the standard deviation of the 3 draws (the estimator's own noise), not a spread over seeds: "
               "each pipeline is one trained model (seed 0 of its method).", ""]
     return "\n".join(lines)
 
@@ -109,22 +123,28 @@ def main(argv=None):
             heldout, _ = split_images(dataset, "test", resolution)
             heldout_means = encode_means(pipe, heldout)
             standard = GaussianMixtureLatentPrior(latent_dim=pipe.latent_dim, num_components=1)  # N(0, I)
-            for k in [None] + list(args.components):
-                sampler = "prior" if k is None else sampler_name(k, args.covariance_type)
+            for k in [None] + list(args.components) + ["train-means"]:
+                sampler = "prior" if k is None else k if k == "train-means" else sampler_name(k, args.covariance_type)
                 if (name, sampler) in done:
                     print(f"{name} {sampler}: already in {runs}", flush=True)
                     continue
                 start = time.time()
-                prior = None if k is None else fit_latent_prior(pipe, train, num_components=k, seed=args.seed,
-                                                                covariance_type=args.covariance_type)
+                if k == "train-means":
+                    prior = TrainPosteriorMeans(encode_means(pipe, train))
+                else:
+                    prior = None if k is None else fit_latent_prior(pipe, train, num_components=k, seed=args.seed,
+                                                                    covariance_type=args.covariance_type)
                 fit_seconds = time.time() - start
                 start = time.time()
                 metrics = evaluate_heldout(pipe, dataset, seed=args.seed, sampler=prior)
-                record = {"pipeline": name, "dataset": dataset, "sampler": sampler, "num_components": k,
-                          "covariance_type": None if k is None else args.covariance_type,
+                mixture = isinstance(k, int)
+                record = {"pipeline": name, "dataset": dataset, "sampler": sampler,
+                          "num_components": k if mixture else None,
+                          "covariance_type": args.covariance_type if mixture else None,
                           "num_train": len(train), "fit_seconds": round(fit_seconds, 2),
                           "evaluate_seconds": round(time.time() - start, 2),
-                          "heldout_latent_log_prob": float((prior or standard).log_prob(heldout_means).mean()),
+                          "heldout_latent_log_prob": None if k == "train-means" else
+                          float((prior or standard).log_prob(heldout_means).mean()),
                           "metrics": metrics, "code_version": code_version(), "threads": args.threads,
                           "device": platform.processor() or platform.machine(),
                           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
