@@ -20,7 +20,7 @@ from diffusers.image_processor import PipelineImageInput
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput, _fetch_class_library_tuple
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -134,7 +134,10 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             self._check_latent_prior(value)
         super().__setattr__(name, value)
         if name in OPTIONAL_COMPONENT_CLASSES and "_internal_dict" in self.__dict__ and hasattr(self.config, name):
-            self.register_to_config(**{name: (None, None) if value is None else _fetch_class_library_tuple(value)})
+            module = getattr(value, "_orig_mod", value)  # a torch.compile wrapper
+            # what diffusers' register_modules records for a class outside diffusers: its module and its name
+            self.register_to_config(**{name: (None, None) if value is None else (type(module).__module__,
+                                                                                 type(module).__name__)})
 
     def _check_latent_prior(self, prior) -> None:
         dim = getattr(getattr(prior, "config", None), "latent_dim", None)
