@@ -35,7 +35,9 @@ def parse_args(argv=None):
     from asintrovae_hf.zoo import zoo_names
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--pipelines", nargs="+", default=zoo_names(), help="Shipped pipeline names (default: all).")
+    p.add_argument("--pipelines", nargs="+", default=zoo_names(),
+                   help="Shipped pipeline names, or folders of pipelines in the zoo's layout (with zoo_entry.json; "
+                        "the folder's name names it in the records). Default: every shipped pipeline.")
     p.add_argument("--components", nargs="+", type=int, default=[1, 10, 20])
     p.add_argument("--covariance_type", choices=("diag", "full"), default="diag")
     p.add_argument("--seed", type=int, default=0, help="Seeds the held-out samples and the mixture's k-means.")
@@ -111,12 +113,15 @@ def main(argv=None):
         from asintrovae_hf import AsIntroVAEPipeline
         from asintrovae_hf.evaluation.heldout import evaluate_heldout, split_images
         from asintrovae_hf.models.latent_prior import GaussianMixtureLatentPrior, encode_means, fit_latent_prior
-        from asintrovae_hf.zoo import zoo_entry, zoo_path
+        from asintrovae_hf.json_io import read_json
+        from asintrovae_hf.zoo import ENTRY_FILE, zoo_path
 
         done = {(r["pipeline"], r["sampler"]) for r in read_records(runs)}
         for name in args.pipelines:
-            dataset = zoo_entry(name)["dataset"]
-            pipe = AsIntroVAEPipeline.from_pretrained(zoo_path(name))
+            folder = name if os.path.isdir(name) else zoo_path(name)
+            name = os.path.basename(os.path.normpath(folder))
+            dataset = read_json(os.path.join(folder, ENTRY_FILE), expect=dict)["dataset"]
+            pipe = AsIntroVAEPipeline.from_pretrained(folder)
             pipe.set_progress_bar_config(disable=True)
             resolution = pipe.encoder.config.sample_size
             train, _ = split_images(dataset, "train", resolution)
