@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class_labels", type=int, nargs="+", default=None,
                    help="Class-conditional pipelines: one class for every image, or one per image "
                         "(default: the classes in turn, 0, 1, 2, ...).")
+    p.add_argument("--latent_sampler", default="prior", choices=("prior", "fitted"),
+                   help="Draw the latents from the prior N(0, I) (default) or from the pipeline's fitted latent_prior "
+                        "(asintrovae_hf.models.fit_latent_prior).")
     p.add_argument("--device", default=None, help="Where to run, e.g. cpu or cuda (default: cuda when available).")
     p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
                    help="Load the networks in this dtype (default: as saved).")
@@ -107,7 +110,8 @@ def sample(args: argparse.Namespace):
         count = min(args.batch_size, args.num_images - start)
         generators = [torch.Generator().manual_seed(args.seed + start + i) for i in range(count)]
         chunk_labels = None if labels is None else labels[start:start + count]
-        out = pipe(batch_size=count, generator=generators, output_type="pt", class_labels=chunk_labels).images
+        out = pipe(batch_size=count, generator=generators, output_type="pt", class_labels=chunk_labels,
+                   latent_sampler=args.latent_sampler).images
         chunks.append(out.float().cpu())
     return torch.cat(chunks), pipe
 

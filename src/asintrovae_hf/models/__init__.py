@@ -1,9 +1,9 @@
 """
 The networks: the image encoder and decoder (a loop over down or up blocks of residual convolutions, optionally
-class-conditional) and the MLP encoder and decoder of vector data, all diffusers `ModelMixin`s, and the conversion of
-the authors' checkpoints to them. A change to a network's layers, its config or its weight checks goes here.
-`autoencoders.py` is also the code a saved pipeline ships in its component folders, so it imports nothing from this
-package.
+class-conditional) and the MLP encoder and decoder of vector data, all diffusers `ModelMixin`s, the conversion of
+the authors' checkpoints to them, and the optional fitted latent sampler (`latent_prior.py`). A change to a network's
+layers, its config or its weight checks goes here. `autoencoders.py` and `latent_prior.py` are also the code a saved
+pipeline ships in its component folders, so they import nothing from this package.
 """
 
 # diffusers' loader imports the component classes from this module and picks each one's loading method from the
@@ -17,6 +17,7 @@ from .autoencoders import (
     AsIntroVAEVectorEncoder,
     InvalidConfigError,
 )
+from .latent_prior import GaussianMixtureLatentPrior, fit_latent_prior
 
 __all__ = ["AsIntroVAEDecoder", "AsIntroVAEEncoder", "AsIntroVAEVectorDecoder", "AsIntroVAEVectorEncoder",
-           "InvalidConfigError"]
+           "GaussianMixtureLatentPrior", "InvalidConfigError", "fit_latent_prior"]

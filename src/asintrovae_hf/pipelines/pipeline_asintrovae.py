@@ -29,12 +29,19 @@ from .image_processor import AsIntroVAEImageProcessor, AsIntroVAEVectorProcessor
 from .remote_code import COMPONENT_MODULES, PIPELINE_MODULE, read_json_object, save_code  # noqa: F401
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# Where `__call__` draws its latents from: the prior `N(0, I)`, or the pipeline's fitted `latent_prior`.
+LATENT_SAMPLERS = ("prior", "fitted")
 
 # The model classes each component may have (`model_index.json` names one of them; anything else is refused).
 COMPONENT_CLASSES = {
     "encoder": ("AsIntroVAEEncoder", "AsIntroVAEVectorEncoder"),
     "decoder": ("AsIntroVAEDecoder", "AsIntroVAEVectorDecoder"),
 }
+# Components a pipeline may lack (`model_index.json` then does not list them, as in every pipeline saved before them).
+OPTIONAL_COMPONENT_CLASSES = {"latent_prior": ("GaussianMixtureLatentPrior",)}
+NO_LATENT_PRIOR = ("latent_sampler='fitted' needs the pipeline's fitted latent prior, and this pipeline has none: fit "
+                   "one with `pipe.latent_prior = asintrovae_hf.models.fit_latent_prior(pipe, train_images)` (then "
+                   "`pipe.save_pretrained(...)` keeps it).")
 # The module diffusers' loader imports the component classes from when the plugin is installed. It must also hold
 # `ModelMixin` in its namespace: diffusers picks a component's loading method by the base classes it finds there.
 PLUGIN_MODELS_MODULE = "asintrovae_hf.models"
@@ -92,22 +99,26 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     Parameters:
         encoder ([`AsIntroVAEEncoder`] or [`AsIntroVAEVectorEncoder`]): Maps data to `q(z | x)`.
         decoder ([`AsIntroVAEDecoder`] or [`AsIntroVAEVectorDecoder`]): Maps latents to data.
+        latent_prior ([`GaussianMixtureLatentPrior`], *optional*): A density fitted to the training split's
+            posterior means (`asintrovae_hf.models.fit_latent_prior`), which `__call__(latent_sampler="fitted")`
+            draws from. Set it with `pipe.latent_prior = prior`; `save_pretrained` saves it when it is there.
     """
 
     model_cpu_offload_seq = "encoder->decoder"
+    _optional_components = ["latent_prior"]
     # Request sizes. One call's latents and outputs (float32: `N x (latent_dim + values per sample) x 4` bytes) may
     # take at most `max_request_bytes`; a larger request is refused before anything is allocated. The networks run
     # on at most `forward_batch_size` samples at a time, so the activations' memory stays bounded whatever `N`.
     max_request_bytes: int = 4 * 2**30
     forward_batch_size: int = 256
 
-    def __init__(self, encoder: ModelMixin, decoder: ModelMixin):
+    def __init__(self, encoder: ModelMixin, decoder: ModelMixin, latent_prior: Optional[ModelMixin] = None):
         super().__init__()
         if encoder.config.latent_dim != decoder.config.latent_dim:
             raise ValueError(
                 f"encoder and decoder latent_dim differ: {encoder.config.latent_dim} vs {decoder.config.latent_dim}."
             )
-        self.register_modules(encoder=encoder, decoder=decoder)
+        self.register_modules(encoder=encoder, decoder=decoder, latent_prior=latent_prior)
         # the one conversion of every input: images by `image_processor`, vectors by `vector_processor`
         self.image_processor = self.vector_processor = None
         if self.is_image_model:
@@ -115,6 +126,34 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                                                             sample_size=encoder.config.sample_size)
         else:
             self.vector_processor = AsIntroVAEVectorProcessor(encoder.config.in_features)
+
+    def __setattr__(self, name, value):
+        # diffusers records a component set after `__init__` in the config (so `save_pretrained` saves it) only when
+        # it was not `None` before: `pipe.latent_prior = prior` on a pipeline without one must record it too.
+        if name in OPTIONAL_COMPONENT_CLASSES and value is not None:
+            self._check_latent_prior(value)
+        super().__setattr__(name, value)
+        if name in OPTIONAL_COMPONENT_CLASSES and "_internal_dict" in self.__dict__ and hasattr(self.config, name):
+            module = getattr(value, "_orig_mod", value)  # a torch.compile wrapper
+            # what diffusers' register_modules records for a class outside diffusers: its module and its name
+            self.register_to_config(**{name: (None, None) if value is None else (type(module).__module__,
+                                                                                 type(module).__name__)})
+
+    def _check_latent_prior(self, prior) -> None:
+        dim = getattr(getattr(prior, "config", None), "latent_dim", None)
+        if not callable(getattr(prior, "sample", None)) or dim is None:
+            raise ValueError(f"latent_prior must be a fitted latent prior (GaussianMixtureLatentPrior), got "
+                             f"{type(prior).__name__}.")
+        decoder = self.__dict__.get("decoder") or self._modules.get("decoder")
+        if decoder is not None and dim != decoder.config.latent_dim:
+            raise ValueError(f"latent_prior has latent_dim {dim}; the decoder's is {decoder.config.latent_dim}.")
+
+    @property
+    def components(self):
+        """diffusers' `components`, without an optional component the pipeline does not have (`latent_prior` left
+        `None`): a pipeline without one has the `{"encoder", "decoder"}` it had before the component existed."""
+        return {name: module for name, module in super().components.items()
+                if not (name in OPTIONAL_COMPONENT_CLASSES and module is None)}
 
     @property
     def is_image_model(self) -> bool:
@@ -193,6 +232,17 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                     )
                 _check_component_config(pretrained_model_name_or_path, name, entry[1])
                 index[name] = [PLUGIN_MODELS_MODULE, entry[1]]
+            for name, allowed in OPTIONAL_COMPONENT_CLASSES.items():
+                entry = index.get(name)
+                if entry is None or (isinstance(entry, (list, tuple)) and list(entry) == [None, None]):
+                    continue  # the pipeline has none (every pipeline saved before the component existed)
+                if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] in allowed):
+                    raise ValueError(
+                        f"{pretrained_model_name_or_path}: model_index.json entry {name!r} is {str(entry)[:200]}; "
+                        f"expected [module, class] with the class one of {', '.join(allowed)}, or no entry."
+                    )
+                _check_component_config(pretrained_model_name_or_path, name, entry[1])
+                index[name] = [PLUGIN_MODELS_MODULE, entry[1]]
         return loaded
 
     @classmethod
@@ -203,7 +253,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         """
         # diffusers takes a component over only when its exact class is in the signature's type hints, which this
         # file cannot import (it is also the code of saved pipelines): hand the components over explicitly.
-        for name in COMPONENT_CLASSES:
+        for name in (*COMPONENT_CLASSES, *OPTIONAL_COMPONENT_CLASSES):
             if name not in kwargs and getattr(pipeline, name, None) is not None:
                 kwargs[name] = getattr(pipeline, name)
         return super().from_pipe(pipeline, **kwargs)
@@ -350,9 +400,10 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         class_labels: Optional[Union[int, List[int], torch.Tensor]] = None,
+        latent_sampler: str = "prior",
     ) -> Union[ImagePipelineOutput, tuple]:
         r"""
-        Sample from the prior `z ~ N(0, I)` and decode.
+        Sample latents from the prior `z ~ N(0, I)` (or the fitted `latent_prior`) and decode.
 
         Args:
             batch_size (`int`, *optional*, defaults to 1): Number of samples.
@@ -364,6 +415,9 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             class_labels (`int`, `List[int]` or `torch.Tensor`, *optional*): For a class-conditional model: the class
                 of every sample (an int), or of each (a list of `batch_size`; its length is the batch size when
                 `batch_size` is left at 1).
+            latent_sampler (`str`, *optional*, defaults to `"prior"`): Where the latents come from: `"prior"`,
+                `N(0, I)`; or `"fitted"`, the pipeline's `latent_prior` (a density fitted to the training split's
+                posterior means; refused when the pipeline has none). Ignored when `latents` are given.
 
         Examples:
             ```py
@@ -372,9 +426,15 @@ class AsIntroVAEPipeline(DiffusionPipeline):
 
             >>> pipe = AsIntroVAEPipeline.from_pretrained("path/or/hub-id")
             >>> images = pipe(batch_size=16, generator=torch.manual_seed(0)).images
+            >>> fitted = pipe(batch_size=16, generator=torch.manual_seed(0), latent_sampler="fitted").images
             ```
         """
         self._check_output_type(output_type)
+        if latent_sampler not in LATENT_SAMPLERS:
+            raise ValueError(f"latent_sampler must be one of {', '.join(map(repr, LATENT_SAMPLERS))}, got "
+                             f"{str(latent_sampler)[:80]!r}.")
+        if latent_sampler == "fitted" and latents is None and getattr(self, "latent_prior", None) is None:
+            raise ValueError(NO_LATENT_PRIOR)
         if latents is None:
             if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -383,8 +443,12 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             if isinstance(generator, list) and len(generator) != batch_size:
                 raise ValueError(f"Got {len(generator)} generators for batch_size {batch_size}; give one per sample.")
             self._check_request_size(batch_size, output_type, "batch_size")
-            latents = randn_tensor((batch_size, self.latent_dim), generator=generator, device=self._execution_device,
-                                   dtype=self.decoder.dtype)
+            if latent_sampler == "fitted":
+                latents = self.latent_prior.sample(batch_size, generator=generator, device=self._execution_device,
+                                                   dtype=self.decoder.dtype)
+            else:
+                latents = randn_tensor((batch_size, self.latent_dim), generator=generator,
+                                       device=self._execution_device, dtype=self.decoder.dtype)
         latents = check_latents(latents, self.latent_dim, self._execution_device, self.decoder.dtype)
         labels = check_class_labels(class_labels, len(latents), self._execution_device)
         with self._inference():

@@ -1,11 +1,12 @@
 """The code files of a saved pipeline, in the layout diffusers documents for custom pipelines on the Hub.
 
-`save_code` writes `pipeline_asintrovae.py` at the folder's root and the models' module in each component folder,
-and points `model_index.json` at them, so that `DiffusionPipeline.from_pretrained(folder_or_repo,
-trust_remote_code=True)` loads the pipeline where `asintrovae_hf` is not installed. diffusers' loader fetches a
-relative import as another file of the repo and requires every imported package, so a shipped file must import
-only torch, numpy, PIL, diffusers, huggingface_hub and the standard library: the pipeline's file is therefore one
-bundle, the package modules of `BUNDLE_MODULES` concatenated with their imports of each other dropped.
+`save_code` writes `pipeline_asintrovae.py` at the folder's root and the models' module in each component folder
+(the optional `latent_prior` included, when the pipeline has one), and points `model_index.json` at them, so that
+`DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)` loads the pipeline where `asintrovae_hf`
+is not installed. diffusers' loader fetches a relative import as another file of the repo and requires every
+imported package, so a shipped file must import only torch, numpy, PIL, diffusers, huggingface_hub and the standard
+library: the pipeline's file is therefore one bundle, the package modules of `BUNDLE_MODULES` concatenated with
+their imports of each other dropped.
 
 This module is also part of that bundle (a pipeline loaded as remote code saves itself with it).
 """
@@ -20,6 +21,8 @@ import sys
 # The code files of a saved pipeline (model_index.json refers to them by these module names).
 PIPELINE_MODULE = "pipeline_asintrovae"
 COMPONENT_MODULES = {"encoder": "modeling_asintrovae_encoder", "decoder": "modeling_asintrovae_decoder"}
+# Optional components: their code is written (and `model_index.json` names it) only when the pipeline has one.
+OPTIONAL_COMPONENT_MODULES = {"latent_prior": "modeling_asintrovae_latent_prior"}
 
 PACKAGE = "asintrovae_hf"
 # The package modules concatenated, in this order, into the saved `pipeline_asintrovae.py`; a module may import
@@ -183,8 +186,13 @@ def save_code(pipeline, save_directory) -> None:
     code = bundle_source() if module.__name__ == BUNDLE_MODULES[-1] else module_source(module)
     write_source(code, os.path.join(save_directory, PIPELINE_MODULE + ".py"))
     index["_class_name"] = [PIPELINE_MODULE, type(pipeline).__name__]
-    for name, module_name in COMPONENT_MODULES.items():
-        component = getattr(pipeline, name)
+    for name, module_name in {**COMPONENT_MODULES, **OPTIONAL_COMPONENT_MODULES}.items():
+        component = getattr(pipeline, name, None)
+        if component is None:
+            # an optional component the pipeline does not have: no code and no entry (diffusers writes `[null,
+            # null]`), so that model_index.json is what it was before the component existed
+            index.pop(name, None)
+            continue
         component = getattr(component, "_orig_mod", component)  # torch.compile wrapper
         write_source(module_source(sys.modules[type(component).__module__]),
                      os.path.join(save_directory, name, module_name + ".py"))
