@@ -48,10 +48,9 @@ def parse_args(argv=None):
 
 
 def read_records(path):
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    from asintrovae_hf.json_io import read_json_lines
+
+    return [record for _, record in read_json_lines(path)] if os.path.isfile(path) else []
 
 
 def code_version():
