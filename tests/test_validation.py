@@ -229,3 +229,11 @@ def test_best_is_left_out_of_the_hub_upload(tmp_path):
         (tmp_path / name).write_text("{}")
     assert files_to_upload(str(tmp_path), training_ignore_patterns(str(tmp_path), "logs")) == [
         "model_index.json", "validation.jsonl"]
+
+
+def test_class_conditional_validation_uses_the_labels(tmp_path):
+    out = tmp_path / "run"
+    train(parse_args(QUICK + ["--class_column", "label", "--output_dir", str(out), "--max_train_steps", "2",
+                              "--validation_steps", "2", "--keep_best_by", "fd"]))
+    (record,) = _records(out)
+    assert "fd" in record["metrics"] and (out / "best" / "metrics.json").exists()

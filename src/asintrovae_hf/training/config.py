@@ -243,8 +243,8 @@ class TrainingConfig:
         channels_last (`bool`, *optional*): The channels-last memory format; defaults to on for the CPU only.
         compile (`bool`, defaults to `False`): `torch.compile` the networks.
         preset (`str`, defaults to `"recommended"`): The preset `objective` was built from (for the record).
-        data, model, objective, optimization, ema, checkpointing, validation, logging, hub: The sections. `objective` defaults to
-            the built-in digits' (`DIGITS_OBJECTIVE_DEFAULTS`), like `data`.
+        data, model, objective, optimization, ema, checkpointing, validation, logging, hub: The sections.
+            `objective` defaults to the built-in digits' (`DIGITS_OBJECTIVE_DEFAULTS`), like `data`.
     """
 
     output_dir: str = "as-introvae-digits"
