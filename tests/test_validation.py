@@ -30,10 +30,10 @@ def test_validation_on_digits_logs_every_metric_and_leaves_training_unchanged(tm
     monkeypatch.setattr(Accelerator, "log", lambda self, values, step=None, **kw: (
         logged.append((step, dict(values))), real_log(self, values, step=step, **kw))[1])
     validated = tmp_path / "validated"
-    train(parse_args(QUICK + ["--output_dir", str(validated), "--max_train_steps", "6", "--validation_steps", "4",
+    train(parse_args(QUICK + ["--output_dir", str(validated), "--max_train_steps", "4", "--validation_steps", "3",
                               "--checkpointing_steps", "3"]))
     records = _records(validated)
-    assert [r["step"] for r in records] == [4, 6]  # every 4 steps, and the last one
+    assert [r["step"] for r in records] == [3, 4]  # every 3 steps, and the last one
     expected = {"reconstruction_mse", "neg_elbo", "neg_elbo_bits_per_dim", "fd", "precision", "recall",
                 "class_entropy"}
     for record in records:
@@ -41,12 +41,12 @@ def test_validation_on_digits_logs_every_metric_and_leaves_training_unchanged(tm
         assert all(np.isfinite(v) for v in record["metrics"].values())
         assert 0 < record["metrics"]["reconstruction_mse"] < 1 and record["metrics"]["fd"] > 0
     tracked = {step: values for step, values in logged if "validation/fd" in values}
-    assert sorted(tracked) == [4, 6]
-    assert tracked[6] == {f"validation/{k}": v for k, v in records[1]["metrics"].items()}
+    assert sorted(tracked) == [3, 4]
+    assert tracked[4] == {f"validation/{k}": v for k, v in records[1]["metrics"].items()}
 
     reset_accelerate()
     plain = tmp_path / "plain"
-    train(parse_args(QUICK + ["--output_dir", str(plain), "--max_train_steps", "6", "--checkpointing_steps", "3"]))
+    train(parse_args(QUICK + ["--output_dir", str(plain), "--max_train_steps", "4", "--checkpointing_steps", "3"]))
     assert not (plain / "validation.jsonl").exists()
     for folder in ("", "checkpoint-3"):
         a, b = pipeline_weights(validated / folder), pipeline_weights(plain / folder)
