@@ -34,7 +34,8 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_templat
 # `training_ignore_patterns` adds a non-default `--logging_dir`. The run's resolved `config.yaml` stays local too: it
 # holds the local paths as given (`train_summary.json`, uploaded, holds the configuration with portable paths).
 HUB_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*events.out.tfevents*",
-                       "samples-*.png", "reconstructions-*.png", "config.yaml", ".asintrovae-train.lock")
+                       "samples-*.png", "reconstructions-*.png", "config.yaml", ".asintrovae-train.lock",
+                       "best", "best/**", ".best.*", ".best.*/**")
 
 TAGS = ("asintrovae", "introvae", "vae", "unconditional-image-generation", "diffusers", "diffusers:AsIntroVAEPipeline")
 

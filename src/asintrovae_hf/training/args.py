@@ -10,6 +10,9 @@ from ..objectives.config import ObjectiveConfig
 from .config import DIGITS_OBJECTIVE_DEFAULTS, DataConfig, TrainingConfig
 from .config_files import ConfigFileError, config_values, named_configs, read_config_file
 
+# The metrics --keep_best_by can follow; lower is better for each. `fd` needs a built-in dataset.
+VALIDATION_METRICS = ("reconstruction_mse", "neg_elbo", "fd")
+
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "piecewise_constant", "cosine_with_min_lr", "cosine_warmup_with_min_lr")
 
@@ -146,6 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Seconds a process waits for the others in a collective (gradient all-reduce, barrier) "
                            "before it stops with an error naming the rank that did not answer (default 300; the "
                            "backend's own default is 30 minutes). A rank that dies is noticed at once.")
+
+    val = parser.add_argument_group("validation")
+    val.add_argument("--validation_steps", type=int, default=0,
+                     help="Every N steps (and at the last step), measure the model on held-out images: reconstruction "
+                          "MSE and negative ELBO for any data, and for the built-in datasets the classifier metrics of "
+                          "samples (fd, precision, recall, class_entropy); logged to the trackers and appended to "
+                          "OUTPUT_DIR/validation.jsonl (0: never, the default). The built-in datasets validate on "
+                          "their fixed 'test' split; other data needs --validation_split or --validation_data_dir.")
+    val.add_argument("--validation_split", type=float, default=None, metavar="FRACTION",
+                     help="Hold out this fraction (in (0, 1)) of the training data for validation, drawn with a "
+                          "fixed seed (0) before --max_train_samples; training never sees those images.")
+    val.add_argument("--validation_data_dir", type=str, default=None,
+                     help="A folder of images (datasets' imagefolder) to validate on.")
+    val.add_argument("--num_validation_images", type=int, default=1000,
+                     help="Validate on at most this many held-out images (the first ones).")
+    val.add_argument("--keep_best_by", type=str, default=None, choices=VALIDATION_METRICS,
+                     help="Keep OUTPUT_DIR/best/, the pipeline of the validation with the lowest value of this metric "
+                          "(lower is better for all three; fd needs a built-in dataset), with best/metrics.json. "
+                          "--checkpoints_total_limit never removes it, a resume keeps comparing against it, and it "
+                          "is not uploaded with --push_to_hub.")
 
     log = parser.add_argument_group("logging")
     log.add_argument("--logging_dir", type=str, default="logs", help="Relative to --output_dir.")
@@ -413,3 +436,53 @@ def _check_options(fail, options: Dict[str, Any]) -> None:
     bad_tracker = report_to_error(options["report_to"])
     if bad_tracker:
         fail("report_to", bad_tracker)
+    bad_validation = validation_error(options)
+    if bad_validation:
+        name, detail = bad_validation
+        fail(name, *((detail,) if isinstance(detail, str) else detail))
+
+
+def validation_error(options: Dict[str, Any]) -> Optional[tuple]:
+    """
+    `(option, message)` or `(option, (message, *related options))` when the validation options cannot be used
+    together, else `None`.
+    """
+    steps, split, folder = options["validation_steps"], options["validation_split"], options["validation_data_dir"]
+    builtin = options["train_data_dir"] is None and options["dataset_name"] in (None, *_builtin_names())
+    data = f"--dataset_name {options['dataset_name'] or 'digits'}" if builtin else (
+        f"--train_data_dir {options['train_data_dir']}" if options["train_data_dir"] else
+        f"--dataset_name {options['dataset_name']}")
+    if steps < 0:
+        return "validation_steps", f"must be >= 0, got {steps}"
+    if options["num_validation_images"] <= 0:
+        return "num_validation_images", f"must be a positive integer, got {options['num_validation_images']}"
+    if split is not None and not (math.isfinite(split) and 0 < split < 1):
+        return "validation_split", f"expected a fraction in (0, 1), got {split}"
+    if split is not None and folder is not None:
+        return "validation_split", (f"and --validation_data_dir are two sources of validation images; expected one, "
+                                    f"got both ({split} and {folder!r})", "validation_data_dir")
+    for name, value in (("validation_split", split), ("validation_data_dir", folder)):
+        if value is not None and builtin:
+            return name, (f"expected unset with the built-in {data}, which validates on its fixed 'test' split; "
+                          f"got {value!r}", "dataset_name", "train_data_dir")
+        if value is not None and not steps:
+            return name, (f"needs --validation_steps N > 0 (expected validation to be on), got --validation_steps "
+                          f"{steps}", "validation_steps")
+    if steps and not builtin and split is None and folder is None:
+        return "validation_steps", (f"needs held-out images with {data}: expected --validation_split FRACTION or "
+                                    f"--validation_data_dir DIR, got neither", "dataset_name", "train_data_dir")
+    metric = options["keep_best_by"]
+    if metric is not None and not steps:
+        return "keep_best_by", (f"needs --validation_steps N > 0 (expected validation to be on), got "
+                                f"--validation_steps {steps}", "validation_steps")
+    if metric == "fd" and not builtin:
+        return "keep_best_by", (f"fd needs a built-in dataset (digits or mnist-5k, whose classifier measures samples); "
+                                f"expected reconstruction_mse or neg_elbo with {data}", "dataset_name",
+                                "train_data_dir")
+    return None
+
+
+def _builtin_names() -> tuple:
+    from ..builtin_datasets import BUILTIN_DATASETS
+
+    return tuple(BUILTIN_DATASETS)

@@ -94,12 +94,13 @@ class TrainingState:
 FIXED_ON_RESUME = ("resolution", "num_channels", "latent_dim", "block_out_channels", "dataset_name",
                    "dataset_config_name", "train_data_dir", "image_column", "class_column", "max_train_samples",
                    "center_crop", "random_flip", "train_batch_size", "gradient_accumulation_steps", "seed", "use_ema",
-                   "mixed_precision", "world_size")
+                   "mixed_precision", "world_size", "validation_split", "validation_data_dir")
 # Options that only say where things go or how they are shown: not compared.
 NOT_COMPARED = ("output_dir", "resume_from_checkpoint", "logging_dir", "report_to", "tracker_project_name",
                 "cache_dir", "dataloader_num_workers", "push_to_hub", "hub_model_id", "hub_private_repo", "preset",
                 "pretrained_model_name_or_path", "logging_steps", "checkpointing_steps", "checkpoints_total_limit",
-                "save_images_steps", "num_grid_images", "compile", "channels_last", "ddp_timeout")
+                "save_images_steps", "num_grid_images", "compile", "channels_last", "ddp_timeout", "validation_steps",
+                "num_validation_images", "keep_best_by")
 
 
 def compare_options(saved: Dict[str, Any], current: Dict[str, Any]):

@@ -170,6 +170,28 @@ class CheckpointingConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    r"""
+    Measuring the model on held-out images while it trains (`training/validation.py`).
+
+    Args:
+        validation_steps (`int`, defaults to 0): Steps between validations (and one at the last step); 0: never.
+        validation_split (`float`, *optional*): Hold out this fraction of the training data (not for the built-in
+            datasets, which validate on their `"test"` split).
+        validation_data_dir (`str`, *optional*): A folder of images to validate on instead.
+        num_validation_images (`int`, defaults to 1000): At most this many held-out images.
+        keep_best_by (`str`, *optional*): `"reconstruction_mse"`, `"neg_elbo"` or `"fd"` (lower is better): keep
+            `OUTPUT_DIR/best/`, the pipeline of the best validation so far.
+    """
+
+    validation_steps: int = 0
+    validation_split: Optional[float] = None
+    validation_data_dir: Optional[str] = None
+    num_validation_images: int = 1000
+    keep_best_by: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     r"""
     Args:
@@ -221,8 +243,8 @@ class TrainingConfig:
         channels_last (`bool`, *optional*): The channels-last memory format; defaults to on for the CPU only.
         compile (`bool`, defaults to `False`): `torch.compile` the networks.
         preset (`str`, defaults to `"recommended"`): The preset `objective` was built from (for the record).
-        data, model, objective, optimization, ema, checkpointing, logging, hub: The sections. `objective` defaults to
-            the built-in digits' (`DIGITS_OBJECTIVE_DEFAULTS`), like `data`.
+        data, model, objective, optimization, ema, checkpointing, validation, logging, hub: The sections.
+            `objective` defaults to the built-in digits' (`DIGITS_OBJECTIVE_DEFAULTS`), like `data`.
     """
 
     output_dir: str = "as-introvae-digits"
@@ -238,6 +260,7 @@ class TrainingConfig:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     hub: HubConfig = field(default_factory=HubConfig)
 

@@ -86,6 +86,16 @@ from .args import option_names, parse_args, report_to_error, scheduler_kwargs  #
 from .config import DataConfig, ModelConfig, TrainingConfig  # noqa: E402
 from .config_files import resolved_config, write_config  # noqa: E402
 from .loss_log import LossBuffer  # noqa: E402
+from .validation import (  # noqa: E402
+    BestPipeline,
+    ValidationSet,
+    append_validation_record,
+    build_validation_set,
+    recover_best,
+    split_off_validation,
+    start_validation_log,
+    validate,
+)
 
 logger = logging.getLogger("asintrovae_hf.training")
 
@@ -160,14 +170,18 @@ class TrainingRun:
     stop: Optional[StopSignals] = None  # SIGTERM / SIGUSR1 received: checkpoint and exit after this step
     ranks: List[Dict] = dataclasses.field(default_factory=list)  # each process's pid and host (lost-rank errors)
     stop_group: Any = None  # the process group (on the CPU) that agrees on a stop; None: the default group
+    validation: Optional[ValidationSet] = None  # --validation_steps: the held-out images
+    best: Optional[BestPipeline] = None  # --keep_best_by: best/ (main process)
+    validated_steps: set = dataclasses.field(default_factory=set)  # steps validation.jsonl already records
 
 
 # ---- set-up ------------------------------------------------------------------------------------------------------
 
-def _load_data(data: DataConfig):
+def _load_data(data: DataConfig, validation_split: Optional[float] = None):
     """
-    The dataset (its first `max_train_samples` images) and its image column; an unusable source becomes a
-    [`UsageError`] that names it.
+    The dataset (its first `max_train_samples` images), its image column and, with `validation_split`, the held-out
+    rows carved from it before `max_train_samples` (else `None`); an unusable source becomes a [`UsageError`] that
+    names it.
     """
     source = data.dataset_name or data.train_data_dir or "digits"
     try:
@@ -190,9 +204,56 @@ def _load_data(data: DataConfig):
             logger.warning("... and %d more unreadable files skipped.", len(dropped) - 20)
         if len(dataset) == 0:
             raise UsageError(f"No readable image in {source!r} ({len(dropped)} unreadable files).")
+    held_out = None
+    if validation_split is not None:
+        try:
+            dataset, held_out = split_off_validation(dataset, validation_split)
+        except ValueError as err:
+            raise UsageError(f"{err} (the training data {source!r})") from None
+        logger.info("--validation_split %g: %d image(s) held out for validation, %d left to train on.",
+                    validation_split, len(held_out), len(dataset))
     if data.max_train_samples is not None:
         dataset = dataset.select(range(min(data.max_train_samples, len(dataset))))
-    return dataset, image_column
+    return dataset, image_column, held_out
+
+
+def _load_validation_set(config: TrainingConfig, accelerator: Accelerator, held_out, image_column: str,
+                         num_classes: Optional[int]) -> Optional[ValidationSet]:
+    """`--validation_steps`: the held-out images (every process reads them, so that a bad folder stops them all; the
+    classifier of a built-in dataset is loaded on the main process, the only one that validates)."""
+    validation, data = config.validation, config.data
+    if not validation.validation_steps:
+        return None
+    builtin = data.builtin.name if data.builtin is not None else None
+    column = image_column
+    if builtin is not None:
+        held_out, source = load_image_dataset(builtin, split="test"), f"the {builtin} 'test' split"
+    elif validation.validation_data_dir is not None:
+        folder = validation.validation_data_dir
+        source = f"--validation_data_dir {folder!r}"
+        if not os.path.isdir(folder):
+            raise UsageError(f"Cannot use {source}: expected a folder of images, got no such folder.")
+        try:
+            held_out = load_image_dataset(None, folder, cache_dir=data.cache_dir)
+            column = resolve_image_column(held_out, data.image_column)
+        except _DATA_ERRORS as err:
+            raise UsageError(f"Cannot use {source}: {one_line(err)}") from err
+        held_out, dropped = drop_unreadable_images(held_out, column)
+        if len(held_out) == 0:
+            raise UsageError(f"No readable image in {source} ({len(dropped)} unreadable files).")
+        if data.class_column is not None and data.class_column not in held_out.column_names:
+            raise UsageError(f"{source} has no column {data.class_column!r} (--class_column); its columns: "
+                             f"{', '.join(held_out.column_names)}.")
+    else:
+        source = f"--validation_split {validation.validation_split}"
+    transform = ImageTransform(config.model.resolution, config.model.num_channels, center_crop=True,
+                               random_flip=False)
+    vset = build_validation_set(held_out, column, transform, validation.num_validation_images, source, config.seed,
+                                config.model.latent_dim, class_column=data.class_column, num_classes=num_classes,
+                                builtin=builtin, with_classifier=accelerator.is_main_process)
+    logger.info("Validating every %d steps on %d image(s) of %s%s.", validation.validation_steps, len(vset.images),
+                source, " (with the classifier metrics)" if builtin else "")
+    return vset
 
 
 def _check_trackers(report_to: str) -> None:
@@ -321,7 +382,7 @@ def _check_batch_norm_batch(config: TrainingConfig) -> None:
 
 # The options that may hold a local path.
 _PATH_OPTIONS = ("output_dir", "train_data_dir", "cache_dir", "logging_dir", "dataset_name",
-                 "pretrained_model_name_or_path", "resume_from_checkpoint")
+                 "pretrained_model_name_or_path", "resume_from_checkpoint", "validation_data_dir")
 
 
 def public_options(config: TrainingConfig) -> Dict:
@@ -439,7 +500,7 @@ def setup(config: TrainingConfig, lock: Optional[RunLock] = None) -> TrainingRun
     _lock_output_dir(accelerator, lock)
     repo_id = _hub_repo(config, accelerator)
 
-    dataset, image_column = _load_data(config.data)
+    dataset, image_column, held_out = _load_data(config.data, config.validation.validation_split)
     num_classes = None
     if conditional:  # class-conditional networks, with as many classes as the column has
         try:
@@ -454,6 +515,7 @@ def setup(config: TrainingConfig, lock: Optional[RunLock] = None) -> TrainingRun
     num_grid_real = min(config.logging.num_grid_images // 2, len(train_dataset))
     grid_batch = collate_fn([train_dataset[i] for i in range(num_grid_real)])
     networks = _prepare_networks(config, accelerator, encoder, decoder, data)
+    validation = _load_validation_set(config, accelerator, held_out, image_column, num_classes)
 
     state = TrainingState(0, _resume_options(config, accelerator))
     register_checkpoint_hooks(accelerator, (type(networks.bare_encoder), type(networks.bare_decoder)), state,
@@ -471,7 +533,7 @@ def setup(config: TrainingConfig, lock: Optional[RunLock] = None) -> TrainingRun
     ranks = gather_object([me]) if accelerator.num_processes > 1 else [me]
     return TrainingRun(config=config, accelerator=accelerator, objective=objective, networks=networks, data=data,
                        grids=grids, progress=Progress(state), repo_id=repo_id, ranks=ranks,
-                       stop_group=_stop_group(config, accelerator))
+                       stop_group=_stop_group(config, accelerator), validation=validation)
 
 
 def _stop_group(config: TrainingConfig, accelerator: Accelerator):
@@ -766,6 +828,8 @@ def train_loop(run: TrainingRun) -> None:
                                                            config.checkpointing.checkpoints_total_limit)
             if step % every.save_images_steps == 0 and accelerator.is_main_process:
                 _save_grids(run, step)
+            if _validates(config, step, last):
+                _validate(run, step)
             if not last and _stop_requested(run):
                 _read_losses(run, losses)
                 if not checkpointed:
@@ -775,6 +839,58 @@ def train_loop(run: TrainingRun) -> None:
         _read_losses(run, losses)
     finally:
         progress.bar.close()  # ends the bar's line, so an error prints on a line of its own
+
+
+# ---- validation --------------------------------------------------------------------------------------------------
+
+def _validates(config: TrainingConfig, step: int, last: bool) -> bool:
+    every = config.validation.validation_steps
+    return bool(every) and (step % every == 0 or last)
+
+
+def _start_validation(run: TrainingRun) -> None:
+    """After the resume, on the main process: validation.jsonl keeps the steps up to the resumed one; best/ is
+    recovered from an interrupted swap and its value read back."""
+    config, step = run.config, run.progress.state.global_step
+    if not config.validation.validation_steps or not run.accelerator.is_main_process:
+        return
+    with writing("the log validation.jsonl", config.output_dir, run.progress.last_checkpoint):
+        run.validated_steps = start_validation_log(config.output_dir, step)
+        if config.validation.keep_best_by:
+            recover_best(config.output_dir)
+            run.best = BestPipeline(config.output_dir, config.validation.keep_best_by, step)
+
+
+def _validate(run: TrainingRun, step: int) -> None:
+    """Measure the held-out metrics (main process; the others wait), log them, append them to validation.jsonl and
+    keep best/; the networks hold their training weights and modes again afterwards."""
+    config, accelerator, networks = run.config, run.accelerator, run.networks
+    if accelerator.is_main_process and step not in run.validated_steps:
+        started = time.perf_counter()
+        with ema_weights(networks.ema, networks.bare_decoder):
+            metrics = validate(networks.bare_encoder, networks.bare_decoder, run.validation, config.seed,
+                               accelerator.device)
+            saved_best = False
+            if run.best is not None and run.best.improves(metrics[run.best.metric]):
+                with writing(f"the best pipeline of step {step}", config.output_dir, run.progress.last_checkpoint):
+                    run.best.save(step, metrics, lambda folder: AsIntroVAEPipeline(
+                        encoder=networks.bare_encoder, decoder=networks.bare_decoder).save_pretrained(folder))
+                saved_best = True
+        seconds = time.perf_counter() - started
+        record = {"step": step, "metrics": metrics, "seconds": round(seconds, 3),
+                  "num_images": len(run.validation.images)}
+        if run.best is not None:
+            record["best"] = {"metric": run.best.metric, "value": run.best.value, "step": run.best.step,
+                              "updated": saved_best}
+        with writing("the log validation.jsonl", config.output_dir, run.progress.last_checkpoint):
+            append_validation_record(config.output_dir, record)
+        run.validated_steps.add(step)
+        with writing("the tracker logs", config.output_dir, run.progress.last_checkpoint):
+            accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=step)
+        logger.info("Validation at step %d (%.1f s): %s", step, seconds,
+                    ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    if accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
 
 
 # ---- finish ------------------------------------------------------------------------------------------------------
@@ -982,6 +1098,7 @@ def train(config: TrainingConfig) -> Dict:
                                                       config=public_options(run.config))
                 run.accelerator.wait_for_everyone()
                 resume(run)
+                _start_validation(run)
                 train_loop(run)
                 return finish(run, started)
             except Preempted:
