@@ -29,6 +29,7 @@ import time
 import torch
 
 from asintrovae_hf.json_io import read_json
+from asintrovae_hf.process_settings import torch_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("vae", "introvae", "soft-introvae", "as-introvae")
@@ -152,8 +153,8 @@ def evaluate_one(args, method: str, seed: int, folder: str) -> dict:
               "name": method + (f" [{args.label}]" if args.label else ""), "seed": seed, **info}
     if "stopped" in info:
         return record
-    torch.set_num_threads(args.threads)
-    record["metrics"] = evaluate_heldout(folder, args.dataset_name, seed=seed)
+    with torch_threads(args.threads):
+        record["metrics"] = evaluate_heldout(folder, args.dataset_name, seed=seed)
     record["evaluation_code_version"] = code_version()
     record["final_losses"] = read_json(os.path.join(folder, "train_summary.json")).get("final_losses", {})
     return record
@@ -166,8 +167,9 @@ def main(argv=None) -> int:
     if args.calibrate:
         from asintrovae_hf.evaluation.heldout import calibrate
 
-        torch.set_num_threads(args.threads)
-        result = {**calibrate(args.dataset_name), "code_version": code_version(),
+        with torch_threads(args.threads):
+            result = calibrate(args.dataset_name)
+        result = {**result, "code_version": code_version(),
                   "device": device_description(args.threads)}
         with open(os.path.join(args.output_dir, "calibration.json"), "w") as f:
             json.dump(result, f, indent=2)
