@@ -51,9 +51,11 @@ def main(argv=None) -> dict:
         walls[name] = time.time() - started
         if proc.returncode != 0:
             raise SystemExit(f"the {name} run failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
-    seconds = {name: json.loads(Path(d, "train_summary.json").read_text())["seconds"]
+    from asintrovae_hf.json_io import read_json, read_json_lines
+
+    seconds = {name: read_json(Path(d, "train_summary.json"))["seconds"]
                for name, d in (("plain", plain_dir), ("validated", val_dir))}
-    records = [json.loads(line) for line in Path(val_dir, "validation.jsonl").read_text().splitlines()]
+    records = [record for _, record in read_json_lines(Path(val_dir, "validation.jsonl"))]
     per_validation = sum(r["seconds"] for r in records) / len(records)
     measured_count = len(records)
     target_count = -(-args.target_steps // args.target_every)  # every `target_every` steps, and the last

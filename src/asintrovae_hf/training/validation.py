@@ -28,6 +28,8 @@ from typing import Any, Dict, List, Optional, Set
 import numpy as np
 import torch
 
+from ..json_io import JsonFileError, read_json, read_json_lines
+
 logger = logging.getLogger("asintrovae_hf.training")
 
 VALIDATION_LOG = "validation.jsonl"
@@ -136,18 +138,11 @@ def validate(encoder, decoder, vset: ValidationSet, seed: int, device: torch.dev
 # ---- validation.jsonl --------------------------------------------------------------------------------------------
 
 def _read_lines(path: str) -> List[Dict]:
-    records = []
+    """The records of `validation.jsonl` (a line cut by a kill is skipped by the reader)."""
     if not os.path.isfile(path):
-        return records
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut by a kill
-                continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                records.append(record)
-    return records
+        return []
+    return [record for _, record in read_json_lines(path)
+            if isinstance(record, dict) and isinstance(record.get("step"), int)]
 
 
 def read_validation_log(output_dir: str) -> List[Dict]:
@@ -203,9 +198,8 @@ def read_best(output_dir: str) -> Optional[Dict]:
     """`best/metrics.json` (`step`, `metric`, `value`, `metrics`), or `None`."""
     path = os.path.join(output_dir, BEST_DIR, BEST_METRICS)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        data = read_json(path, max_bytes=1 << 20)
+    except (OSError, JsonFileError):
         return None
     return data if isinstance(data, dict) and "value" in data else None
 
