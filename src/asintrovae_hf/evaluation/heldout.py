@@ -241,23 +241,22 @@ def summarize_runs(records: Sequence[Dict], reference: str = "as-introvae",
                       f"{rs[0]['metrics'].get('num_draws', 1)} draws of {rs[0]['metrics']['num_samples']} samples "
                       "against the held-out split." if groups else "", ""]
         pairs = [(reference, other) for other in compare_with if reference in groups and other in groups]
-        if pairs:
+        rows = []
+        for a, b in pairs:
+            by_seed_a = {r["seed"]: r for r in groups[a]}
+            by_seed_b = {r["seed"]: r for r in groups[b]}
+            seeds = sorted(set(by_seed_a) & set(by_seed_b))
+            if len(seeds) < 2:
+                continue
+            for metric in metrics:
+                diff = paired_difference([by_seed_a[s]["metrics"][metric] for s in seeds],
+                                         [by_seed_b[s]["metrics"][metric] for s in seeds])
+                better = (diff["mean_difference"] < 0) == (metric in LOWER_IS_BETTER)
+                reading = (f"{a if better else b} better" if diff["significant"] else "not significant")
+                rows.append(f"| {a} vs {b} | {metric} | {len(seeds)} | {diff['mean_difference']:+.4g} "
+                            f"[{diff['ci_low']:+.4g}, {diff['ci_high']:+.4g}] | {diff['p_value']:.3g} | {reading} |")
+        if rows:
             lines += [f"Paired by seed: {reference} minus the other method (negative = lower for {reference}).", "",
                       "| comparison | metric | seeds | mean difference [95 % bootstrap] | p (paired t) | reading |",
-                      "| --- | --- | --- | --- | --- | --- |"]
-            for a, b in pairs:
-                by_seed_a = {r["seed"]: r for r in groups[a]}
-                by_seed_b = {r["seed"]: r for r in groups[b]}
-                seeds = sorted(set(by_seed_a) & set(by_seed_b))
-                if len(seeds) < 2:
-                    continue
-                for metric in metrics:
-                    diff = paired_difference([by_seed_a[s]["metrics"][metric] for s in seeds],
-                                             [by_seed_b[s]["metrics"][metric] for s in seeds])
-                    better = (diff["mean_difference"] < 0) == (metric in LOWER_IS_BETTER)
-                    reading = (f"{a if better else b} better" if diff["significant"] else "not significant")
-                    lines.append(f"| {a} vs {b} | {metric} | {len(seeds)} | {diff['mean_difference']:+.4g} "
-                                 f"[{diff['ci_low']:+.4g}, {diff['ci_high']:+.4g}] | {diff['p_value']:.3g} | "
-                                 f"{reading} |")
-            lines.append("")
+                      "| --- | --- | --- | --- | --- | --- |", *rows, ""]
     return "\n".join(lines) + "\n"
