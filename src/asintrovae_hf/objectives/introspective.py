@@ -28,6 +28,7 @@ from .registry import get_objective
 
 __all__ = ["EncoderStepOutput", "IntrospectiveObjective", "ObjectiveConfig", "RealAndFake"]
 
+
 @dataclass
 class EncoderStepOutput:
     """

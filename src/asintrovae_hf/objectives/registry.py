@@ -36,7 +36,8 @@ def register_objective(objective_class: Type) -> Type:
 
 def unregister_objective(name: str) -> Type:
     """Remove the objective `name` from the registry and return its class."""
-    return _OBJECTIVES.pop(get_objective(name).name)
+    get_objective(name)  # refuses an unknown name, naming the choices
+    return _OBJECTIVES.pop(name)
 
 
 def objective_names() -> Tuple[str, ...]:

@@ -120,9 +120,9 @@ def train_step(
         encoder_optimizer, decoder_optimizer (`torch.optim.Optimizer`): One optimizer per network.
         x (`torch.Tensor` or a sequence of them): The real batch, or its micro-batches (gradient accumulation).
         latent_dim (`int`): Size of the latent vector, for the noise batch `z_f`.
-        c (`float`, defaults to 1.0): The schedule weight `c(i)`.
-        vae_step (`bool`, defaults to `False`): Train a plain VAE this iteration (warm-up, or the `vae`
-            objective): one loss, both networks updated together.
+        c (`float`, defaults to 1.0): The schedule weight `c(i)` of this step ([`IntrospectiveObjective.phase`]).
+        vae_step (`bool`, defaults to `False`): A plain-VAE iteration, one loss for both networks (the warm-up:
+            [`IntrospectiveObjective.phase`]); objectives that are not introspective take one every step.
         backward (`Callable`, *optional*): `accelerator.backward`, or `loss.backward` when omitted.
         generator (`torch.Generator` or `List[torch.Generator]`, *optional*): Source of all noise in the iteration;
             a list gives each sample its own generator.
