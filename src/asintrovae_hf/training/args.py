@@ -40,7 +40,7 @@ def _lr_schedulers() -> tuple:
 def _digits_defaults_help() -> Dict[str, str]:
     """The help text of the defaults the built-in digits change: `{"beta_neg": "256.0; 64.0 for ... digits"}`."""
     methods: Dict[str, Dict[float, List[str]]] = {}
-    for method, options in DIGITS_OBJECTIVE_DEFAULTS.items():
+    for method, options in reversed(list(DIGITS_OBJECTIVE_DEFAULTS.items())):  # the simplest method first
         for option, value in options.items():
             methods.setdefault(option, {}).setdefault(value, []).append(method)
     return {option: "; ".join([str(getattr(ObjectiveConfig, option))] + [
