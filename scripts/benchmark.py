@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-from asintrovae_hf.benchmarks import SECTIONS, TABLE_COLUMNS, TRAINING_CONFIGS, format_table
+from asintrovae_hf.experiments.speed import SECTIONS, TABLE_COLUMNS, TRAINING_CONFIGS, format_table
 from asintrovae_hf.process_settings import torch_threads
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from asintrovae_hf.benchmarks import vs_reference
+from asintrovae_hf.experiments.speed import vs_reference
 
 
 @pytest.fixture(scope="module")

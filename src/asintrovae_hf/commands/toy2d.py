@@ -28,10 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from asintrovae_hf.objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig
-from asintrovae_hf.evaluation.robustness_grid import parse_grid_option
+from asintrovae_hf.experiments.images.robustness_grid import parse_grid_option
 from asintrovae_hf.process_settings import torch_threads
-from asintrovae_hf.toy import TOY_DATASETS, toy_objective_defaults
-from asintrovae_hf.toy.benchmark import (
+from asintrovae_hf.experiments.toy import TOY_DATASETS, toy_objective_defaults
+from asintrovae_hf.experiments.toy.comparison import (
     ToyRun,
     append_record,
     grid_table,
@@ -43,7 +43,7 @@ from asintrovae_hf.toy.benchmark import (
     save_figure,
     save_grid_heatmap,
 )
-from asintrovae_hf.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
+from asintrovae_hf.experiments.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
 
 
 def _method(text: str):

@@ -9,10 +9,10 @@ new measurement goes here; the top-level package does not import this one.
 
 from typing import Callable, Dict, List
 
-from .as_distance import COLUMNS as _AS_DISTANCE_COLUMNS
-from .as_distance import section_as_distance
+from .as_distance_speed import COLUMNS as _AS_DISTANCE_COLUMNS
+from .as_distance_speed import section_as_distance
 from .measure import format_table
-from .training import (
+from .iteration_speed import (
     CHECKPOINTING_COLUMNS,
     TRAINING_COLUMNS,
     TRAINING_CONFIGS,

@@ -22,9 +22,9 @@ from typing import Dict, List
 
 import torch
 
-from ..models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder
-from ..objectives.introspective import IntrospectiveObjective
-from ..training.train_step import train_step
+from ...models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder
+from ...objectives.introspective import IntrospectiveObjective
+from ...training.train_step import train_step
 from .measure import peak_memory_bytes, time_call
 
 TRAINING_CONFIGS = {

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..json_io import read_json_lines
-from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from ..evaluation.robustness_grid import colormap, grid_cells, grid_markdown
-from ..evaluation.robustness_grid import save_grid_heatmap as draw_grid_heatmap
-from ..objectives.config import OBJECTIVES, ObjectiveConfig
+from ...json_io import read_json_lines
+from ...models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ..images.robustness_grid import colormap, grid_cells, grid_markdown
+from ..images.robustness_grid import save_grid_heatmap as draw_grid_heatmap
+from ...objectives.config import OBJECTIVES, ObjectiveConfig
 from .data import sample_toy_data, toy_eval_range, toy_modes
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 from .metrics import grid_normalized_elbo, histogram_kl_jsd, mode_coverage
-from .training import negative_elbo, sample_points, train_vector_model
+from .vector_training import negative_elbo, sample_points, train_vector_model
 
 EVAL_POINTS = 5000
 GNELBO_POINTS = 51200

@@ -59,7 +59,7 @@ from typing import Callable, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..evaluation.metrics import ArrayLike, as_numpy
+from ...evaluation.frechet import ArrayLike, as_numpy
 
 LOG_EPS = 1e-14
 

@@ -6,13 +6,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..errors import CheckpointError, one_line
-from ..objectives import elbo
-from ..objectives.config import LOSS_TYPES
-from ..objectives.losses import kl_divergence
-from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from ..objectives.introspective import IntrospectiveObjective, ObjectiveConfig
-from ..training.train_step import train_step
+from ...errors import CheckpointError, one_line
+from ...objectives import elbo
+from ...objectives.config import LOSS_TYPES
+from ...objectives.losses import kl_divergence
+from ...models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ...objectives.introspective import IntrospectiveObjective, ObjectiveConfig
+from ...training.train_step import train_step
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 
 
