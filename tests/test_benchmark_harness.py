@@ -1,4 +1,4 @@
-"""The side-by-side harness of `scripts/benchmark.py --section vs_reference` (`asintrovae_hf.benchmarks.vs_reference`):
+"""The side-by-side harness of `scripts/benchmark.py --section vs_reference` (`asintrovae_hf.experiments.speed.vs_reference`):
 loops in threads take strict turns."""
 
 import threading

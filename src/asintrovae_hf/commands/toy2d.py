@@ -15,7 +15,7 @@ A method is `objective[:preset]` (presets: `reference`, `recommended`). Objectiv
 resumes where it stopped, and a run killed midway continues from its last checkpoint (every 1,000 iterations, in
 `OUTPUT_DIR/models/<run id>/`). The script writes `results.md` (mean ± std over seeds), one figure per dataset (per
 method: generated points above the model density `exp(-negative ELBO)`), and for grids `grid.md` and a heat map
-per dataset. The estimators are documented in `asintrovae_hf.toy.metrics`.
+per dataset. The estimators are documented in `asintrovae_hf.experiments.toy.metrics`.
 """
 
 import argparse

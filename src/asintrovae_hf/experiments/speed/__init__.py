@@ -1,10 +1,10 @@
 """
-The machinery behind `scripts/benchmark.py`, one section per module: timing, peak memory and tables
-(`measure.py`), the AS-Distance against its naive broadcast form (`as_distance.py`), training iterations per
-objective and gradient checkpointing (`training.py`) and the side-by-side loop against the authors' reference code
-(`vs_reference.py`). `SECTIONS` maps each section's name to a function taking the parsed command-line arguments and
-returning a list of dicts, one per measured configuration; `TABLE_COLUMNS` names the columns of its printed table. A
-new measurement goes here; the top-level package does not import this one.
+The speed and memory measurements behind `scripts/benchmark.py`, one section per module: timing, peak memory and
+tables (`measure.py`), the AS-Distance against its naive broadcast form (`as_distance_speed.py`), training iterations
+per objective and gradient checkpointing (`iteration_speed.py`) and the side-by-side loop against the authors'
+reference code (`vs_reference.py`). `SECTIONS` maps each section's name to a function taking the parsed command-line
+arguments and returning a list of dicts, one per measured configuration; `TABLE_COLUMNS` names the columns of its
+printed table. A new measurement goes here; the top-level package does not import this one.
 """
 
 from typing import Callable, Dict, List

@@ -160,7 +160,8 @@ def evaluate_toy_model(encoder, decoder, dataset: str, loss_type: str = "mse", e
                        gnelbo_grid: int = 1024) -> Dict[str, float]:
     """
     `kl`, `jsd` (5,000 real vs 5,000 generated points), `gnelbo` (51,200 real points) and, for data with discrete
-    modes, `modes_covered` and `high_quality` of the same 5,000 generated points (see `asintrovae_hf.toy.metrics`).
+    modes, `modes_covered` and `high_quality` of the same 5,000 generated points (see
+    `asintrovae_hf.experiments.toy.metrics`).
     """
     encoder.eval(), decoder.eval()
     eval_gen = torch.Generator().manual_seed(eval_seed)
