@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -21,6 +22,7 @@ from ...models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEnco
 from ..images.robustness_grid import colormap, grid_cells, grid_markdown
 from ..images.robustness_grid import save_grid_heatmap as draw_grid_heatmap
 from ...objectives.config import OBJECTIVES, ObjectiveConfig
+from ...training.checkpointing import list_checkpoints
 from .data import sample_toy_data, toy_eval_range, toy_modes
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 from .metrics import grid_normalized_elbo, histogram_kl_jsd, mode_coverage
@@ -94,7 +96,7 @@ def run_toy(
     """
     Train and evaluate one run; return its record (a JSON-able dict). With `model_dir`, the encoder and decoder are
     saved to `model_dir/<run_id>/{encoder,decoder}` (safetensors), and the run keeps a checkpoint in
-    `model_dir/<run_id>/training_checkpoint.pt` while it trains, so a killed run resumes from it (see
+    `model_dir/<run_id>/checkpoint-N/` while it trains, so a killed run resumes from it (see
     [`train_vector_model`]); the checkpoint is removed once the run is recorded. `callback(iteration, terms)` is
     called every 5 % of the run (for progress bars). `device` is where the networks train (default: the CPU; the
     random draws are the same on every device, see [`train_vector_model`]); it is recorded, not part of the run's
@@ -102,7 +104,6 @@ def run_toy(
     """
     started = time.time()
     folder = os.path.join(model_dir, run.run_id()) if model_dir is not None else None
-    checkpoint = os.path.join(folder, "training_checkpoint.pt") if folder is not None else None
     encoder, decoder, history = train_vector_model(
         lambda n, g: sample_toy_data(run.dataset, n, generator=g),
         run.config,
@@ -114,7 +115,7 @@ def run_toy(
         seed=run.seed,
         hidden_dims=run.hidden_dims,
         log_every=max(run.num_iter // 20, 1),
-        checkpoint_path=checkpoint,
+        checkpoint_dir=folder,
         checkpoint_every=max(min(1000, run.num_iter // 10), 1),
         callback=callback,
         device=device,
@@ -125,8 +126,8 @@ def run_toy(
     if folder is not None:
         encoder.save_pretrained(os.path.join(folder, "encoder"))
         decoder.save_pretrained(os.path.join(folder, "decoder"))
-        if os.path.exists(checkpoint):
-            os.remove(checkpoint)
+        for checkpoint in list_checkpoints(folder):
+            shutil.rmtree(checkpoint)
     last = dict(history[-1]) if history else {}
     train_seconds = last.pop("seconds", trained - started)  # summed over the sessions of a resumed run
     devices = last.pop("devices", [str(torch.device(device or "cpu"))])  # every device a resumed run trained on
