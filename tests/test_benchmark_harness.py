@@ -1,5 +1,5 @@
-"""The side-by-side harness of `scripts/benchmark.py --section vs_reference` (`asintrovae_hf.experiments.speed.vs_reference`):
-loops in threads take strict turns."""
+"""The side-by-side harness of `scripts/benchmark.py --section vs_reference`
+(`asintrovae_hf.experiments.speed.vs_reference`): loops in threads take strict turns."""
 
 import threading
 import time

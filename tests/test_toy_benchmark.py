@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from asintrovae_hf.objectives.config import ObjectiveConfig
-from asintrovae_hf.training.checkpointing import TrainingState, list_checkpoints
-from asintrovae_hf.experiments.toy import sample_points, sample_toy_data, toy_eval_range, toy_lr_milestones, train_vector_model
-from asintrovae_hf.experiments.toy import toy_objective_defaults
+from asintrovae_hf.experiments.toy import sample_points, sample_toy_data, toy_eval_range, toy_lr_milestones
+from asintrovae_hf.experiments.toy import toy_objective_defaults, train_vector_model
 from asintrovae_hf.experiments.toy.comparison import record_key
 from asintrovae_hf.experiments.toy.data import toy_modes
 from asintrovae_hf.experiments.toy.metrics import histogram_kl_jsd, mode_coverage
+from asintrovae_hf.objectives.config import ObjectiveConfig
+from asintrovae_hf.training.checkpointing import TrainingState, list_checkpoints
 
 from helpers import load_script
 
