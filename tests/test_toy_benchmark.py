@@ -185,6 +185,34 @@ def test_a_toy_checkpoint_from_another_device_resumes_and_both_devices_are_recor
         assert torch.equal(x, y), name
 
 
+def test_a_full_disk_while_a_toy_checkpoint_is_written_keeps_the_previous_one(tmp_path, monkeypatch):
+    """The toy writes through the image training's atomic write: a failed write is one line naming the checkpoint,
+    the previous checkpoint stays whole and no `.partial` is left, and the same call then resumes from it."""
+    import errno
+
+    from asintrovae_hf.experiments.toy import vector_checkpoints
+
+    encoder, _, history = _short_toy_run()
+    save_networks, calls = vector_checkpoints.save_networks, []
+
+    def fill_the_disk_at_the_second_write(folder, networks):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_networks(folder, networks)
+
+    monkeypatch.setattr(vector_checkpoints, "save_networks", fill_the_disk_at_the_second_write)
+    with pytest.raises(RuntimeError, match="Cannot write checkpoint .*checkpoint-20.*checkpoint-10.* is intact") as err:
+        _short_toy_run(str(tmp_path))
+    assert "\n" not in str(err.value) and "run the same command again" in str(err.value)
+    assert list_checkpoints(str(tmp_path)) == [str(tmp_path / "checkpoint-10")] and not list(tmp_path.glob("*.partial"))
+    monkeypatch.setattr(vector_checkpoints, "save_networks", save_networks)
+    encoder2, _, history2 = _short_toy_run(str(tmp_path))
+    assert [{k: v for k, v in h.items() if k not in ("seconds", "devices")} for h in history2] == history
+    for (name, x), (_, y) in zip(encoder.state_dict().items(), encoder2.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
 @pytest.mark.parametrize("device, message", [
     ("gpu", "must name a torch device"),
     ("meta", "must be cpu or a cuda device"),
