@@ -16,8 +16,8 @@ constructors (Accelerate would skip a refused RNG file silently, and the resumed
 Writes are atomic: a checkpoint is written to `checkpoint-N.partial` and renamed once every process has finished,
 so `latest` always names a complete checkpoint, and a failed write (a full disk) leaves the previous one intact.
 
-The 2D toy loop (`asintrovae_hf.experiments.toy`), which runs without Accelerate, writes the same folders through
-[`save_checkpoint_folder`], [`save_networks`] and [`TrainingState`], and reads them back through
+The 2D toy loop (`asintrovae_hf.experiments.toy`), one process without an `Accelerator`, writes the same folders
+through [`save_checkpoint_folder`], [`save_networks`] and [`TrainingState`], and reads them back through
 [`check_checkpoint_files`] and [`load_networks`].
 """
 
@@ -26,16 +26,14 @@ import logging
 import os
 import re
 import shutil
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from accelerate import Accelerator
 
 from ..errors import CheckpointError, one_line, unpickling_detail
 from ..json_io import JsonFileError, read_json
 from .faults import describe_disk_error, is_disk_error
 from ..models.autoencoders import check_plain_tree, check_weight_file
-
-if TYPE_CHECKING:  # the toy loop writes checkpoints without Accelerate
-    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +164,7 @@ def load_networks(folder: str, models: Sequence, model_classes: Sequence[type]) 
         model.load_state_dict(model_cls.from_pretrained(folder, subfolder=name).state_dict())
 
 
-def register_checkpoint_hooks(accelerator: "Accelerator", model_classes, state: TrainingState, ema=None) -> None:
+def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: TrainingState, ema=None) -> None:
     r"""
     Make `accelerator.save_state` / `load_state` write and read the networks as `encoder/` and `decoder/`
     (`save_pretrained` format), the EMA decoder as `decoder_ema/` (the decoder with the averaged weights and its own
@@ -260,8 +258,7 @@ def check_checkpoint_files(path: str) -> None:
                 ) from None
 
 
-def save_checkpoint(accelerator: "Accelerator", output_dir: str, step: int,
-                    total_limit: Optional[int] = None) -> str:
+def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: Optional[int] = None) -> str:
     """Write `checkpoint-{step}` atomically (call on every process) and keep at most `total_limit` of them."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
     partial = final + PARTIAL_SUFFIX
@@ -327,7 +324,7 @@ def _publish(final: str, total_limit: Optional[int]) -> None:
             shutil.rmtree(old)
 
 
-def load_checkpoint(accelerator: "Accelerator", path: str) -> None:
+def load_checkpoint(accelerator: Accelerator, path: str) -> None:
     """Check the checkpoint's files, then `accelerator.load_state(path)`; failures name the checkpoint."""
     check_checkpoint_files(path)
     try:
