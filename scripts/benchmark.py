@@ -9,10 +9,10 @@
     python scripts/benchmark.py --section vs_reference --reference_path /tmp/AS-IntroVAE --peak_gflops 78
     python scripts/benchmark.py --section gradient_checkpointing --train_batch_size 32
 
-Sections are registered in `asintrovae_hf.benchmarks.SECTIONS` (name -> function taking the parsed arguments,
+Sections are registered in `asintrovae_hf.experiments.speed.SECTIONS` (name -> function taking the parsed arguments,
 returning a list of dicts, one per measured configuration): `as_distance`, `training`, `gradient_checkpointing`
 and `vs_reference` (run by `all` only when `--reference_path` is given). What each measures is written in its
-module's docstring: `asintrovae_hf/benchmarks/as_distance.py`, `training.py` (`training` and
+module's docstring: `asintrovae_hf/experiments/speed/as_distance_speed.py`, `iteration_speed.py` (`training` and
 `gradient_checkpointing`) and `vs_reference.py`; the timing and peak-memory measurement in `measure.py`. Each
 section prints a table (to stderr with `--json`, which prints all rows as one JSON list on stdout).
 """
@@ -23,7 +23,7 @@ import sys
 
 import torch
 
-from asintrovae_hf.benchmarks import SECTIONS, TABLE_COLUMNS, TRAINING_CONFIGS, format_table
+from asintrovae_hf.experiments.speed import SECTIONS, TABLE_COLUMNS, TRAINING_CONFIGS, format_table
 from asintrovae_hf.process_settings import torch_threads
 
 
@@ -88,7 +88,7 @@ def _main(args) -> int:
         names = [args.section]
     else:
         print(f"The {args.section!r} section is not implemented yet (register it in SECTIONS in "
-              f"asintrovae_hf/benchmarks/__init__.py).", file=sys.stderr)
+              f"asintrovae_hf/experiments/speed/__init__.py).", file=sys.stderr)
         return 2
     out = sys.stderr if args.json else sys.stdout
     results = []

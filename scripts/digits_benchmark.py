@@ -35,7 +35,12 @@ import time
 
 import numpy as np
 
-from asintrovae_hf.evaluation.robustness_grid import grid_cells, grid_markdown, parse_grid_option, save_grid_heatmap
+from asintrovae_hf.experiments.images.robustness_grid import (
+    grid_cells,
+    grid_markdown,
+    parse_grid_option,
+    save_grid_heatmap,
+)
 from asintrovae_hf.json_io import read_json, read_json_lines
 from asintrovae_hf.objectives.registry import objective_names
 

@@ -1,5 +1,5 @@
-"""The side-by-side harness of `scripts/benchmark.py --section vs_reference` (`asintrovae_hf.benchmarks.vs_reference`):
-loops in threads take strict turns."""
+"""The side-by-side harness of `scripts/benchmark.py --section vs_reference`
+(`asintrovae_hf.experiments.speed.vs_reference`): loops in threads take strict turns."""
 
 import threading
 import time
@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from asintrovae_hf.benchmarks import vs_reference
+from asintrovae_hf.experiments.speed import vs_reference
 
 
 @pytest.fixture(scope="module")

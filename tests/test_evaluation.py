@@ -115,7 +115,7 @@ class StandInFeatures(torch.nn.Module):
 
 def test_torchmetrics_fid_matches_the_frechet_distance_of_the_same_features():
     from asintrovae_hf.evaluation.image_metrics import torchmetrics_fid
-    from asintrovae_hf.evaluation.metrics import frechet_distance_from_features
+    from asintrovae_hf.evaluation.frechet import frechet_distance_from_features
 
     rng = torch.Generator().manual_seed(0)
     real = torch.rand(300, 1, 16, 16, generator=rng)

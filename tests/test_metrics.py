@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from asintrovae_hf.evaluation.metrics import frechet_distance, frechet_distance_from_features
-from asintrovae_hf.toy.metrics import (
+from asintrovae_hf.evaluation.frechet import frechet_distance, frechet_distance_from_features
+from asintrovae_hf.experiments.toy.metrics import (
     LOG_EPS,
     grid_normalized_elbo,
     histogram_density,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from asintrovae_hf.evaluation.robustness_grid import grid_cells, grid_markdown, grid_summary, save_grid_heatmap
+from asintrovae_hf.experiments.images.robustness_grid import grid_cells, grid_markdown, grid_summary, save_grid_heatmap
 
 
 def _records():

@@ -6,12 +6,13 @@ import json
 import pytest
 import torch
 
+from asintrovae_hf.experiments.toy import sample_points, sample_toy_data, toy_eval_range, toy_lr_milestones
+from asintrovae_hf.experiments.toy import toy_objective_defaults, train_vector_model
+from asintrovae_hf.experiments.toy.comparison import record_key
+from asintrovae_hf.experiments.toy.data import toy_modes
+from asintrovae_hf.experiments.toy.metrics import histogram_kl_jsd, mode_coverage
 from asintrovae_hf.objectives.config import ObjectiveConfig
-from asintrovae_hf.toy import sample_points, sample_toy_data, toy_eval_range, toy_lr_milestones, train_vector_model
-from asintrovae_hf.toy import toy_objective_defaults
-from asintrovae_hf.toy.benchmark import record_key
-from asintrovae_hf.toy.data import toy_modes
-from asintrovae_hf.toy.metrics import histogram_kl_jsd, mode_coverage
+from asintrovae_hf.training.checkpointing import TrainingState, list_checkpoints
 
 from helpers import load_script
 
@@ -72,7 +73,7 @@ def test_toy2d_script_outputs(tmp_path, capsys):
     assert [line["devices"] for line in lines] == [["cpu"]] * 4
     assert (out / "8gaussians.png").exists() and (out / "runs.jsonl").exists()
     assert len(list((out / "models").glob("*/encoder"))) == 4
-    assert not list((out / "models").glob("*/training_checkpoint.pt*"))  # removed once a run is recorded
+    assert not list((out / "models").glob("*/checkpoint-*"))  # removed once a run is recorded
     table = (out / "results.md").read_text()
     assert "| 8gaussians | vae | 4 x 256 | 6 | 0, 1 |" in table
     assert "| 8gaussians | as-introvae | 4 x 256 | 6 | 0, 1 |" in table
@@ -132,7 +133,7 @@ class _Interrupt(Exception):
     pass
 
 
-def _short_toy_run(checkpoint_path=None, stop_at=None):
+def _short_toy_run(checkpoint_dir=None, stop_at=None):
     config = ObjectiveConfig(objective="as-introvae", num_vae_steps=10,
                              **{k: v for k, v in toy_objective_defaults("8gaussians", "as-introvae").items()
                                 if k != "num_vae_steps"})
@@ -144,39 +145,70 @@ def _short_toy_run(checkpoint_path=None, stop_at=None):
 
     return train_vector_model(sampler, config, num_iter=40, batch_size=16, hidden_dims=(16,), seed=3,
                               lr_milestones=(30,), log_every=5, callback=callback,
-                              checkpoint_path=checkpoint_path, checkpoint_every=10)
+                              checkpoint_dir=checkpoint_dir, checkpoint_every=10)
 
 
 def test_a_killed_toy_run_resumes_exactly_from_its_checkpoint(tmp_path):
     """Weights, optimizers, the learning-rate decay (after the resume point) and the data/noise generator all come
     back: the resumed run ends bit-equal to an uninterrupted one, with the same logged terms."""
     encoder, decoder, history = _short_toy_run()
-    path = tmp_path / "run" / "training_checkpoint.pt"
+    path = tmp_path / "run"
     with pytest.raises(_Interrupt):
-        _short_toy_run(str(path), stop_at=25)  # the last checkpoint is at iteration 20
-    assert torch.load(path, weights_only=True)["iteration"] == 20
+        _short_toy_run(str(path), stop_at=25)  # the last checkpoint is at iteration 20, the only one kept
+    assert list_checkpoints(str(path)) == [str(path / "checkpoint-20")]
+    assert TrainingState.load(str(path / "checkpoint-20")).global_step == 20
+    assert {"encoder", "decoder", "training_state.json", "optimizer.bin", "scheduler_1.bin",
+            "random_states_0.pkl"} <= {p.name for p in (path / "checkpoint-20").iterdir()}  # the image format
     encoder2, decoder2, history2 = _short_toy_run(str(path))
     for a, b in ((encoder, encoder2), (decoder, decoder2)):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.equal(x, y), name
     assert [{k: v for k, v in h.items() if k not in ("seconds", "devices")} for h in history2] == history
-    assert history2[-1]["seconds"] > 0 and not (tmp_path / "run" / "training_checkpoint.pt.partial").exists()
+    assert history2[-1]["seconds"] > 0 and not list(path.glob("*.partial"))
     assert history2[-1]["devices"] == ["cpu"]
 
 
 def test_a_toy_checkpoint_from_another_device_resumes_and_both_devices_are_recorded(tmp_path):
-    """The checkpoint holds the devices it trained on (a GPU's, here written into the file), and a run resumed on
+    """The checkpoint holds the devices it trained on (a GPU's, here written into its log), and a run resumed on
     the CPU lists both and ends as the uninterrupted CPU run does: the data and noise are drawn on the CPU either
     way."""
     encoder, _, history = _short_toy_run()
-    path = tmp_path / "training_checkpoint.pt"
     with pytest.raises(_Interrupt):
-        _short_toy_run(str(path), stop_at=25)
-    state = torch.load(path, weights_only=True)
-    assert state["devices"] == ["cpu"]
-    torch.save({**state, "devices": ["cuda:0"]}, path)
-    encoder2, _, history2 = _short_toy_run(str(path))
+        _short_toy_run(str(tmp_path), stop_at=25)
+    log_file = tmp_path / "checkpoint-20" / "training_log.json"
+    log = json.loads(log_file.read_text())
+    assert log["devices"] == ["cpu"]
+    log_file.write_text(json.dumps({**log, "devices": ["cuda:0"]}))
+    encoder2, _, history2 = _short_toy_run(str(tmp_path))
     assert history2[-1]["devices"] == ["cuda:0", "cpu"]
+    for (name, x), (_, y) in zip(encoder.state_dict().items(), encoder2.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_a_full_disk_while_a_toy_checkpoint_is_written_keeps_the_previous_one(tmp_path, monkeypatch):
+    """The toy writes through the image training's atomic write: a failed write is one line naming the checkpoint,
+    the previous checkpoint stays whole and no `.partial` is left, and the same call then resumes from it."""
+    import errno
+
+    from asintrovae_hf.experiments.toy import vector_checkpoints
+
+    encoder, _, history = _short_toy_run()
+    save_networks, calls = vector_checkpoints.save_networks, []
+
+    def fill_the_disk_at_the_second_write(folder, networks):
+        calls.append(folder)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_networks(folder, networks)
+
+    monkeypatch.setattr(vector_checkpoints, "save_networks", fill_the_disk_at_the_second_write)
+    with pytest.raises(RuntimeError, match="Cannot write checkpoint .*checkpoint-20.*checkpoint-10.* is intact") as err:
+        _short_toy_run(str(tmp_path))
+    assert "\n" not in str(err.value) and "run the same command again" in str(err.value)
+    assert list_checkpoints(str(tmp_path)) == [str(tmp_path / "checkpoint-10")] and not list(tmp_path.glob("*.partial"))
+    monkeypatch.setattr(vector_checkpoints, "save_networks", save_networks)
+    encoder2, _, history2 = _short_toy_run(str(tmp_path))
+    assert [{k: v for k, v in h.items() if k not in ("seconds", "devices")} for h in history2] == history
     for (name, x), (_, y) in zip(encoder.state_dict().items(), encoder2.state_dict().items()):
         assert torch.equal(x, y), name
 
@@ -198,19 +230,27 @@ def test_toy2d_refuses_a_device_it_cannot_train_on(device, message, capsys):
 def test_a_damaged_or_foreign_toy_checkpoint_is_refused_by_name(tmp_path):
     import os
     import pickle
+    import shutil
 
     class Payload:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'ran'}",))
 
-    path = tmp_path / "training_checkpoint.pt"
-    path.write_bytes(pickle.dumps({"iteration": 5, "x": Payload()}, protocol=2))
-    with pytest.raises(RuntimeError, match="training_checkpoint.pt cannot be read"):
-        _short_toy_run(str(path))
-    assert not (tmp_path / "ran").exists()
-    torch.save({"iteration": 50}, path)  # from a longer run
+    with pytest.raises(_Interrupt):
+        _short_toy_run(str(tmp_path), stop_at=25)
+    folder = tmp_path / "checkpoint-20"
+    (folder / "random_states_0.pkl").write_bytes(pickle.dumps({"generator": Payload()}, protocol=2))
+    with pytest.raises(RuntimeError, match="checkpoint-20.*random_states_0.pkl cannot be loaded safely") as err:
+        _short_toy_run(str(tmp_path))
+    assert "\n" not in str(err.value) and not (tmp_path / "ran").exists()
+    shutil.rmtree(folder)
+    with pytest.raises(_Interrupt):
+        _short_toy_run(str(tmp_path), stop_at=25)
+    state = json.loads((folder / "training_state.json").read_text())
+    state["options"]["num_iter"] = 50  # from a longer run
+    (folder / "training_state.json").write_text(json.dumps(state))
     with pytest.raises(RuntimeError, match="not a checkpoint of a 40-iteration run"):
-        _short_toy_run(str(path))
+        _short_toy_run(str(tmp_path))
 
 
 def test_default_toy_networks_are_the_official_ones():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from asintrovae_hf.toy import TOY_DATASETS, TOY_EVAL_RANGES, sample_toy_data, toy_eval_range
+from asintrovae_hf.experiments.toy import TOY_DATASETS, TOY_EVAL_RANGES, sample_toy_data, toy_eval_range
 
 N = 20000
 

@@ -15,7 +15,7 @@ A method is `objective[:preset]` (presets: `reference`, `recommended`). Objectiv
 resumes where it stopped, and a run killed midway continues from its last checkpoint (every 1,000 iterations, in
 `OUTPUT_DIR/models/<run id>/`). The script writes `results.md` (mean ± std over seeds), one figure per dataset (per
 method: generated points above the model density `exp(-negative ELBO)`), and for grids `grid.md` and a heat map
-per dataset. The estimators are documented in `asintrovae_hf.toy.metrics`.
+per dataset. The estimators are documented in `asintrovae_hf.experiments.toy.metrics`.
 """
 
 import argparse
@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from asintrovae_hf.objectives.config import PRESETS, ObjectiveConfig
 from asintrovae_hf.objectives.registry import objective_names
-from asintrovae_hf.evaluation.robustness_grid import parse_grid_option
+from asintrovae_hf.experiments.images.robustness_grid import parse_grid_option
 from asintrovae_hf.process_settings import torch_threads
-from asintrovae_hf.toy import TOY_DATASETS, toy_objective_defaults
-from asintrovae_hf.toy.benchmark import (
+from asintrovae_hf.experiments.toy import TOY_DATASETS, toy_objective_defaults
+from asintrovae_hf.experiments.toy.comparison import (
     ToyRun,
     append_record,
     grid_table,
@@ -44,7 +44,7 @@ from asintrovae_hf.toy.benchmark import (
     save_figure,
     save_grid_heatmap,
 )
-from asintrovae_hf.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
+from asintrovae_hf.experiments.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
 
 
 def _method(text: str):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..builtin_datasets import load_builtin_arrays
 from ..errors import require
 from ..json_io import loads
-from .metrics import frechet_distance_from_features
+from .frechet import frechet_distance_from_features
 
 DIGITS_MAX_VALUE = 16
 CLASSIFIER_RESOLUTION = 16

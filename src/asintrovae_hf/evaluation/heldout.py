@@ -24,7 +24,7 @@ import torch
 
 from ..builtin_datasets import get_builtin_dataset, load_builtin_arrays
 from .digits_classifier import CLASSIFIER_WEIGHTS, digits_to_tensor, load_digits_classifier
-from .metrics import frechet_distance_from_features
+from .frechet import frechet_distance_from_features
 from .statistics import describe, format_interval, paired_difference
 
 SAMPLE_METRICS = ("fd", "precision", "recall", "class_entropy", "smallest_class_share")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .digits_classifier import digits_fid
-from .metrics import frechet_distance_from_features
+from .frechet import frechet_distance_from_features
 
 METRICS = ("fid", "torchmetrics_fid", "digits_fid", "reconstruction", "class_accuracy", "class_coverage")
 INCEPTION_ENV = "ASINTROVAE_INCEPTION_WEIGHTS"

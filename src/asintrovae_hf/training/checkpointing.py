@@ -15,6 +15,10 @@ constructors (Accelerate would skip a refused RNG file silently, and the resumed
 
 Writes are atomic: a checkpoint is written to `checkpoint-N.partial` and renamed once every process has finished,
 so `latest` always names a complete checkpoint, and a failed write (a full disk) leaves the previous one intact.
+
+The 2D toy loop (`asintrovae_hf.experiments.toy`), one process without an `Accelerator`, writes the same folders
+through [`save_checkpoint_folder`], [`save_networks`] and [`TrainingState`], and reads them back through
+[`check_checkpoint_files`] and [`load_networks`].
 """
 
 import json
@@ -22,7 +26,7 @@ import logging
 import os
 import re
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from accelerate import Accelerator
 
@@ -145,6 +149,19 @@ def resolve_checkpoint(resume_from_checkpoint: Optional[str], output_dir: str) -
 
 
 EMA_STATE_FILE = "ema_state.json"
+RESUME_HINT = "resume with --resume_from_checkpoint latest"
+
+
+def save_networks(folder: str, models: Sequence) -> None:
+    """Write the encoder and the decoder to `folder/encoder` and `folder/decoder` (`save_pretrained` format)."""
+    for name, model in zip(COMPONENTS, models):
+        model.save_pretrained(os.path.join(folder, name))
+
+
+def load_networks(folder: str, models: Sequence, model_classes: Sequence[type]) -> None:
+    """Load the weights of `folder/encoder` and `folder/decoder` into `models` (modules of `model_classes`)."""
+    for name, model_cls, model in zip(COMPONENTS, model_classes, models):
+        model.load_state_dict(model_cls.from_pretrained(folder, subfolder=name).state_dict())
 
 
 def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: TrainingState, ema=None) -> None:
@@ -162,8 +179,7 @@ def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: Tr
     """
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
-            for name, model in zip(COMPONENTS, models):
-                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, name))
+            save_networks(output_dir, [accelerator.unwrap_model(model) for model in models])
             if ema is not None:
                 decoder = accelerator.unwrap_model(models[1])
                 ema.store(decoder.parameters())
@@ -179,9 +195,7 @@ def register_checkpoint_hooks(accelerator: Accelerator, model_classes, state: Tr
         del weights[:]  # saved above: Accelerate writes no model.safetensors of its own
 
     def load_hook(models, input_dir):
-        for name, model_cls, model in zip(COMPONENTS, model_classes, list(models)):
-            loaded = model_cls.from_pretrained(input_dir, subfolder=name)
-            accelerator.unwrap_model(model).load_state_dict(loaded.state_dict())
+        load_networks(input_dir, [accelerator.unwrap_model(model) for model in models], model_classes)
         del models[:]
         if ema is not None:
             if not os.path.isdir(os.path.join(input_dir, EMA_FOLDER)):
@@ -251,35 +265,63 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
+    _write_partial(accelerator.save_state, final, RESUME_HINT)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _publish(final, total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_checkpoint_folder(write: Callable[[str], None], output_dir: str, step: int,
+                           total_limit: Optional[int] = None, resume_hint: str = RESUME_HINT) -> str:
+    """
+    [`save_checkpoint`] for a single process without Accelerate: `write(folder)` fills the empty folder
+    `checkpoint-{step}.partial`, which then replaces `checkpoint-{step}` atomically. A full disk raises a
+    [`CheckpointError`] that names the intact previous checkpoint and ends with `resume_hint`.
+    """
+    def write_new(folder: str) -> None:
+        os.makedirs(folder)
+        write(folder)
+
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    shutil.rmtree(final + PARTIAL_SUFFIX, ignore_errors=True)
+    _write_partial(write_new, final, resume_hint)
+    _publish(final, total_limit)
+    return final
+
+
+def _write_partial(write: Callable[[str], Any], final: str, resume_hint: str) -> None:
     try:
-        accelerator.save_state(partial)
+        write(final + PARTIAL_SUFFIX)
     except Exception as err:  # a full disk, a folder that went read-only (torch and safetensors say so in their own
         # exception types); the previous checkpoint is untouched until this one is complete
         if not is_disk_error(err):
             raise
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(final + PARTIAL_SUFFIX, ignore_errors=True)
+        output_dir = os.path.dirname(final)
         previous = list_checkpoints(output_dir)
         raise CheckpointError(
             f"Cannot write checkpoint {final!r}: {describe_disk_error(err, output_dir)} The previous checkpoint "
-            f"{previous[-1] if previous else '(none)'!r} is intact; free space and resume with "
-            f"--resume_from_checkpoint latest."
+            f"{previous[-1] if previous else '(none)'!r} is intact; free space and {resume_hint}."
         ) from None
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _fsync_tree(partial)
-        replaced = final + REPLACED_SUFFIX
-        if os.path.isdir(final):  # set aside, not deleted, until the new one is in place: a crash keeps one of them
-            shutil.rmtree(replaced, ignore_errors=True)
-            os.replace(final, replaced)
-        os.replace(partial, final)
-        _fsync_dir(output_dir)
+
+
+def _publish(final: str, total_limit: Optional[int]) -> None:
+    """Rename the complete `final.partial` to `final` and keep the newest `total_limit` checkpoints."""
+    partial, output_dir = final + PARTIAL_SUFFIX, os.path.dirname(final)
+    _fsync_tree(partial)
+    replaced = final + REPLACED_SUFFIX
+    if os.path.isdir(final):  # set aside, not deleted, until the new one is in place: a crash keeps one of them
         shutil.rmtree(replaced, ignore_errors=True)
-        if total_limit is not None:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
-                logger.info("Removing old checkpoint %s (--checkpoints_total_limit %d)", old, total_limit)
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
+        os.replace(final, replaced)
+    os.replace(partial, final)
+    _fsync_dir(output_dir)
+    shutil.rmtree(replaced, ignore_errors=True)
+    if total_limit is not None:
+        for old in list_checkpoints(output_dir)[:-total_limit]:
+            logger.info("Removing old checkpoint %s (--checkpoints_total_limit %d)", old, total_limit)
+            shutil.rmtree(old)
 
 
 def load_checkpoint(accelerator: Accelerator, path: str) -> None:

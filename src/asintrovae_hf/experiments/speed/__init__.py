@@ -1,18 +1,18 @@
 """
-The machinery behind `scripts/benchmark.py`, one section per module: timing, peak memory and tables
-(`measure.py`), the AS-Distance against its naive broadcast form (`as_distance.py`), training iterations per
-objective and gradient checkpointing (`training.py`) and the side-by-side loop against the authors' reference code
-(`vs_reference.py`). `SECTIONS` maps each section's name to a function taking the parsed command-line arguments and
-returning a list of dicts, one per measured configuration; `TABLE_COLUMNS` names the columns of its printed table. A
-new measurement goes here; the top-level package does not import this one.
+The speed and memory measurements behind `scripts/benchmark.py`, one section per module: timing, peak memory and
+tables (`measure.py`), the AS-Distance against its naive broadcast form (`as_distance_speed.py`), training iterations
+per objective and gradient checkpointing (`iteration_speed.py`) and the side-by-side loop against the authors'
+reference code (`vs_reference.py`). `SECTIONS` maps each section's name to a function taking the parsed command-line
+arguments and returning a list of dicts, one per measured configuration; `TABLE_COLUMNS` names the columns of its
+printed table. A new measurement goes here; the top-level package does not import this one.
 """
 
 from typing import Callable, Dict, List
 
-from .as_distance import COLUMNS as _AS_DISTANCE_COLUMNS
-from .as_distance import section_as_distance
+from .as_distance_speed import COLUMNS as _AS_DISTANCE_COLUMNS
+from .as_distance_speed import section_as_distance
 from .measure import format_table
-from .training import (
+from .iteration_speed import (
     CHECKPOINTING_COLUMNS,
     TRAINING_COLUMNS,
     TRAINING_CONFIGS,

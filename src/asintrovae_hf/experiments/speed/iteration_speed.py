@@ -22,10 +22,10 @@ from typing import Dict, List
 
 import torch
 
-from ..models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder
-from ..objectives.introspective import IntrospectiveObjective
-from ..objectives.registry import objective_names
-from ..training.train_step import train_step
+from ...models.autoencoder_image import AsIntroVAEDecoder, AsIntroVAEEncoder
+from ...objectives.introspective import IntrospectiveObjective
+from ...objectives.registry import objective_names
+from ...training.train_step import train_step
 from .measure import peak_memory_bytes, time_call
 
 TRAINING_CONFIGS = {

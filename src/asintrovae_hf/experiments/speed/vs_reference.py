@@ -37,9 +37,9 @@ from typing import Dict, List, Optional
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ..process_settings import torch_threads
+from ...process_settings import torch_threads
 from .measure import MIB, peak_from_events, quiet_stderr, sync
-from .training import TRAINING_CONFIGS
+from .iteration_speed import TRAINING_CONFIGS
 
 COLUMNS = ["config", "precision", "threads", "implementation", "iters", "s_per_iter", "s_min", "s_max",
            "images_per_s", "ratio", "peak_mib", "gflop_per_iter", "gflops", "peak_fraction"]
@@ -169,7 +169,7 @@ class _Lane:
 
 def _digits_images(size: int) -> torch.Tensor:
     """The built-in digits as `N x 1 x size x size` floats in [0, 1], transformed as the training script does."""
-    from ..data import ImageTransform, load_digits_dataset
+    from ...data import ImageTransform, load_digits_dataset
 
     transform = ImageTransform(size, 1, center_crop=True)
     return torch.stack([transform(image) for image in load_digits_dataset()["image"]])
@@ -283,8 +283,8 @@ def _run_package(lane: _Lane, config_name: str, batch_size: int, iters: int, dev
                  workdir: str, extra_args=()):
     from accelerate.state import AcceleratorState
 
-    from ..training import loop as training
-    from ..training.args import parse_args
+    from ...training import loop as training
+    from ...training.args import parse_args
 
     channels, size, blocks, latent_dim = TRAINING_CONFIGS[config_name]
     # the reference's MNIST settings (its math: the "reference" preset, beta_neg 256)

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -16,16 +17,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..json_io import read_json_lines
-from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from ..evaluation.robustness_grid import colormap, grid_cells, grid_markdown
-from ..evaluation.robustness_grid import save_grid_heatmap as draw_grid_heatmap
-from ..objectives.config import ObjectiveConfig
-from ..objectives.registry import objective_names
+from ...json_io import read_json_lines
+from ...models.autoencoder_vector import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ..images.robustness_grid import colormap, grid_cells, grid_markdown
+from ..images.robustness_grid import save_grid_heatmap as draw_grid_heatmap
+from ...objectives.config import ObjectiveConfig
+from ...objectives.registry import objective_names
+from ...training.checkpointing import list_checkpoints
 from .data import sample_toy_data, toy_eval_range, toy_modes
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 from .metrics import grid_normalized_elbo, histogram_kl_jsd, mode_coverage
-from .training import negative_elbo_at_posterior_mean, sample_points, train_vector_model
+from .vector_training import negative_elbo_at_posterior_mean, sample_points, train_vector_model
 
 EVAL_POINTS = 5000
 GNELBO_POINTS = 51200
@@ -95,7 +97,7 @@ def run_toy(
     """
     Train and evaluate one run; return its record (a JSON-able dict). With `model_dir`, the encoder and decoder are
     saved to `model_dir/<run_id>/{encoder,decoder}` (safetensors), and the run keeps a checkpoint in
-    `model_dir/<run_id>/training_checkpoint.pt` while it trains, so a killed run resumes from it (see
+    `model_dir/<run_id>/checkpoint-N/` while it trains, so a killed run resumes from it (see
     [`train_vector_model`]); the checkpoint is removed once the run is recorded. `callback(iteration, terms)` is
     called every 5 % of the run (for progress bars). `device` is where the networks train (default: the CPU; the
     random draws are the same on every device, see [`train_vector_model`]); it is recorded, not part of the run's
@@ -103,7 +105,6 @@ def run_toy(
     """
     started = time.time()
     folder = os.path.join(model_dir, run.run_id()) if model_dir is not None else None
-    checkpoint = os.path.join(folder, "training_checkpoint.pt") if folder is not None else None
     encoder, decoder, history = train_vector_model(
         lambda n, g: sample_toy_data(run.dataset, n, generator=g),
         run.config,
@@ -115,7 +116,7 @@ def run_toy(
         seed=run.seed,
         hidden_dims=run.hidden_dims,
         log_every=max(run.num_iter // 20, 1),
-        checkpoint_path=checkpoint,
+        checkpoint_dir=folder,
         checkpoint_every=max(min(1000, run.num_iter // 10), 1),
         callback=callback,
         device=device,
@@ -126,8 +127,8 @@ def run_toy(
     if folder is not None:
         encoder.save_pretrained(os.path.join(folder, "encoder"))
         decoder.save_pretrained(os.path.join(folder, "decoder"))
-        if os.path.exists(checkpoint):
-            os.remove(checkpoint)
+        for checkpoint in list_checkpoints(folder):
+            shutil.rmtree(checkpoint)
     last = dict(history[-1]) if history else {}
     train_seconds = last.pop("seconds", trained - started)  # summed over the sessions of a resumed run
     devices = last.pop("devices", [str(torch.device(device or "cpu"))])  # every device a resumed run trained on
@@ -161,7 +162,8 @@ def evaluate_toy_model(encoder, decoder, dataset: str, loss_type: str = "mse", e
                        gnelbo_grid: int = 1024) -> Dict[str, float]:
     """
     `kl`, `jsd` (5,000 real vs 5,000 generated points), `gnelbo` (51,200 real points) and, for data with discrete
-    modes, `modes_covered` and `high_quality` of the same 5,000 generated points (see `asintrovae_hf.toy.metrics`).
+    modes, `modes_covered` and `high_quality` of the same 5,000 generated points (see
+    `asintrovae_hf.experiments.toy.metrics`).
     """
     encoder.eval(), decoder.eval()
     eval_gen = torch.Generator().manual_seed(eval_seed)

@@ -59,7 +59,7 @@ from typing import Callable, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..evaluation.metrics import ArrayLike, as_numpy
+from ...evaluation.frechet import ArrayLike, as_numpy
 
 LOG_EPS = 1e-14
 
@@ -139,7 +139,7 @@ def histogram_kl_jsd(
 
     See the module docstring for the exact formulas. The paper's setting is 5,000 points of each, 100 bins, and the
     dataset's square (`[-2, 2]` for 8 Gaussians, `[-4, 4]` for the others in the reference; see
-    `asintrovae_hf.toy.toy_eval_range`).
+    `asintrovae_hf.experiments.toy.toy_eval_range`).
 
     Args:
         real_points (`np.ndarray` or `torch.Tensor`): `N x 2` real points (give `p`).

@@ -1,19 +1,25 @@
-"""Training the MLP models on vector data that is sampled afresh every iteration (the 2D toy benchmark)."""
+"""Training the MLP models on vector data that is sampled afresh every iteration (the 2D toy benchmark).
 
-import os
+The toy keeps this short loop of its own rather than the image loop (`asintrovae_hf.training.loop`): it draws fresh
+points every iteration instead of reading a dataset, steps both learning rates with `MultiStepLR` every iteration as
+the official 2D code does, and has no datasets, pipelines, sample grids or Accelerate processes to manage. What the
+two loops share, it reuses: one iteration is [`training.train_step.train_step`] with the same objectives, and its
+checkpoints are the image training's `checkpoint-N/` folders ([`training.checkpointing`]).
+"""
+
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..errors import CheckpointError, one_line
-from ..objectives import elbo
-from ..objectives.config import LOSS_TYPES
-from ..objectives.losses import kl_divergence
-from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from ..objectives.introspective import IntrospectiveObjective, ObjectiveConfig
-from ..training.train_step import train_step
+from ...objectives import elbo
+from ...objectives.config import LOSS_TYPES
+from ...objectives.losses import kl_divergence
+from ...models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ...objectives.introspective import IntrospectiveObjective, ObjectiveConfig
+from ...training.train_step import train_step
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
+from .vector_checkpoints import load_toy_checkpoint, save_toy_checkpoint
 
 
 def train_vector_model(
@@ -29,7 +35,7 @@ def train_vector_model(
     seed: int = 0,
     log_every: int = 100,
     callback: Optional[Callable[[int, Dict[str, float]], None]] = None,
-    checkpoint_path: Optional[str] = None,
+    checkpoint_dir: Optional[str] = None,
     checkpoint_every: int = 1000,
     device: Optional[Union[str, torch.device]] = None,
 ) -> Tuple[AsIntroVAEVectorEncoder, AsIntroVAEVectorDecoder, List[Dict[str, float]]]:
@@ -52,10 +58,11 @@ def train_vector_model(
         seed (`int`, defaults to 0): Seeds the weights, the data and the noise.
         log_every (`int`, defaults to 100): Iterations between reading the loss terms on the host.
         callback (`Callable`, *optional*): Called as `callback(iteration, terms)` at each logging iteration.
-        checkpoint_path (`str`, *optional*): Where to keep the state of the run (weights, optimizers, schedulers,
-            the generator, the logged terms) every `checkpoint_every` iterations. When the file exists, training
-            resumes from it and ends exactly as an uninterrupted run would. The file is replaced atomically and read
-            with `torch.load(weights_only=True)`, so loading it runs no code.
+        checkpoint_dir (`str`, *optional*): Where to keep the state of the run (weights, optimizers, schedulers,
+            the generator, the logged terms) every `checkpoint_every` iterations, as the image training's
+            `checkpoint-N/` folders ([`training.checkpointing`]: written atomically, the newest one kept, every file
+            checked before anything is loaded, so loading runs no code). When one exists, training resumes from it
+            and ends exactly as an uninterrupted run would.
         checkpoint_every (`int`, defaults to 1000): Iterations between checkpoints.
         device (`str` or `torch.device`, *optional*): Where the networks train (default: the CPU). The data and all
             noise are still drawn on the CPU from the run's generator and moved there, so a run draws the same random
@@ -63,7 +70,7 @@ def train_vector_model(
             arithmetic differs.
 
     Returns:
-        The trained encoder and decoder (on the CPU, in eval mode) and the logged loss terms. With `checkpoint_path`,
+        The trained encoder and decoder (on the CPU, in eval mode) and the logged loss terms. With `checkpoint_dir`,
         the last entry of the terms also holds `seconds`, the training time summed over resumed sessions, and
         `devices`, the devices those sessions trained on.
     """
@@ -82,18 +89,11 @@ def train_vector_model(
     objective = IntrospectiveObjective(objective_config)
     history = []
     start, seconds, started, devices = 0, 0.0, time.time(), []
-    if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        state = _load_toy_checkpoint(checkpoint_path, num_iter)
-        encoder.load_state_dict(state["encoder"])
-        decoder.load_state_dict(state["decoder"])
-        for target, name in ((opt_e, "opt_e"), (opt_d, "opt_d"), (schedulers[0], "sched_e"),
-                             (schedulers[1], "sched_d")):
-            target.load_state_dict(state[name])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = [dict(entry) for entry in state["history"]]
-        start, seconds = int(state["iteration"]), float(state["seconds"])
-        devices = list(state.get("devices", ["cpu"]))
+    stateful = ((encoder, decoder), (opt_e, opt_d), schedulers, generator)
+    resumed = load_toy_checkpoint(checkpoint_dir, num_iter, *stateful) if checkpoint_dir is not None else None
+    if resumed is not None:
+        start, log = resumed
+        history, seconds, devices = log["history"], log["seconds"], log["devices"]
     if str(device) not in devices:
         devices.append(str(device))
     for i in range(start, num_iter):
@@ -110,37 +110,13 @@ def train_vector_model(
             history.append(host)
             if callback is not None:
                 callback(i + 1, host)
-        if checkpoint_path is not None and (i + 1) % checkpoint_every == 0 and i + 1 < num_iter:
-            _save_toy_checkpoint(checkpoint_path, {
-                "iteration": i + 1, "seconds": seconds + time.time() - started, "devices": devices, "history": history,
-                "encoder": encoder.state_dict(), "decoder": decoder.state_dict(),
-                "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
-                "sched_e": schedulers[0].state_dict(), "sched_d": schedulers[1].state_dict(),
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
-    if checkpoint_path is not None and history:
+        if checkpoint_dir is not None and (i + 1) % checkpoint_every == 0 and i + 1 < num_iter:
+            log = {"seconds": seconds + time.time() - started, "devices": devices, "history": history}
+            save_toy_checkpoint(checkpoint_dir, i + 1, num_iter, log, *stateful)
+    if checkpoint_dir is not None and history:
         history[-1]["seconds"] = round(seconds + time.time() - started, 1)
         history[-1]["devices"] = list(devices)
     return encoder.cpu().eval(), decoder.cpu().eval(), history
-
-
-def _save_toy_checkpoint(path: str, state: Dict) -> None:
-    """Write `state` to `path` through a temporary file, so a kill leaves the previous checkpoint whole."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(state, path + ".partial")
-    os.replace(path + ".partial", path)
-
-
-def _load_toy_checkpoint(path: str, num_iter: int) -> Dict:
-    """Read a toy checkpoint without running code; a damaged file or one from a longer run is refused by name."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(f"the toy checkpoint {path} cannot be read ({one_line(error)}); delete it "
-                              "to start this run afresh.") from error
-    if not isinstance(state, dict) or not 0 < int(state.get("iteration", -1)) < num_iter:
-        raise CheckpointError(f"the toy checkpoint {path} is not a checkpoint of a {num_iter}-iteration run; "
-                              "delete it to start this run afresh.")
-    return state
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..objectives.config import ObjectiveConfig, option_names
+from ...objectives.config import ObjectiveConfig, option_names
 
 Cell = Tuple[Tuple[str, float], ...]  # ((option, value), ...) sorted by option name
 

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..objectives.as_distance import as_distance
+from ...objectives.as_distance import as_distance
 from .measure import GIB, MIB, peak_memory_bytes, time_call
 
 # Peak of the naive forward + backward, in float32 tensors of B x B x Z entries, as measured by this benchmark
