@@ -10,7 +10,7 @@ choice (the KL of real 2D data under the trained encoders is about 1-3 nats). Th
 
 from typing import Dict, Tuple
 
-from ..objectives.registry import get_objective
+from ...objectives.registry import get_objective
 from .data import canonical_name
 
 TOY_BETAS = {

@@ -15,7 +15,7 @@ import torch
 from ...objectives import elbo
 from ...objectives.config import LOSS_TYPES
 from ...objectives.losses import kl_divergence
-from ...models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from ...models.autoencoder_vector import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from ...objectives.introspective import IntrospectiveObjective, ObjectiveConfig
 from ...training.train_step import train_step
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
