@@ -9,7 +9,8 @@ import typing
 from typing import Any, Dict, List, Optional
 
 from ..objectives.config import ObjectiveConfig
-from .config import DIGITS_OBJECTIVE_DEFAULTS, DataConfig, TrainingConfig
+from ..data.sources import BUILTIN_SOURCES
+from .config import DataConfig, TrainingConfig
 from .config_files import ConfigFileError, config_values, named_configs, read_config_file
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -26,14 +27,16 @@ def _lr_schedulers() -> tuple:
         return LR_SCHEDULERS
 
 
-def _digits_defaults_help() -> Dict[str, str]:
-    """The help text of the defaults the built-in digits change: `{"beta_neg": "256.0; 64.0 for ... digits"}`."""
-    methods: Dict[str, Dict[float, List[str]]] = {}
-    for method, options in DIGITS_OBJECTIVE_DEFAULTS.items():
-        for option, value in options.items():
-            methods.setdefault(option, {}).setdefault(value, []).append(method)
+def _builtin_defaults_help() -> Dict[str, str]:
+    """The help text of the objective defaults the built-in datasets change:
+    `{"beta_neg": "256.0; 64.0 for ... on the built-in digits"}`."""
+    methods: Dict[str, Dict[tuple, List[str]]] = {}
+    for source in BUILTIN_SOURCES.values():
+        for method, options in source.objective_defaults.items():
+            for option, value in options.items():
+                methods.setdefault(option, {}).setdefault((value, source.name), []).append(method)
     return {option: "; ".join([str(getattr(ObjectiveConfig, option))] + [
-        f"{value} for {' and '.join(names)} on the built-in digits" for value, names in by_value.items()])
+        f"{value} for {' and '.join(names)} on the built-in {data}" for (value, data), names in by_value.items()])
         for option, by_value in methods.items()}
 
 
@@ -73,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(parser.add_argument_group("training"), TrainingConfig, help_lists)
     for f in dataclasses.fields(TrainingConfig):
         if f.type is ObjectiveConfig:
-            ObjectiveConfig.add_arguments(parser.add_argument_group(f.name), defaults=_digits_defaults_help())
+            ObjectiveConfig.add_arguments(parser.add_argument_group(f.name), defaults=_builtin_defaults_help())
         elif dataclasses.is_dataclass(f.type):
             _add_flags(parser.add_argument_group(f.name), f.type, help_lists)
     return parser
@@ -257,11 +260,11 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
     options.pop("config")
     if options["dataset_name"] is not None and options["train_data_dir"] is not None:
         parser.error("give either --dataset_name or --train_data_dir, not both")
-    data = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"])
+    source = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"]).source
     if options["num_channels"] is None:
-        options["num_channels"] = data.builtin.num_channels if data.builtin else 3
+        options["num_channels"] = source.num_channels
     if options["resolution"] is None:
-        options["resolution"] = data.builtin.default_resolution if data.builtin else 16
+        options["resolution"] = source.default_resolution
     for name in ("encoder_learning_rate", "decoder_learning_rate"):
         if options[name] is None:
             options[name] = options["learning_rate"]
@@ -275,8 +278,7 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
         except ValueError as err:
             fail("resolution", f"{options['resolution']} cannot be used: {err}", "block_out_channels")
     try:
-        name = args.objective or ObjectiveConfig.objective
-        defaults = DIGITS_OBJECTIVE_DEFAULTS.get(name, {}) if data.is_digits else {}
+        defaults = source.objective_defaults.get(args.objective or ObjectiveConfig.objective, {})
         objective = ObjectiveConfig.from_namespace(args, defaults=defaults)
     except ValueError as err:
         field = str(err).split(" ", 1)[0]
@@ -338,10 +340,8 @@ def validation_error(options: Dict[str, Any]) -> Optional[tuple]:
     together, else `None`.
     """
     steps, split, folder = options["validation_steps"], options["validation_split"], options["validation_data_dir"]
-    builtin = options["train_data_dir"] is None and options["dataset_name"] in (None, *_builtin_names())
-    data = f"--dataset_name {options['dataset_name'] or 'digits'}" if builtin else (
-        f"--train_data_dir {options['train_data_dir']}" if options["train_data_dir"] else
-        f"--dataset_name {options['dataset_name']}")
+    source = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"]).source
+    builtin, data = source.heldout_split is not None, source.flag
     if steps < 0:
         return "validation_steps", f"must be >= 0, got {steps}"
     if options["num_validation_images"] <= 0:
@@ -371,8 +371,3 @@ def validation_error(options: Dict[str, Any]) -> Optional[tuple]:
                                 "train_data_dir")
     return None
 
-
-def _builtin_names() -> tuple:
-    from ..builtin_datasets import BUILTIN_DATASETS
-
-    return tuple(BUILTIN_DATASETS)

@@ -9,9 +9,12 @@ import shlex
 import sys
 from typing import List, Optional
 
-from ..errors import EXPECTED_ERRORS, one_line
-from .args import parse_args
-from .faults import PREEMPTED_EXIT_CODE, LostRankError, OutputWriteError, Preempted
+from ..errors import EXPECTED_ERRORS, one_line, require
+
+require("accelerate", "datasets", "tqdm", purpose="Training")  # at import: `commands.train` prints it in one line
+
+from .args import parse_args  # noqa: E402
+from .faults import PREEMPTED_EXIT_CODE, LostRankError, OutputWriteError, Preempted  # noqa: E402
 
 logger = logging.getLogger("asintrovae_hf.training")
 

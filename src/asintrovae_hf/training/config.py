@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ..builtin_datasets import BUILTIN_DATASETS, BuiltinDataset
+from ..data.sources import DataSource, data_source
 from ..objectives.config import ObjectiveConfig
 
 # The metrics --keep_best_by can follow; lower is better for each. `fd` needs a built-in dataset.
@@ -78,16 +78,9 @@ class DataConfig:
     train_batch_size: int = option(64, help="Batch size per process.")
 
     @property
-    def is_digits(self) -> bool:
-        """The built-in digits (whose objective defaults are `DIGITS_OBJECTIVE_DEFAULTS`)."""
-        return self.train_data_dir is None and self.dataset_name in (None, "digits")
-
-    @property
-    def builtin(self) -> Optional[BuiltinDataset]:
-        """The built-in dataset trained on (made in memory: no files to check), or `None`."""
-        if self.train_data_dir is not None or self.dataset_name not in (None, *BUILTIN_DATASETS):
-            return None
-        return BUILTIN_DATASETS[self.dataset_name or "digits"]
+    def source(self) -> DataSource:
+        """Where the images come from, with what depends on them (defaults, held-out split, model-card text)."""
+        return data_source(self.dataset_name, self.train_data_dir)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,11 @@ def load_training_data(data: DataConfig, validation_split: Optional[float] = Non
     rows carved from it before `max_train_samples` (else `None`); an unusable source becomes a [`UsageError`] that
     names it.
     """
-    source = data.dataset_name or data.train_data_dir or "digits"
+    try:
+        data_source = data.source  # refuses both a dataset name and a folder
+    except ValueError as err:
+        raise UsageError(f"Cannot use the training data {data.dataset_name!r}: {err}") from None
+    source = data_source.name
     try:
         dataset = load_image_dataset(data.dataset_name, data.train_data_dir, data.dataset_config_name, data.cache_dir)
         image_column = resolve_image_column(dataset, data.image_column)
@@ -67,7 +71,7 @@ def load_training_data(data: DataConfig, validation_split: Optional[float] = Non
                     "already in the cache load), or train from a local copy: --train_data_dir, or a folder written "
                     "by `save_to_disk` as --dataset_name.")
         raise UsageError(f"Cannot use the training data {source!r}: {one_line(err)}{hint}") from err
-    if data.builtin is None:
+    if data_source.builtin is None:
         # every image is decoded once, now, so that a damaged one never stops the run (the built-in datasets are made
         # in memory and need no check)
         dataset, dropped = drop_unreadable_images(dataset, image_column)
@@ -97,10 +101,12 @@ def load_validation_set(config: TrainingConfig, accelerator: Accelerator, held_o
     validation, data = config.validation, config.data
     if not validation.validation_steps:
         return None
-    builtin = data.builtin.name if data.builtin is not None else None
+    data_source = data.source
+    builtin = data_source.builtin.name if data_source.builtin is not None else None
     column = image_column
-    if builtin is not None:
-        held_out, source = load_image_dataset(builtin, split="test"), f"the {builtin} 'test' split"
+    if data_source.heldout_split is not None:
+        held_out = data_source.load(data_source.heldout_split)
+        source = f"the {data_source.name} {data_source.heldout_split!r} split"
     elif validation.validation_data_dir is not None:
         folder = validation.validation_data_dir
         source = f"--validation_data_dir {folder!r}"

@@ -169,7 +169,7 @@ def _card(run: "TrainingRun", config: TrainingConfig) -> None:
 
     hyperparameters = public_options(config)
     hyperparameters.update(image_column=run.data.image_column, world_size=run.accelerator.num_processes)
-    dataset = config.data.dataset_name or ("imagefolder" if config.data.train_data_dir else "digits")
+    dataset = config.data.source.card_name
     create_model_card(
         config.output_dir,
         repo_id=run.repo_id or config.hub.hub_model_id or os.path.basename(os.path.abspath(config.output_dir)),

@@ -1,6 +1,6 @@
 """The set-up of a training run: Accelerate, the output folder, the networks with their optimizers, schedulers and EMA,
-the data, the validation images and the resume from a checkpoint. [`setup`] builds the [`TrainingRun`] the loop
-(`loop.py`) steps; everything here reads the frozen [`TrainingConfig`] that `parse_args` built.
+the data (read by `inputs.py`), the sample grids' inputs, and the resume from a checkpoint. [`setup`] builds the
+[`TrainingRun`] the loop (`loop.py`) steps; everything here reads the frozen [`TrainingConfig`] that `parse_args` built.
 """
 
 import dataclasses
@@ -14,7 +14,6 @@ from ..errors import require
 
 require("accelerate", "datasets", "tqdm", purpose="Training")
 
-import datasets  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import (  # noqa: E402
