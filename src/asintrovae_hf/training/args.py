@@ -8,8 +8,8 @@ import math
 import typing
 from typing import Any, Dict, List, Optional
 
-from ..objectives.config import ObjectiveConfig
 from ..data.sources import BUILTIN_SOURCES
+from ..objectives.config import ObjectiveConfig
 from .config import DataConfig, TrainingConfig
 from .config_files import ConfigFileError, config_values, named_configs, read_config_file
 
@@ -51,14 +51,11 @@ def _add_flags(group, section: type, help_lists: Dict[str, str]) -> None:
         text = f.metadata["help"]
         kwargs = dict(dest=f.name, default=flag.pop("flag_default", f.default),
                       help=text.format(**help_lists) if text else None)
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+        if kind is bool:  # --flag / --no-flag, unless the field asks for a plain switch (`store_true`)
+            kwargs["action"] = flag.pop("action", argparse.BooleanOptionalAction)
         else:
-            kwargs["type"] = kind
-        kwargs.update(flag)
-        if kwargs.get("action") == "store_true":
-            kwargs.pop("type", None)
-        group.add_argument(*names, **kwargs)
+            kwargs["type"] = flag.pop("type", kind)
+        group.add_argument(*names, **kwargs, **flag)
 
 
 def build_parser() -> argparse.ArgumentParser:
