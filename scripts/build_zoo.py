@@ -7,6 +7,11 @@ files, measure it on the held-out split, and write its model card and `zoo_entry
 
 The seed is given, never picked by a metric: the card says which seed it is and, where the method has several seeds
 recorded, where this one falls among them. The card's intervals are over every recorded seed of the method.
+
+The code files of a shipped pipeline are today's package, bundled as `save_pretrained` bundles them. After a change
+to a bundled module, rewrite them (and nothing else) in every shipped pipeline, or in `--name` alone, with
+
+    python scripts/build_zoo.py --code_only
 """
 
 import argparse
@@ -22,9 +27,11 @@ from asintrovae_hf.evaluation.heldout import evaluate_heldout
 from asintrovae_hf.evaluation.statistics import describe, format_interval
 from asintrovae_hf.hub import create_model_card
 from asintrovae_hf.json_io import read_json, read_json_lines
+from asintrovae_hf.pipelines.pipeline_asintrovae import AsIntroVAEPipeline
+from asintrovae_hf.pipelines.remote_code import save_code
 from asintrovae_hf.zoo import ENTRY_FILE, ZOO_DIR
 
-PIPELINE_FILES = ("model_index.json", "pipeline_asintrovae.py")
+PIPELINE_FILES = ("model_index.json",)
 COMPONENT_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 CARD_METRICS = (("fd", "Frechet distance to the held-out images (classifier features)", 2),
                 ("precision", "precision (k = 3)", 3), ("recall", "recall (k = 3)", 3),
@@ -36,21 +43,34 @@ CARD_METRICS = (("fd", "Frechet distance to the held-out images (classifier feat
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--results", required=True, help="The benchmark's output folder (runs.jsonl, calibration.json).")
+    p.add_argument("--results", help="The benchmark's output folder (runs.jsonl, calibration.json).")
     p.add_argument("--runs_dir", default=None, help="Where the trained runs are (default: RESULTS/runs).")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--method", required=True, help="objective[:preset], as in the records.")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--name", required=True)
+    p.add_argument("--dataset")
+    p.add_argument("--method", help="objective[:preset], as in the records.")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--name")
     p.add_argument("--output_root", default=ZOO_DIR)
-    return p.parse_args(argv)
+    p.add_argument("--code_only", action="store_true",
+                   help="Only rewrite the code files of the shipped pipeline --name (default: of all of them).")
+    args = p.parse_args(argv)
+    missing = [name for name in ("results", "dataset", "method", "seed", "name") if getattr(args, name) is None]
+    if missing and not args.code_only:
+        p.error("the following arguments are required: " + ", ".join("--" + name for name in missing))
+    return args
 
 
 def read_records(path):
     return [record for _, record in read_json_lines(path)]
 
 
+def write_code(out: str) -> None:
+    """The code files of the pipeline in `out` as today's package bundles them (`remote_code.save_code`); its
+    weights and configs are left as they are."""
+    save_code(AsIntroVAEPipeline.from_pretrained(out), out)
+
+
 def copy_pipeline(run: str, out: str) -> None:
+    """The run's weights, configs and sample grid, with the code files written by today's package."""
     if os.path.isdir(out):
         shutil.rmtree(out)
     os.makedirs(out)
@@ -59,9 +79,10 @@ def copy_pipeline(run: str, out: str) -> None:
     for component in ("encoder", "decoder"):
         os.makedirs(os.path.join(out, component))
         for name in os.listdir(os.path.join(run, component)):
-            if name in COMPONENT_FILES or name.endswith(".py"):
+            if name in COMPONENT_FILES:
                 shutil.copyfile(os.path.join(run, component, name), os.path.join(out, component, name))
     shutil.copyfile(os.path.join(run, "samples_from_pretrained.png"), os.path.join(out, "samples.png"))
+    write_code(out)
 
 
 def card_sections(entry: dict) -> str:
@@ -102,6 +123,12 @@ def card_sections(entry: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    if args.code_only:
+        root = args.output_root
+        shipped = [name for name in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, name, ENTRY_FILE))]
+        for name in [args.name] if args.name else shipped:
+            write_code(os.path.join(root, name))
+        return 0
     runs_dir = args.runs_dir or os.path.join(args.results, "runs")
     records = [r for r in read_records(os.path.join(args.results, "runs.jsonl"))
                if r["dataset"] == args.dataset and r["name"] == args.method and "metrics" in r]

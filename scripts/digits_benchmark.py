@@ -37,10 +37,15 @@ import numpy as np
 
 from asintrovae_hf.evaluation.robustness_grid import grid_cells, grid_markdown, parse_grid_option, save_grid_heatmap
 from asintrovae_hf.json_io import read_json, read_json_lines
+from asintrovae_hf.objectives.registry import objective_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OBJECTIVES = ("vae", "introvae", "soft-introvae", "as-introvae")
 PRESETS = ("reference", "recommended")
+
+
+def objectives():
+    """The registered objectives, the simplest built-in first (the tables' order)."""
+    return objective_names()[::-1]
 
 
 def parse_args(argv=None):
@@ -48,7 +53,7 @@ def parse_args(argv=None):
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--methods", nargs="+", default=list(OBJECTIVES))
+    p.add_argument("--methods", nargs="+", default=list(objectives()))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--max_train_steps", type=int, default=1000)
     p.add_argument("--label", default=None, help="A name for these settings in the table.")
@@ -61,8 +66,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     for method in args.methods:
         objective, _, preset = method.partition(":")
-        if objective not in OBJECTIVES or (preset and preset not in PRESETS):
-            p.error(f"--methods takes objective[:preset] with objective in {', '.join(OBJECTIVES)} and preset in "
+        if objective not in objectives() or (preset and preset not in PRESETS):
+            p.error(f"--methods takes objective[:preset] with objective in {', '.join(objectives())} and preset in "
                     f"{', '.join(PRESETS)}; got {method!r}")
     args.train_args = extra
     return args
@@ -146,7 +151,7 @@ def markdown(records) -> str:
     groups = {}
     for r in records:
         groups.setdefault((r["name"], r["steps"]), []).append(r)
-    order = {m: i for i, m in enumerate(OBJECTIVES)}
+    order = {m: i for i, m in enumerate(objectives())}
     for (name, steps), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], order.get(kv[1][0]["method"], 9),
                                                                     kv[0][0])):
         fids = [r["digits_fid"] for r in rs]
@@ -244,7 +249,7 @@ def main(argv=None) -> int:
     gradient_norm_figure(records, os.path.join(args.output_dir, "gradient_norms.png"))
     grid = grid_cells(records, "digits_fid")
     if grid:
-        order = lambda name: (OBJECTIVES.index(name.split(" ")[0]), name)  # noqa: E731
+        order = lambda name: (objectives().index(name.split(" ")[0]), name)  # noqa: E731
         grid_table = grid_markdown(grid, "digits FID", "digits", near=1.5, collapse=2.0, order=order)
         table += "\n" + grid_table
         with open(os.path.join(args.output_dir, "grid.md"), "w") as f:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from asintrovae_hf import demo as D
+from asintrovae_hf.demo.app import _expected
 from helpers import tiny_conditional_pipeline, tiny_image_pipeline, tiny_vector_pipeline
 
 
@@ -277,7 +278,7 @@ def test_build_demo_errors_are_one_line_gradio_errors(pipe):
     pytest.importorskip("gradio")
     import gradio as gr
 
-    wrapped = D._expected(lambda: D.sample(pipe, num_images=0))
+    wrapped = _expected(lambda: D.sample(pipe, num_images=0))
     with pytest.raises(gr.Error) as info:
         wrapped()
     assert info.value.message == "number of images must be an integer from 1 to 64; got 0."

@@ -9,7 +9,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
 from asintrovae_hf.objectives.elbo import negative_elbo
-from asintrovae_hf.toy import negative_elbo as toy_negative_elbo
+from asintrovae_hf.toy import negative_elbo_at_posterior_mean as toy_negative_elbo
 from helpers import tiny_image_pipeline, tiny_vector_pipeline
 
 

@@ -302,21 +302,26 @@ def test_saved_folder_has_the_remote_code_layout(tmp_path):
     import importlib
     import re
 
-    import asintrovae_hf.models.autoencoders
-    from asintrovae_hf.pipelines.remote_code import BUNDLE_MODULES
+    from asintrovae_hf.pipelines.remote_code import BUNDLE_MODULES, MODEL_BUNDLE_MODULES
 
-    # generated from the package: the models' code is their module, after a one-line header
-    for path in ["encoder/modeling_asintrovae_encoder.py", "decoder/modeling_asintrovae_decoder.py"]:
-        text = (tmp_path / path).read_text()
-        assert text.startswith("# Generated from") and text.split("\n", 1)[1] == Path(
-            asintrovae_hf.models.autoencoders.__file__).read_text()
-    # the pipeline's code is one bundle: after a one-line header, the sources of the bundled modules in order, each
+    # each code file is one bundle: after a one-line header, the sources of the bundled modules in order, each
     # without its single-line imports from this package (`from .x import ...`, `from ..x.y import ...`), joined by
     # two newlines
-    assert BUNDLE_MODULES[-1] == "asintrovae_hf.pipelines.pipeline_asintrovae"
     intra_package = re.compile(r"^from (?:\.+|asintrovae_hf)\S* import [^\n]*\n", re.M)
-    sources = [intra_package.sub("", Path(importlib.import_module(name).__file__).read_text())
-               for name in BUNDLE_MODULES]
+
+    def bundled_sources(names):
+        return [intra_package.sub("", Path(importlib.import_module(name).__file__).read_text()) for name in names]
+
+    # the models' code: the same bundle in both component folders, from the package's one JSON reader to the models
+    assert MODEL_BUNDLE_MODULES[0] == "asintrovae_hf.json_io"
+    for path in ["encoder/modeling_asintrovae_encoder.py", "decoder/modeling_asintrovae_decoder.py"]:
+        text = (tmp_path / path).read_text()
+        assert text.startswith("# Generated from the `asintrovae_hf.json_io`, ")
+        assert text.split("\n", 1)[1] == "\n\n".join(bundled_sources(MODEL_BUNDLE_MODULES))
+    # the pipeline's code
+    assert BUNDLE_MODULES[-1] == "asintrovae_hf.pipelines.pipeline_asintrovae"
+    assert "asintrovae_hf.json_io" in BUNDLE_MODULES
+    sources = bundled_sources(BUNDLE_MODULES)
     text = (tmp_path / "pipeline_asintrovae.py").read_text()
     assert text.startswith("# Generated from the `asintrovae_hf.objectives.elbo`, ")
     assert text.split("\n", 1)[1] == "\n\n".join(sources)
@@ -326,10 +331,9 @@ def test_shipped_modules_import_only_what_a_machine_without_the_plugin_has():
     """diffusers' remote-code loader downloads relative imports and requires every imported package."""
     import re
 
-    import asintrovae_hf.models.autoencoders
-    from asintrovae_hf.pipelines.remote_code import bundle_source
+    from asintrovae_hf.pipelines.remote_code import MODEL_BUNDLE_MODULES, bundle_source
 
-    for text in (bundle_source(), Path(asintrovae_hf.models.autoencoders.__file__).read_text()):
+    for text in (bundle_source(), bundle_source(MODEL_BUNDLE_MODULES)):
         imports = re.findall(r"^\s*import\s+(\S+)\s*$", text, re.M) + re.findall(r"^\s*from\s+(\S+)\s+import", text, re.M)
         assert {name.split(".")[0] for name in imports} <= {
             "contextlib", "dataclasses", "functools", "importlib", "inspect", "json", "math", "os", "re", "sys",

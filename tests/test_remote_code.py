@@ -151,3 +151,21 @@ def test_a_pipeline_module_that_imports_the_package_is_not_saved(tmp_path, packa
     with pytest.raises(RuntimeError, match="bundlecase.custom cannot be saved as a pipeline's remote code: it imports "
                                            "asintrovae_hf"):
         custom(encoder=base.encoder, decoder=base.decoder).save_pretrained(tmp_path / "custom")
+
+
+def test_a_pipeline_loaded_without_the_plugin_reads_configs_through_the_bundled_json_reader(tmp_path):
+    """The models' code file carries `asintrovae_hf.json_io`: without the plugin, a component's `config.json` is read
+    with the package's limits (here: nesting), not by a fallback `json.load`."""
+    pipe = tiny_image_pipeline(channels=1)
+    pipe.save_pretrained(tmp_path / "pipe")
+    config = tmp_path / "pipe" / "encoder" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "note": json.loads("[" * 40 + "]" * 40)}))
+    run_without_plugin(f"""
+from diffusers import DiffusionPipeline
+try:
+    DiffusionPipeline.from_pretrained({str(tmp_path / 'pipe')!r}, trust_remote_code=True)
+    raise SystemExit("loaded a config nested 41 levels deep")
+except ValueError as err:
+    assert "config.json: expected JSON nested at most 32 levels deep, got 41 levels" in str(err), err
+print("OK")
+""", tmp_path)

@@ -143,7 +143,7 @@ print(json.dumps(outputs(pipe, {EXPECTED[case]["class_labels"]!r})))
 
 
 def _old_names(model):
-    """`{today's name: 0.2.0's name}` of a conv model, from the table in `models/autoencoders.py`."""
+    """`{today's name: 0.2.0's name}` of a conv model, from the table in `models/loading.py`."""
     new_to_old = {new: old for old, new in model._prefixes_of_0_2_0().items()}
     names = {}
     for key in model.state_dict():

@@ -24,6 +24,7 @@ from huggingface_hub.utils import (
 
 from .data.sources import card_source
 from .errors import HubError, network_errors, one_line
+from .objectives.registry import get_objective, objective_names
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_template.md"
 
@@ -37,32 +38,6 @@ HUB_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", "logs", "logs/**", "*e
                        "best", "best/**", ".best.*", ".best.*/**")
 
 TAGS = ("asintrovae", "introvae", "vae", "unconditional-image-generation", "diffusers", "diffusers:AsIntroVAEPipeline")
-
-OBJECTIVE_NAMES = {"as-introvae": "AS-IntroVAE", "soft-introvae": "Soft-IntroVAE", "introvae": "IntroVAE", "vae": "VAE"}
-
-OBJECTIVE_DESCRIPTIONS = {
-    "as-introvae": (
-        "AS-IntroVAE (Lu et al., *AS-IntroVAE: Adversarial Similarity Distance Makes Robust IntroVAE*, ACML 2022) is "
-        "an introspective VAE: its encoder and decoder play an adversarial game in latent space. The encoder learns "
-        "to tell reconstructed and generated images from real ones, pushing their posteriors away from the prior "
-        "and from each other, while the decoder learns to make them indistinguishable. The game is scored by the "
-        "Adversarial Similarity Distance (a closed-form distance between the Gaussian-mixture posteriors of "
-        "reconstructed and generated images) early in training and by the KL divergence later, a weight schedule "
-        "`c(i)` moving from one to the other; both networks also minimise the usual VAE terms, reconstruction error "
-        "and KL divergence to the prior."
-    ),
-    "soft-introvae": (
-        "Soft-IntroVAE (Daniel & Tamar, CVPR 2021) is an introspective VAE: the encoder maximises the ELBO of real "
-        "images and minimises a soft exponential of the ELBO of generated and reconstructed ones, while the decoder "
-        "maximises the ELBO of what it generates."
-    ),
-    "introvae": (
-        "IntroVAE (Huang et al., NeurIPS 2018) is an introspective VAE: the encoder pushes the KL divergence of "
-        "generated and reconstructed images above a margin `m` (a hinge loss) while the decoder pulls it down, on "
-        "top of the usual VAE terms."
-    ),
-    "vae": "A plain VAE (Kingma & Welling, 2014): reconstruction error plus the KL divergence to the prior `N(0, I)`.",
-}
 
 PAPER_URL = "https://arxiv.org/abs/2206.13903"
 PACKAGE_URL = "https://pypi.org/project/asintrovae-hf/"
@@ -108,7 +83,8 @@ def create_model_card(
         dataset_name (`str`, *optional*): `"digits"` (the default data), `"imagefolder"`, a Hub dataset id (listed in
             the card's metadata) or a local path (only its last component is shown).
         sample_grid (`str`, *optional*): A sample grid image, relative to `output_dir` (e.g. `"samples.png"`).
-        objective (`str`, *optional*, defaults to `"as-introvae"`): One of `asintrovae_hf.OBJECTIVES`.
+        objective (`str`, *optional*, defaults to `"as-introvae"`): The objective's name; a registered one
+            (`asintrovae_hf.objectives.registry`) is described by its display name and description.
         license (`str`, *optional*, defaults to `"apache-2.0"`): The card's license.
         template_path (`str`, *optional*): A Jinja template; defaults to the packaged `model_card_template.md`.
         model_classes (`Tuple[str, str]`, *optional*): The encoder and decoder class names.
@@ -119,6 +95,8 @@ def create_model_card(
     """
     tags = list(TAGS) + ([objective] if objective not in TAGS else [])
     source = card_source(dataset_name)
+    # an objective that is not registered here (a plugin's, not imported) is named as it is
+    objective_class = get_objective(objective) if objective in objective_names() else None
     card_data = ModelCardData(
         library_name="diffusers",
         license=license,
@@ -132,8 +110,9 @@ def create_model_card(
         template_path=str(template_path or TEMPLATE_PATH),
         repo_id=repo_id,
         objective=objective,
-        objective_name=OBJECTIVE_NAMES.get(objective, objective),
-        objective_description=OBJECTIVE_DESCRIPTIONS.get(objective, f"An introspective VAE (`{objective}`)."),
+        objective_name=objective_class.display_name if objective_class else objective,
+        objective_description=(objective_class.description if objective_class
+                               else f"An introspective VAE (`{objective}`)."),
         dataset_display=dataset_display,
         dataset_description=dataset_description,
         hyperparameters=[(name, _cell(value)) for name, value in hyperparameters.items()],

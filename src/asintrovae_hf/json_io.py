@@ -6,6 +6,9 @@ Python's `json` module parses arrays and objects recursively, so a file nested a
 before parsing, a file larger than `max_bytes`, anything that is not a regular file (a FIFO would block the read) and
 text nested deeper than `max_depth`; every refusal is a [`JsonFileError`] (a `ValueError`) of one line that names the
 file, what was expected and what was found.
+
+This module is also bundled into every code file of a saved pipeline (`pipelines/remote_code.py`), so that a pipeline
+loaded without the package reads its JSON files with the same limits: it imports only the standard library.
 """
 
 import json

@@ -27,7 +27,8 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from asintrovae_hf.objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig
+from asintrovae_hf.objectives.config import PRESETS, ObjectiveConfig
+from asintrovae_hf.objectives.registry import objective_names
 from asintrovae_hf.evaluation.robustness_grid import parse_grid_option
 from asintrovae_hf.process_settings import torch_threads
 from asintrovae_hf.toy import TOY_DATASETS, toy_objective_defaults
@@ -48,8 +49,9 @@ from asintrovae_hf.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR
 
 def _method(text: str):
     objective, _, preset = text.partition(":")
-    if objective not in OBJECTIVES or (preset and preset not in PRESETS):
-        raise argparse.ArgumentTypeError(f"expected objective[:preset] with objective in {', '.join(OBJECTIVES)} "
+    objectives = objective_names()
+    if objective not in objectives or (preset and preset not in PRESETS):
+        raise argparse.ArgumentTypeError(f"expected objective[:preset] with objective in {', '.join(objectives)} "
                                          f"and preset in {', '.join(PRESETS)}; got {text!r}")
     return objective, preset or None
 
@@ -57,7 +59,7 @@ def _method(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asintrovae-toy2d", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", nargs="+", default=["8gaussians"], choices=TOY_DATASETS)
-    p.add_argument("--methods", nargs="+", type=_method, default=[(m, None) for m in OBJECTIVES],
+    p.add_argument("--methods", nargs="+", type=_method, default=[(m, None) for m in objective_names()],
                    help="objective[:preset], e.g. vae soft-introvae as-introvae:reference as-introvae:recommended")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--num_iter", type=int, default=NUM_ITER)

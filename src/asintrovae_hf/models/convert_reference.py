@@ -47,7 +47,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 
 from ..errors import unpickling_detail
-from .autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, check_weight_file
+from .autoencoder_image import AsIntroVAEDecoder, AsIntroVAEEncoder
+from .loading import check_weight_file
 
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 

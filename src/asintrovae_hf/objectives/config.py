@@ -13,6 +13,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, NamedTuple, Optional
 
+from .registry import get_objective, objective_names
+
+# The built-in objectives. What is registered (`registry.objective_names()`) is what the package accepts.
 OBJECTIVES = ("as-introvae", "soft-introvae", "introvae", "vae")
 REDUCTIONS = ("sum", "mean")
 LOSS_TYPES = ("mse", "l1", "bce")
@@ -45,7 +48,8 @@ class ObjectiveConfig:
     Hyper-parameters of the objectives.
 
     Args:
-        objective (`str`, defaults to `"as-introvae"`): One of `as-introvae`, `soft-introvae`, `introvae`, `vae`.
+        objective (`str`, defaults to `"as-introvae"`): A registered objective: `as-introvae`, `soft-introvae`,
+            `introvae`, `vae` or one registered with `register_objective`.
         beta_rec (`float`, defaults to 1.0): Weight of the reconstruction error.
         beta_kl (`float`, defaults to 1.0): Weight of the KL divergence of real data.
         beta_neg (`float`, defaults to 256.0): Weight of the adversarial (negative) terms.
@@ -71,7 +75,7 @@ class ObjectiveConfig:
             encoder also gets gradient through `rec = G(z)` in that term.
     """
 
-    objective: str = field(default="as-introvae", metadata={"choices": OBJECTIVES})
+    objective: str = field(default="as-introvae", metadata={"choices": objective_names})
     beta_rec: float = 1.0
     beta_kl: float = 1.0
     beta_neg: float = 256.0
@@ -90,8 +94,9 @@ class ObjectiveConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if "choices" in f.metadata and value not in f.metadata["choices"]:
-                raise ValueError(f"{f.name} must be one of {tuple(f.metadata['choices'])}, got {value!r}.")
+            choices = _choices(f)
+            if choices is not None and value not in choices:
+                raise ValueError(f"{f.name} must be one of {choices}, got {value!r}.")
             expected = {float: (int, float), int: (int,), bool: (bool,)}.get(f.type)
             if expected and (not isinstance(value, expected) or (f.type is not bool and isinstance(value, bool))):
                 raise ValueError(f"{f.name} must be a {f.type.__name__}; got {value!r} ({type(value).__name__}).")
@@ -108,23 +113,13 @@ class ObjectiveConfig:
 
     @property
     def uses_c(self) -> bool:
-        """Only AS-IntroVAE weighs its terms with `c(i)`; Soft-IntroVAE is AS-IntroVAE with `c = 1`."""
-        return self.objective == "as-introvae"
+        """Whether the objective weighs its terms with `c(i)` (only AS-IntroVAE of the built-in ones)."""
+        return get_objective(self.objective).uses_c
 
     def phase(self, step: int, total_steps: int) -> Phase:
-        r"""
-        The phase of training step `step` (0-based) of `total_steps`: a plain-VAE step (the warm-up, or the `vae`
-        objective) or an adversarial one, and the weight `c` of that step.
-
-        `c(i)` counts adversarial steps only (`docs/algorithm.md`, Eq. 12): `i = step - num_vae_steps` of
-        `T = total_steps - num_vae_steps`. `c` is 1 for every objective but AS-IntroVAE, and 0 during the warm-up.
-        """
-        vae = self.objective == "vae" or step < self.num_vae_steps
-        if not self.uses_c:
-            return Phase(vae, 1.0)
-        adversarial_step = max(step - self.num_vae_steps, 0)
-        total_adversarial = max(total_steps - self.num_vae_steps, 1)
-        return Phase(vae, weight_schedule(adversarial_step, total_adversarial, self.schedule))
+        """The phase of training step `step` of `total_steps`, as the objective schedules it
+        ([`IntrospectiveObjective.phase`])."""
+        return get_objective(self.objective)(self).phase(step, total_steps)
 
     # ---- presets ---------------------------------------------------------------------------------------------
 
@@ -174,8 +169,8 @@ class ObjectiveConfig:
             if f.type is bool:
                 parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=None, help=text)
             else:
-                parser.add_argument(f"--{f.name}", type=f.type, default=None, choices=f.metadata.get("choices"),
-                                    help=text, metavar=None if "choices" in f.metadata else f.type.__name__.upper())
+                parser.add_argument(f"--{f.name}", type=f.type, default=None, choices=_choices(f), help=text,
+                                    metavar=None if "choices" in f.metadata else f.type.__name__.upper())
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace, defaults: Optional[Dict] = None) -> "ObjectiveConfig":
@@ -196,6 +191,12 @@ PRESETS: Dict[str, Dict] = {
                     if f.name in ("schedule", "squash", "encoder_reduction", "decoder_reduction", "dis_scale",
                                   "include_constant", "detach_rec_target")},
 }
+
+
+def _choices(f: dataclasses.Field) -> Optional[tuple]:
+    """The field's choices now: the objectives are read from the registry when a config or a parser is built."""
+    choices = f.metadata.get("choices")
+    return tuple(choices() if callable(choices) else choices) if choices is not None else None
 
 
 def option_names() -> Iterable[str]:

@@ -1,12 +1,13 @@
 """The code files of a saved pipeline, in the layout diffusers documents for custom pipelines on the Hub.
 
-`save_code` writes `pipeline_asintrovae.py` at the folder's root and the models' module in each component folder
+`save_code` writes `pipeline_asintrovae.py` at the folder's root and the models' code in each component folder
 (the optional `latent_prior` included, when the pipeline has one), and points `model_index.json` at them, so that
 `DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)` loads the pipeline where `asintrovae_hf`
 is not installed. diffusers' loader fetches a relative import as another file of the repo and requires every
 imported package, so a shipped file must import only torch, numpy, PIL, diffusers, huggingface_hub and the standard
-library: the pipeline's file is therefore one bundle, the package modules of `BUNDLE_MODULES` concatenated with
-their imports of each other dropped.
+library: each code file is therefore one bundle, package modules concatenated with their imports of each other
+dropped (`BUNDLE_MODULES` for the pipeline, `MODEL_BUNDLE_MODULES` for the encoder and decoder). Both bundles hold
+`json_io`, the package's one JSON reader.
 
 This module is also part of that bundle (a pipeline loaded as remote code saves itself with it).
 """
@@ -17,6 +18,8 @@ import json
 import os
 import re
 import sys
+
+from ..json_io import read_json
 
 # The code files of a saved pipeline (model_index.json refers to them by these module names).
 PIPELINE_MODULE = "pipeline_asintrovae"
@@ -29,10 +32,22 @@ PACKAGE = "asintrovae_hf"
 # from the ones before it, with single-line `from <module> import <names>` statements (dropped in the bundle).
 BUNDLE_MODULES = (
     "asintrovae_hf.objectives.elbo",
+    "asintrovae_hf.json_io",
+    "asintrovae_hf.pipelines.latents_and_labels",
     "asintrovae_hf.pipelines.image_processor",
     "asintrovae_hf.pipelines.remote_code",
+    "asintrovae_hf.pipelines.loading",
     "asintrovae_hf.pipelines.pipeline_asintrovae",
 )
+# The same for the encoder's and the decoder's code file (each holds every model class: `model_index.json` names one).
+MODEL_BUNDLE_MODULES = (
+    "asintrovae_hf.json_io",
+    "asintrovae_hf.models.loading",
+    "asintrovae_hf.models.blocks",
+    "asintrovae_hf.models.autoencoder_image",
+    "asintrovae_hf.models.autoencoder_vector",
+)
+MAX_INDEX_BYTES = 64 * 1024  # a model_index.json of this pipeline is under 1 KiB
 # What a shipped file may import besides the standard library: what a machine without this package has.
 ALLOWED_PACKAGES = frozenset({"diffusers", "huggingface_hub", "numpy", "PIL", "torch"})
 # Python 3.9 has no list of its standard library: the modules the shipped files use stand for it there.
@@ -137,6 +152,18 @@ def module_source(module) -> str:
     return source
 
 
+def code_of(cls) -> str:
+    """
+    The shipped code file of the class `cls`: the bundle its module belongs to, else its module alone (a module
+    that is itself a generated file, of a pipeline loaded as remote code, is copied as it is).
+    """
+    module = sys.modules[cls.__module__]
+    for bundle in (BUNDLE_MODULES, MODEL_BUNDLE_MODULES):
+        if module.__name__ in bundle:
+            return bundle_source(bundle)
+    return module_source(module)
+
+
 def write_source(text: str, path: str) -> None:
     """Write `text` to `path` atomically, never through a link or special file already at `path`."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -156,35 +183,11 @@ def write_source(text: str, path: str) -> None:
         raise
 
 
-def read_json_object(path, max_bytes: int = 64 * 1024):
-    """
-    The JSON object in the file `path`, read by the package's one JSON reader (`asintrovae_hf.json_io`: size and
-    nesting limits, a one-line `ValueError`) when the package is installed, else (this file running as a repo's
-    remote code) by `json` after the same size check.
-    """
-    try:
-        json_io = importlib.import_module("asintrovae_hf.json_io")
-    except ImportError:
-        json_io = None
-    if json_io is not None:
-        return json_io.read_json(path, max_bytes=max_bytes, expect=dict)
-    if os.path.getsize(path) > max_bytes:
-        raise ValueError(f"{path}: expected at most {max_bytes} bytes, got {os.path.getsize(path)} bytes.")
-    with open(path, encoding="utf-8") as f:
-        value = json.load(f)
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(value).__name__}.")
-    return value
-
-
 def save_code(pipeline, save_directory) -> None:
     """Write the code files of `pipeline` saved in `save_directory` and point its `model_index.json` at them."""
     index_path = os.path.join(save_directory, "model_index.json")
-    index = read_json_object(index_path)
-    module = sys.modules[type(pipeline).__module__]
-    # the package's pipeline ships as the bundle; a pipeline loaded as remote code already is one, and is copied
-    code = bundle_source() if module.__name__ == BUNDLE_MODULES[-1] else module_source(module)
-    write_source(code, os.path.join(save_directory, PIPELINE_MODULE + ".py"))
+    index = read_json(index_path, max_bytes=MAX_INDEX_BYTES, expect=dict)
+    write_source(code_of(type(pipeline)), os.path.join(save_directory, PIPELINE_MODULE + ".py"))
     index["_class_name"] = [PIPELINE_MODULE, type(pipeline).__name__]
     for name, module_name in {**COMPONENT_MODULES, **OPTIONAL_COMPONENT_MODULES}.items():
         component = getattr(pipeline, name, None)
@@ -194,8 +197,7 @@ def save_code(pipeline, save_directory) -> None:
             index.pop(name, None)
             continue
         component = getattr(component, "_orig_mod", component)  # torch.compile wrapper
-        write_source(module_source(sys.modules[type(component).__module__]),
-                     os.path.join(save_directory, name, module_name + ".py"))
+        write_source(code_of(type(component)), os.path.join(save_directory, name, module_name + ".py"))
         index[name] = [module_name, type(component).__name__]
     with open(index_path, "w") as f:
         json.dump(index, f, indent=2, sort_keys=True)

@@ -20,11 +20,12 @@ from ..json_io import read_json_lines
 from ..models.autoencoders import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from ..evaluation.robustness_grid import colormap, grid_cells, grid_markdown
 from ..evaluation.robustness_grid import save_grid_heatmap as draw_grid_heatmap
-from ..objectives.config import OBJECTIVES, ObjectiveConfig
+from ..objectives.config import ObjectiveConfig
+from ..objectives.registry import objective_names
 from .data import sample_toy_data, toy_eval_range, toy_modes
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 from .metrics import grid_normalized_elbo, histogram_kl_jsd, mode_coverage
-from .training import negative_elbo, sample_points, train_vector_model
+from .training import negative_elbo_at_posterior_mean, sample_points, train_vector_model
 
 EVAL_POINTS = 5000
 GNELBO_POINTS = 51200
@@ -169,8 +170,8 @@ def evaluate_toy_model(encoder, decoder, dataset: str, loss_type: str = "mse", e
     square = toy_eval_range(dataset)
     kl, jsd = histogram_kl_jsd(real.numpy(), fake.numpy(), bins=100, range_=square)
     gn_real = sample_toy_data(dataset, GNELBO_POINTS, generator=eval_gen)
-    gnelbo = grid_normalized_elbo(lambda pts: negative_elbo(encoder, decoder, pts, loss_type), gn_real,
-                                  grid_size=gnelbo_grid, range_=square)
+    gnelbo = grid_normalized_elbo(lambda pts: negative_elbo_at_posterior_mean(encoder, decoder, pts, loss_type),
+                                  gn_real, grid_size=gnelbo_grid, range_=square)
     scores = {"kl": float(kl), "jsd": float(jsd), "gnelbo": float(gnelbo)}
     modes = toy_modes(dataset)
     if modes is not None:
@@ -223,8 +224,10 @@ def _group(records: List[Dict], with_overrides: bool) -> Dict[Tuple, List[Dict]]
 
 
 def _method_order(name: str) -> Tuple[int, str]:
-    method = name.split(" ")[0]
-    return (OBJECTIVES[::-1].index(method) if method in OBJECTIVES else len(OBJECTIVES), name)
+    """Tables list the objectives in reverse registration order (VAE, IntroVAE, Soft-IntroVAE, AS-IntroVAE, after
+    any registered later), then unregistered names."""
+    method, methods = name.split(" ")[0], objective_names()[::-1]
+    return (methods.index(method) if method in methods else len(methods), name)
 
 
 def _hidden_text(dims: Tuple[int, ...]) -> str:
@@ -285,7 +288,7 @@ def _density_panel(encoder, decoder, loss_type, square, size: int = 256) -> Imag
     axis = torch.linspace(lo, hi, size)
     gx, gy = torch.meshgrid(axis, axis.flip(0), indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    density = torch.exp(-negative_elbo(encoder, decoder, grid, loss_type)).reshape(size, size).numpy()
+    density = torch.exp(-negative_elbo_at_posterior_mean(encoder, decoder, grid, loss_type)).reshape(size, size).numpy()
     density = density / max(density.max(), 1e-30)
     return Image.fromarray(colormap(density))
 

@@ -10,6 +10,7 @@ choice (the KL of real 2D data under the trained encoders is about 1-3 nats). Th
 
 from typing import Dict, Tuple
 
+from ..objectives.registry import get_objective
 from .data import canonical_name
 
 TOY_BETAS = {
@@ -28,11 +29,10 @@ HIDDEN_DIMS = (256, 256, 256, 256)  # the official `SoftIntroVAESimple(n_layers=
 
 
 def toy_objective_defaults(dataset: str, method: str) -> Dict:
-    """`ObjectiveConfig` fields of the official 2D loop for `method` on the toy `dataset`."""
+    """`ObjectiveConfig` fields of the official 2D loop for `method` on the toy `dataset`, with the objective's own
+    defaults on the toy data (its registered `defaults["toy2d"]`)."""
     hp = dict(TOY_BETAS[canonical_name(dataset)], gamma_r=1e-8, num_vae_steps=NUM_VAE_STEPS)
-    if method == "introvae":
-        hp["margin"] = 2.0
-    return hp
+    return {**hp, **get_objective(method).defaults.get("toy2d", {})}
 
 
 def toy_lr_milestones(num_iter: int) -> Tuple[int, ...]:

@@ -98,7 +98,7 @@ def train_vector_model(
         devices.append(str(device))
     for i in range(start, num_iter):
         x = sample_fn(batch_size, generator).to(device)
-        phase = objective_config.phase(i, num_iter)
+        phase = objective.phase(i, num_iter)
         terms = train_step(objective, encoder, decoder, opt_e, opt_d, x, latent_dim, c=phase.c, vae_step=phase.vae,
                            generator=generator)
         for scheduler in schedulers:
@@ -144,7 +144,7 @@ def _load_toy_checkpoint(path: str, num_iter: int) -> Dict:
 
 
 @torch.no_grad()
-def negative_elbo(encoder, decoder, points: torch.Tensor, loss_type: str = "mse") -> torch.Tensor:
+def negative_elbo_at_posterior_mean(encoder, decoder, points: torch.Tensor, loss_type: str = "mse") -> torch.Tensor:
     """
     Per-point negative ELBO with the deterministic `z = mu`: `kl(mu, logvar) + rec_err(x, G(mu))`, the training
     loss's terms ([`objectives.elbo.negative_elbo`] with the objectives' `kl_divergence` and `loss_type`'s error).

@@ -32,7 +32,7 @@ def _builtin_defaults_help() -> Dict[str, str]:
     `{"beta_neg": "256.0; 64.0 for ... on the built-in digits"}`."""
     methods: Dict[str, Dict[tuple, List[str]]] = {}
     for source in BUILTIN_SOURCES.values():
-        for method, options in source.objective_defaults.items():
+        for method, options in reversed(list(source.objective_defaults.items())):  # the simplest method first
             for option, value in options.items():
                 methods.setdefault(option, {}).setdefault((value, source.name), []).append(method)
     return {option: "; ".join([str(getattr(ObjectiveConfig, option))] + [

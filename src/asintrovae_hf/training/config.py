@@ -10,23 +10,19 @@ flat `{flag name: value}` view that checkpoints, trackers and the model card rec
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..data.sources import DataSource, data_source
 from ..objectives.config import ObjectiveConfig
+from ..objectives.registry import DatasetDefaults
 
 # The metrics --keep_best_by can follow; lower is better for each. `fd` needs a built-in dataset.
 VALIDATION_METRICS = ("reconstruction_mse", "neg_elbo", "fd")
 
 
-# The objective options that differ on the built-in digits, per objective, as the toy benchmark has per-dataset betas:
-# on the digits' 3 x 3 `beta_kl` x `beta_neg` grid (`docs/results.md`, section 3), at `beta_kl` 1, `beta_neg` 64 did
-# best for Soft-IntroVAE and both AS-IntroVAE presets, and over three seeds it beats 256 (the MNIST value of the
-# reference code, still the default for other data) by 11-13 FID points. IntroVAE's `beta_neg` was not measured.
-DIGITS_OBJECTIVE_DEFAULTS: Dict[str, Dict[str, float]] = {
-    "soft-introvae": {"beta_neg": 64.0},
-    "as-introvae": {"beta_neg": 64.0},
-}
+# The objective options that differ on the built-in digits, per objective: each registered objective's
+# `defaults["digits"]` (read when accessed, so objectives registered later count).
+DIGITS_OBJECTIVE_DEFAULTS: Mapping[str, Dict[str, float]] = DatasetDefaults("digits")
 
 
 def option(default: Any = None, help: Optional[str] = None, repr: bool = True, **flag: Any) -> Any:

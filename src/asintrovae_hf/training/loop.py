@@ -146,7 +146,7 @@ def _optimizer_step(run: TrainingRun, batches: List, noise_generators) -> Dict[s
     # same noise as an uninterrupted one, and k processes the same as one process accumulating k batches.
     for k, generator in enumerate(noise_generators):
         generator.manual_seed(_noise_seed(config.seed, accelerator.process_index * len(noise_generators) + k, step))
-    phase = run.objective.config.phase(step, run.data.max_train_steps)
+    phase = run.objective.phase(step, run.data.max_train_steps)
     single = len(batches) == 1
     images, labels = [x for x, _ in batches], [y for _, y in batches]
     labels = None if labels[0] is None else (labels[0] if single else labels)

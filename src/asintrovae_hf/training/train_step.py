@@ -16,6 +16,7 @@ AS-IntroVAE's distance on the whole batch, so for them (and for BatchNorm statis
 
 import contextlib
 import functools
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -109,7 +110,9 @@ def train_step(
     measure_gradients: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """
-    Run one iteration and return its detached loss terms (device tensors: no host sync here).
+    Run one iteration and return its detached loss terms (device tensors: no host sync here): a VAE step
+    ([`train_vae_step`]) in the warm-up and for objectives that are not introspective, else an encoder step and a
+    decoder step ([`train_introspective_step`]).
 
     Args:
         objective (`IntrospectiveObjective`): The losses.
@@ -117,9 +120,9 @@ def train_step(
         encoder_optimizer, decoder_optimizer (`torch.optim.Optimizer`): One optimizer per network.
         x (`torch.Tensor` or a sequence of them): The real batch, or its micro-batches (gradient accumulation).
         latent_dim (`int`): Size of the latent vector, for the noise batch `z_f`.
-        c (`float`, defaults to 1.0): The schedule weight `c(i)`.
-        vae_step (`bool`, defaults to `False`): Train a plain VAE this iteration (warm-up, or the `vae`
-            objective): one loss, both networks updated together.
+        c (`float`, defaults to 1.0): The schedule weight `c(i)` of this step ([`IntrospectiveObjective.phase`]).
+        vae_step (`bool`, defaults to `False`): A plain-VAE iteration, one loss for both networks (the warm-up:
+            [`IntrospectiveObjective.phase`]); objectives that are not introspective take one every step.
         backward (`Callable`, *optional*): `accelerator.backward`, or `loss.backward` when omitted.
         generator (`torch.Generator` or `List[torch.Generator]`, *optional*): Source of all noise in the iteration;
             a list gives each sample its own generator.
@@ -136,57 +139,122 @@ def train_step(
             adversarial part of `L_E` (`grad_norm_adversarial`) and from its VAE part (`grad_norm_vae`), over the
             encoder's trainable parameters, summed over micro-batches (this process's; the weights are unchanged).
     """
+    batches = MicroBatches.split(x, labels, generator, micro_batch_generators)
     backward = backward or _default_backward
-    clip_grad_norm = clip_grad_norm or torch.nn.utils.clip_grad_norm_
-    micro_batches = [x] if torch.is_tensor(x) else list(x)
-    sizes = [len(m) for m in micro_batches]
-    label_batches = [None] * len(micro_batches) if labels is None else (
-        [labels] if torch.is_tensor(labels) else list(labels))
-    if micro_batch_generators is not None:
-        if generator is not None or len(micro_batch_generators) != len(micro_batches):
-            raise ValueError(f"Give either generator or one of micro_batch_generators per micro-batch "
-                             f"({len(micro_batches)}), not {len(micro_batch_generators)} and a generator.")
-        generators = list(micro_batch_generators)
-    else:
-        generators = _split_generator(generator, sizes)
-    # each micro-batch's loss weighs by its share of the samples: the sum is the big batch's mean
-    weights = [n / sum(sizes) for n in sizes]
-
-    def update(optimizer, module):
-        if max_grad_norm is not None:
-            clip_grad_norm(_trainable(module), max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    update = functools.partial(_update, max_grad_norm=max_grad_norm,
+                               clip_grad_norm=clip_grad_norm or torch.nn.utils.clip_grad_norm_)
     if vae_step or not objective.is_introspective:
-        encoder_optimizer.zero_grad(set_to_none=True)
-        decoder_optimizer.zero_grad(set_to_none=True)
-        all_terms = []
-        for xk, gk, w, yk in zip(micro_batches, generators, weights, label_batches):
-            loss, terms = objective.vae_loss(encoder, decoder, xk, gk, labels=yk)
-            backward(loss * w if w != 1.0 else loss)
-            all_terms.append(terms)
-        update(encoder_optimizer, encoder)
-        update(decoder_optimizer, decoder)
-        return _mean_terms(all_terms, weights)
+        return train_vae_step(objective, encoder, decoder, encoder_optimizer, decoder_optimizer, batches, backward,
+                              update)
+    return train_introspective_step(objective, encoder, decoder, encoder_optimizer, decoder_optimizer, batches,
+                                    latent_dim, c, backward, update, measure_gradients)
 
-    device = micro_batches[0].device
-    # in the data's dtype (float32 under autocast too; float64 for float64 networks)
-    dtype = micro_batches[0].dtype
-    if micro_batch_generators is not None:
-        z_fs = [randn_tensor((n, latent_dim), generator=g, device=device, dtype=dtype)
-                for n, g in zip(sizes, generators)]
-    else:
-        z_fs = randn_tensor((sum(sizes), latent_dim), generator=generator, device=device, dtype=dtype).split(sizes)
 
+@dataclass
+class MicroBatches:
+    """
+    The real batch of one iteration as micro-batches (one for no accumulation), each with its labels, its source of
+    noise and its weight (its share of the samples: the weighted sum of their losses is the big batch's mean).
+    `generator` draws the noise batch of the whole iteration, which is then split, unless each micro-batch has its
+    own generator (`noise_per_micro_batch`).
+    """
+
+    images: List[torch.Tensor]
+    labels: List[Optional[torch.Tensor]]
+    generators: List[Generator]
+    weights: List[float]
+    generator: Generator = None
+    noise_per_micro_batch: bool = False
+
+    @classmethod
+    def split(cls, x, labels, generator: Generator, micro_batch_generators) -> "MicroBatches":
+        images = [x] if torch.is_tensor(x) else list(x)
+        sizes = [len(m) for m in images]
+        label_batches = [None] * len(images) if labels is None else (
+            [labels] if torch.is_tensor(labels) else list(labels))
+        if micro_batch_generators is not None:
+            if generator is not None or len(micro_batch_generators) != len(images):
+                raise ValueError(f"Give either generator or one of micro_batch_generators per micro-batch "
+                                 f"({len(images)}), not {len(micro_batch_generators)} and a generator.")
+            generators = list(micro_batch_generators)
+        else:
+            generators = _split_generator(generator, sizes)
+        return cls(images, label_batches, generators, [n / sum(sizes) for n in sizes], generator,
+                   noise_per_micro_batch=micro_batch_generators is not None)
+
+    @property
+    def sizes(self) -> List[int]:
+        return [len(m) for m in self.images]
+
+    def noise(self, latent_dim: int) -> List[torch.Tensor]:
+        """The noise batch `z_f`, per micro-batch: drawn once and split, or by each micro-batch's generator."""
+        device = self.images[0].device
+        # in the data's dtype (float32 under autocast too; float64 for float64 networks)
+        dtype = self.images[0].dtype
+        if self.noise_per_micro_batch:
+            return [randn_tensor((n, latent_dim), generator=g, device=device, dtype=dtype)
+                    for n, g in zip(self.sizes, self.generators)]
+        return list(randn_tensor((sum(self.sizes), latent_dim), generator=self.generator, device=device,
+                                 dtype=dtype).split(self.sizes))
+
+
+def _update(optimizer: torch.optim.Optimizer, module: torch.nn.Module, max_grad_norm: Optional[float],
+            clip_grad_norm: Callable) -> None:
+    if max_grad_norm is not None:
+        clip_grad_norm(_trainable(module), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_vae_step(
+    objective: IntrospectiveObjective,
+    encoder: torch.nn.Module,
+    decoder: torch.nn.Module,
+    encoder_optimizer: torch.optim.Optimizer,
+    decoder_optimizer: torch.optim.Optimizer,
+    batches: MicroBatches,
+    backward: Callable,
+    update: Callable,
+) -> Dict[str, torch.Tensor]:
+    """A plain-VAE iteration (`docs/algorithm.md`, Eq. 5): one loss, both networks updated together."""
+    encoder_optimizer.zero_grad(set_to_none=True)
+    decoder_optimizer.zero_grad(set_to_none=True)
+    all_terms = []
+    for xk, gk, w, yk in zip(batches.images, batches.generators, batches.weights, batches.labels):
+        loss, terms = objective.vae_loss(encoder, decoder, xk, gk, labels=yk)
+        backward(loss * w if w != 1.0 else loss)
+        all_terms.append(terms)
+    update(encoder_optimizer, encoder)
+    update(decoder_optimizer, decoder)
+    return _mean_terms(all_terms, batches.weights)
+
+
+def train_introspective_step(
+    objective: IntrospectiveObjective,
+    encoder: torch.nn.Module,
+    decoder: torch.nn.Module,
+    encoder_optimizer: torch.optim.Optimizer,
+    decoder_optimizer: torch.optim.Optimizer,
+    batches: MicroBatches,
+    latent_dim: int,
+    c: float,
+    backward: Callable,
+    update: Callable,
+    measure_gradients: bool = False,
+) -> Dict[str, torch.Tensor]:
+    """An introspective iteration: the encoder step and update, then the decoder step and update (see
+    [`train_step`] for the arguments)."""
+    z_fs = batches.noise(latent_dim)
+    single = len(batches.images) == 1
     encoder_optimizer.zero_grad(set_to_none=True)
     outputs, gradient_parts = [], {}
-    fake_label_batches = [None if yk is None else _draw_labels(yk, gk) for yk, gk in zip(label_batches, generators)]
-    for xk, zk, gk, w, yk, yfk in zip(micro_batches, z_fs, generators, weights, label_batches, fake_label_batches):
+    fake_label_batches = [None if yk is None else _draw_labels(yk, gk)
+                          for yk, gk in zip(batches.labels, batches.generators)]
+    for xk, zk, gk, w, yk, yfk in zip(batches.images, z_fs, batches.generators, batches.weights, batches.labels,
+                                      fake_label_batches):
         out = objective.encoder_step(encoder, decoder, xk, zk, c, gk, labels=yk, fake_labels=yfk)
         if measure_gradients:
             _add_gradient_norms(gradient_parts, out, w, _trainable(encoder))
-        single = len(micro_batches) == 1
         # One micro-batch: the graph stays alive, the decoder step reuses G(z_f), G(z) and L_rec from it (compiled
         # networks too: `_keeps_compiled_graphs`).
         backward(out.loss if single else out.loss * w, inputs=_trainable(encoder), retain_graph=single)
@@ -195,13 +263,13 @@ def train_step(
 
     decoder_optimizer.zero_grad(set_to_none=True)
     all_terms = []
-    for out, xk, gk, w in zip(outputs, micro_batches, generators, weights):
+    for out, xk, gk, w in zip(outputs, batches.images, batches.generators, batches.weights):
         loss_decoder, decoder_terms = objective.decoder_step(encoder, decoder, xk, out, c, gk)
         backward(loss_decoder * w if w != 1.0 else loss_decoder, inputs=_trainable(decoder))
         all_terms.append({**out.terms, **decoder_terms})
     update(decoder_optimizer, decoder)
 
-    terms = _mean_terms(all_terms, weights)
+    terms = _mean_terms(all_terms, batches.weights)
     terms["c"] = torch.tensor(objective.effective_c(c))
     for name, parts in gradient_parts.items():
         terms[name] = torch.sqrt(sum(g.double().pow(2).sum() for g in parts)).float()

@@ -1,4 +1,4 @@
-# Generated from the `asintrovae_hf.objectives.elbo`, `asintrovae_hf.pipelines.image_processor`, `asintrovae_hf.pipelines.remote_code` and `asintrovae_hf.pipelines.pipeline_asintrovae` modules when this pipeline was saved; the package is the source, do not edit.
+# Generated from the `asintrovae_hf.objectives.elbo`, `asintrovae_hf.json_io`, `asintrovae_hf.pipelines.latents_and_labels`, `asintrovae_hf.pipelines.image_processor`, `asintrovae_hf.pipelines.remote_code`, `asintrovae_hf.pipelines.loading` and `asintrovae_hf.pipelines.pipeline_asintrovae` modules when this pipeline was saved; the package is the source, do not edit.
 """The negative ELBO: the one estimate of `-log p(x)` that scoring, the toy benchmark and OOD detection use.
 
 `negative_elbo` is `KL(q(z|x) || p(z)) - E_q[log p(x|z)]` per sample, or the importance-weighted bound. The
@@ -97,8 +97,176 @@ def negative_elbo(
     return torch.stack(nll).mean(0) + kl(mean, logvar)
 
 
-"""`AsIntroVAEImageProcessor` and `AsIntroVAEVectorProcessor`: the one conversion and check of the inputs of
-[`AsIntroVAEPipeline`], image models' and vector models'; `check_class_labels` and `check_latents` for the rest.
+"""The one reader of every JSON file this package reads: checkpoint states, `model_index.json`, model configurations,
+run records, score files.
+
+Python's `json` module parses arrays and objects recursively, so a file nested a few thousand levels deep ends in a
+`RecursionError` (a traceback, not a message), and it reads any size it is given. [`read_json`] and [`loads`] refuse,
+before parsing, a file larger than `max_bytes`, anything that is not a regular file (a FIFO would block the read) and
+text nested deeper than `max_depth`; every refusal is a [`JsonFileError`] (a `ValueError`) of one line that names the
+file, what was expected and what was found.
+
+This module is also bundled into every code file of a saved pipeline (`pipelines/remote_code.py`), so that a pipeline
+loaded without the package reads its JSON files with the same limits: it imports only the standard library.
+"""
+
+import json
+import os
+import re
+from typing import Any, Iterator, Optional, Tuple
+
+MAX_BYTES = 16 * 1024 * 1024  # the largest JSON file the package writes is a run's records: a few hundred KiB
+MAX_DEPTH = 32  # the deepest file the package writes (a training state, a model card's record) is 4 levels deep
+
+# A JSON string (the only place where brackets do not nest), and the brackets outside strings.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+class JsonFileError(ValueError):
+    """A JSON file that is too large, too deeply nested, not a regular file, or not valid JSON."""
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in `text` (brackets inside strings not counted); linear, no
+    recursion."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_STRING.sub('""', text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def loads(text, where: str = "JSON text", max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH,
+          expect: Optional[type] = None) -> Any:
+    """
+    `json.loads(text)` within the limits: `text` (str or bytes) of at most `max_bytes` bytes, nested at most
+    `max_depth` deep, and of type `expect` when given (e.g. `dict`); otherwise a one-line [`JsonFileError`] starting
+    with `where`.
+    """
+    size = len(text.encode("utf-8") if isinstance(text, str) else text)
+    if size > max_bytes:
+        raise JsonFileError(f"{where}: expected at most {max_bytes:,} bytes of JSON, got {size:,} bytes.")
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise JsonFileError(f"{where}: expected UTF-8 JSON text, got undecodable bytes ({err.reason} at byte "
+                                f"{err.start}).") from None
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise JsonFileError(f"{where}: expected JSON nested at most {max_depth} levels deep, got {depth:,} levels; "
+                            f"not parsed.")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise JsonFileError(f"{where}: expected valid JSON, got {type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:200]}.") from None
+    if expect is not None and not isinstance(value, expect):
+        raise JsonFileError(f"{where}: expected a JSON {_kind(expect)}, got a JSON {_kind(type(value))}.")
+    return value
+
+
+def read_json(path, what: Optional[str] = None, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH,
+              expect: Optional[type] = None) -> Any:
+    """
+    Read the JSON file `path` through [`loads`]'s limits. It must be a regular file (a symlink to one is followed, as
+    in the Hub cache); `what` names it in messages (default: the path). A missing file raises `FileNotFoundError`,
+    as `open` does; every other refusal is a [`JsonFileError`].
+    """
+    path = os.fspath(path)
+    where = what or path
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise JsonFileError(f"{where}: expected a regular file, got a folder or a special file (FIFO, device or "
+                            f"socket).")
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise JsonFileError(f"{where}: expected at most {max_bytes:,} bytes of JSON, got {size:,} bytes.")
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)  # the file may have grown since it was measured
+    return loads(data, where, max_bytes, max_depth, expect)
+
+
+def read_json_lines(path, what: Optional[str] = None, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH,
+                    skip_invalid: bool = True) -> Iterator[Tuple[int, Any]]:
+    """
+    `(line number, value)` for each non-empty line of the JSON Lines file `path` (a file of at most `max_bytes`, each
+    line within `max_depth`). With `skip_invalid`, a line that is not valid JSON (the torn last line of a killed
+    writer) is skipped; a line nested too deep is always refused.
+    """
+    path = os.fspath(path)
+    where = what or path
+    if not os.path.isfile(path):
+        raise JsonFileError(f"{where}: expected a regular file, got a folder or a special file.")
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise JsonFileError(f"{where}: expected at most {max_bytes:,} bytes of JSON lines, got {size:,} bytes.")
+    with open(path, "rb") as f:
+        lines = f.read(max_bytes + 1).splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, loads(line, f"{where} line {number}", max_bytes, max_depth)
+        except JsonFileError as err:
+            if not skip_invalid or "expected valid JSON" not in str(err):
+                raise
+
+
+def _kind(t: type) -> str:
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+            type(None): "null"}.get(t, t.__name__)
+
+
+"""The checks of the latents and class labels given to [`AsIntroVAEPipeline`]: `check_latents`, `check_class_labels`.
+
+This module is also part of the code every saved pipeline ships (it is bundled into `pipeline_asintrovae.py`):
+it must import only torch and the standard library.
+"""
+
+from typing import Optional
+
+import torch
+
+
+def check_class_labels(class_labels, batch_size: int, device=None) -> Optional[torch.Tensor]:
+    """`class_labels` (an int for the whole batch, a list or a tensor) as a tensor, checked by the models."""
+    if class_labels is None:
+        return None
+    if isinstance(class_labels, int) and not isinstance(class_labels, bool):
+        class_labels = [class_labels] * batch_size
+    if torch.is_tensor(class_labels) and (class_labels.device.type == "meta" or class_labels.is_sparse):
+        raise ValueError(f"class_labels must be an int or {batch_size} integers; got a {class_labels.layout} "
+                         f"tensor on the {class_labels.device.type} device.")
+    labels = torch.as_tensor(class_labels, device=device)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
+        raise ValueError(f"class_labels must be an int or {batch_size} integers; got {class_labels!r}.")
+    if len(labels) != batch_size:  # checked here: the networks see the labels of one chunk at a time
+        raise ValueError(f"class_labels must be an int or {batch_size} integers; got {len(labels)} labels.")
+    return labels.long()
+
+
+def check_latents(latents: torch.Tensor, latent_dim: int, device=None, dtype: Optional[torch.dtype] = None
+                  ) -> torch.Tensor:
+    """`B x latent_dim` latents, checked (dense, float, finite, not empty), on `device` as `dtype`."""
+    if not torch.is_tensor(latents) or latents.ndim != 2 or latents.shape[1] != latent_dim:
+        shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
+        raise ValueError(f"latents must have shape (batch, {latent_dim}), got {shape}.")
+    if latents.shape[0] == 0:
+        raise ValueError("latents: got an empty batch.")
+    if latents.device.type == "meta" or latents.layout != torch.strided or not latents.is_floating_point():
+        raise ValueError(f"latents: expected a dense float tensor holding values; got a {latents.layout} "
+                         f"{str(latents.dtype).replace('torch.', '')} tensor on the {latents.device.type} device.")
+    if not torch.isfinite(latents).all():
+        raise ValueError("latents contain NaN or infinity.")
+    return latents.to(device=device, dtype=dtype)
+
+
+"""`AsIntroVAEImageProcessor` and `AsIntroVAEVectorProcessor`: the one conversion and check of the data inputs of
+[`AsIntroVAEPipeline`], image models' and vector models' (latents and class labels: `latents_and_labels.py`).
 
 This module is also part of the code every saved pipeline ships (it is bundled into `pipeline_asintrovae.py`):
 it must import only torch, diffusers, numpy, PIL and the standard library.
@@ -401,47 +569,16 @@ class AsIntroVAEVectorProcessor:
         return data if tensor.is_floating_point() else tensor.float()
 
 
-def check_class_labels(class_labels, batch_size: int, device=None) -> Optional[torch.Tensor]:
-    """`class_labels` (an int for the whole batch, a list or a tensor) as a tensor, checked by the models."""
-    if class_labels is None:
-        return None
-    if isinstance(class_labels, int) and not isinstance(class_labels, bool):
-        class_labels = [class_labels] * batch_size
-    if torch.is_tensor(class_labels) and (class_labels.device.type == "meta" or class_labels.is_sparse):
-        raise ValueError(f"class_labels must be an int or {batch_size} integers; got a {class_labels.layout} "
-                         f"tensor on the {class_labels.device.type} device.")
-    labels = torch.as_tensor(class_labels, device=device)
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
-        raise ValueError(f"class_labels must be an int or {batch_size} integers; got {class_labels!r}.")
-    if len(labels) != batch_size:  # checked here: the networks see the labels of one chunk at a time
-        raise ValueError(f"class_labels must be an int or {batch_size} integers; got {len(labels)} labels.")
-    return labels.long()
-
-
-def check_latents(latents: torch.Tensor, latent_dim: int, device=None, dtype: Optional[torch.dtype] = None
-                  ) -> torch.Tensor:
-    """`B x latent_dim` latents, checked (dense, float, finite, not empty), on `device` as `dtype`."""
-    if not torch.is_tensor(latents) or latents.ndim != 2 or latents.shape[1] != latent_dim:
-        shape = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-        raise ValueError(f"latents must have shape (batch, {latent_dim}), got {shape}.")
-    if latents.shape[0] == 0:
-        raise ValueError("latents: got an empty batch.")
-    if latents.device.type == "meta" or latents.layout != torch.strided or not latents.is_floating_point():
-        raise ValueError(f"latents: expected a dense float tensor holding values; got a {latents.layout} "
-                         f"{str(latents.dtype).replace('torch.', '')} tensor on the {latents.device.type} device.")
-    if not torch.isfinite(latents).all():
-        raise ValueError("latents contain NaN or infinity.")
-    return latents.to(device=device, dtype=dtype)
-
-
 """The code files of a saved pipeline, in the layout diffusers documents for custom pipelines on the Hub.
 
-`save_code` writes `pipeline_asintrovae.py` at the folder's root and the models' module in each component folder,
-and points `model_index.json` at them, so that `DiffusionPipeline.from_pretrained(folder_or_repo,
-trust_remote_code=True)` loads the pipeline where `asintrovae_hf` is not installed. diffusers' loader fetches a
-relative import as another file of the repo and requires every imported package, so a shipped file must import
-only torch, numpy, PIL, diffusers, huggingface_hub and the standard library: the pipeline's file is therefore one
-bundle, the package modules of `BUNDLE_MODULES` concatenated with their imports of each other dropped.
+`save_code` writes `pipeline_asintrovae.py` at the folder's root and the models' code in each component folder
+(the optional `latent_prior` included, when the pipeline has one), and points `model_index.json` at them, so that
+`DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)` loads the pipeline where `asintrovae_hf`
+is not installed. diffusers' loader fetches a relative import as another file of the repo and requires every
+imported package, so a shipped file must import only torch, numpy, PIL, diffusers, huggingface_hub and the standard
+library: each code file is therefore one bundle, package modules concatenated with their imports of each other
+dropped (`BUNDLE_MODULES` for the pipeline, `MODEL_BUNDLE_MODULES` for the encoder and decoder). Both bundles hold
+`json_io`, the package's one JSON reader.
 
 This module is also part of that bundle (a pipeline loaded as remote code saves itself with it).
 """
@@ -453,19 +590,34 @@ import os
 import re
 import sys
 
+
 # The code files of a saved pipeline (model_index.json refers to them by these module names).
 PIPELINE_MODULE = "pipeline_asintrovae"
 COMPONENT_MODULES = {"encoder": "modeling_asintrovae_encoder", "decoder": "modeling_asintrovae_decoder"}
+# Optional components: their code is written (and `model_index.json` names it) only when the pipeline has one.
+OPTIONAL_COMPONENT_MODULES = {"latent_prior": "modeling_asintrovae_latent_prior"}
 
 PACKAGE = "asintrovae_hf"
 # The package modules concatenated, in this order, into the saved `pipeline_asintrovae.py`; a module may import
 # from the ones before it, with single-line `from <module> import <names>` statements (dropped in the bundle).
 BUNDLE_MODULES = (
     "asintrovae_hf.objectives.elbo",
+    "asintrovae_hf.json_io",
+    "asintrovae_hf.pipelines.latents_and_labels",
     "asintrovae_hf.pipelines.image_processor",
     "asintrovae_hf.pipelines.remote_code",
+    "asintrovae_hf.pipelines.loading",
     "asintrovae_hf.pipelines.pipeline_asintrovae",
 )
+# The same for the encoder's and the decoder's code file (each holds every model class: `model_index.json` names one).
+MODEL_BUNDLE_MODULES = (
+    "asintrovae_hf.json_io",
+    "asintrovae_hf.models.loading",
+    "asintrovae_hf.models.blocks",
+    "asintrovae_hf.models.autoencoder_image",
+    "asintrovae_hf.models.autoencoder_vector",
+)
+MAX_INDEX_BYTES = 64 * 1024  # a model_index.json of this pipeline is under 1 KiB
 # What a shipped file may import besides the standard library: what a machine without this package has.
 ALLOWED_PACKAGES = frozenset({"diffusers", "huggingface_hub", "numpy", "PIL", "torch"})
 # Python 3.9 has no list of its standard library: the modules the shipped files use stand for it there.
@@ -570,6 +722,18 @@ def module_source(module) -> str:
     return source
 
 
+def code_of(cls) -> str:
+    """
+    The shipped code file of the class `cls`: the bundle its module belongs to, else its module alone (a module
+    that is itself a generated file, of a pipeline loaded as remote code, is copied as it is).
+    """
+    module = sys.modules[cls.__module__]
+    for bundle in (BUNDLE_MODULES, MODEL_BUNDLE_MODULES):
+        if module.__name__ in bundle:
+            return bundle_source(bundle)
+    return module_source(module)
+
+
 def write_source(text: str, path: str) -> None:
     """Write `text` to `path` atomically, never through a link or special file already at `path`."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -592,63 +756,51 @@ def write_source(text: str, path: str) -> None:
 def save_code(pipeline, save_directory) -> None:
     """Write the code files of `pipeline` saved in `save_directory` and point its `model_index.json` at them."""
     index_path = os.path.join(save_directory, "model_index.json")
-    with open(index_path) as f:
-        index = json.load(f)
-    module = sys.modules[type(pipeline).__module__]
-    # the package's pipeline ships as the bundle; a pipeline loaded as remote code already is one, and is copied
-    code = bundle_source() if module.__name__ == BUNDLE_MODULES[-1] else module_source(module)
-    write_source(code, os.path.join(save_directory, PIPELINE_MODULE + ".py"))
+    index = read_json(index_path, max_bytes=MAX_INDEX_BYTES, expect=dict)
+    write_source(code_of(type(pipeline)), os.path.join(save_directory, PIPELINE_MODULE + ".py"))
     index["_class_name"] = [PIPELINE_MODULE, type(pipeline).__name__]
-    for name, module_name in COMPONENT_MODULES.items():
-        component = getattr(pipeline, name)
+    for name, module_name in {**COMPONENT_MODULES, **OPTIONAL_COMPONENT_MODULES}.items():
+        component = getattr(pipeline, name, None)
+        if component is None:
+            # an optional component the pipeline does not have: no code and no entry (diffusers writes `[null,
+            # null]`), so that model_index.json is what it was before the component existed
+            index.pop(name, None)
+            continue
         component = getattr(component, "_orig_mod", component)  # torch.compile wrapper
-        write_source(module_source(sys.modules[type(component).__module__]),
-                     os.path.join(save_directory, name, module_name + ".py"))
+        write_source(code_of(type(component)), os.path.join(save_directory, name, module_name + ".py"))
         index[name] = [module_name, type(component).__name__]
     with open(index_path, "w") as f:
         json.dump(index, f, indent=2, sort_keys=True)
         f.write("\n")
 
 
-"""`AsIntroVAEPipeline`: sample, reconstruct, encode, decode, interpolate and score with a trained introspective VAE.
+"""
+How [`AsIntroVAEPipeline`] loads and saves: diffusers' `from_pretrained`, `load_config`, `from_pipe` and
+`save_pretrained`, with the plugin's classes for every component where the plugin is installed (no code from the folder
+or repo runs), the component classes checked against `model_index.json` and the components' `config.json`, and the
+pipeline's code saved with it (`remote_code.save_code`).
 
-This module is also the pipeline code of every saved pipeline: `save_pretrained` bundles it with the modules it
-imports from this package (`remote_code.BUNDLE_MODULES`) into the saved folder's `pipeline_asintrovae.py`, so that
-`DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` loads a pipeline where `asintrovae_hf` is not
-installed. It must therefore import only torch, diffusers, numpy and the standard library, and the modules bundled
-before it with single-line `from .module import names` statements (`remote_code` checks it at every save).
+This module is also part of the code every saved pipeline ships (it is bundled into `pipeline_asintrovae.py`):
+it must import only torch, diffusers, huggingface_hub and the standard library, and the modules bundled before it.
 """
 
-import contextlib
 import importlib
-import json
-import math
 import os
-from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import Optional, Union
 
-import numpy as np
-import torch
-from diffusers.image_processor import PipelineImageInput
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from diffusers.models.modeling_outputs import AutoencoderKLOutput
-from diffusers.models.modeling_utils import ModelMixin
-from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
-from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 # The model classes each component may have (`model_index.json` names one of them; anything else is refused).
 COMPONENT_CLASSES = {
     "encoder": ("AsIntroVAEEncoder", "AsIntroVAEVectorEncoder"),
     "decoder": ("AsIntroVAEDecoder", "AsIntroVAEVectorDecoder"),
 }
+# Components a pipeline may lack (`model_index.json` then does not list them, as in every pipeline saved before them).
+OPTIONAL_COMPONENT_CLASSES = {"latent_prior": ("GaussianMixtureLatentPrior",)}
 # The module diffusers' loader imports the component classes from when the plugin is installed. It must also hold
 # `ModelMixin` in its namespace: diffusers picks a component's loading method by the base classes it finds there.
 PLUGIN_MODELS_MODULE = "asintrovae_hf.models"
-MAX_INDEX_BYTES = 64 * 1024  # a model_index.json of this pipeline is under 1 KiB
 
 
 def _plugin_models():
@@ -672,75 +824,16 @@ def _check_component_config(folder, name: str, class_name: str) -> None:
     if not os.path.isfile(path) or os.path.getsize(path) > MAX_INDEX_BYTES:
         return  # diffusers reports the missing file itself
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f).get("_class_name")
-    except (ValueError, RecursionError, AttributeError, OSError):
+        saved = read_json(path, max_bytes=MAX_INDEX_BYTES, expect=dict).get("_class_name")
+    except (ValueError, RecursionError, OSError):
         return  # the component's loader reports an unreadable config itself
     if saved != class_name:
         raise ValueError(f"{folder}: model_index.json names {class_name} for {name!r}, but {name}/config.json is a "
                          f"{str(saved)[:100]}; expected the same class in both.")
 
 
-class AsIntroVAEPipeline(DiffusionPipeline):
-    r"""
-    Pipeline for an introspective VAE (AS-IntroVAE, Soft-IntroVAE, IntroVAE or VAE): sampling from the prior,
-    reconstruction, encoding, decoding and latent interpolation.
-
-    Images go in as PIL images, NumPy arrays (`H x W x C` or `B x H x W x C`) or tensors (`B x C x H x W`), as in
-    diffusers; float values must lie in `[0, 1]`, `uint8` values are read as `0..255` and `uint16` ones as
-    `0..65535`. Inputs are resized to the model's `sample_size`. [`AsIntroVAEImageProcessor`]
-    (`pipe.image_processor`) converts and checks every input, and refuses what it cannot read exactly. Every call
-    runs the models in eval mode (restoring their mode afterwards) and changes none of their weights or buffers, so a
-    sample depends only on its own latent or image, never on the rest of the batch.
-
-    Request sizes: a call whose latents and outputs would take more than `pipe.max_request_bytes` (4 GiB by default;
-    float32 latents and output values, `N x (latent_dim + values per sample) x 4` bytes) is refused before anything
-    is allocated, naming the most samples it may have; the networks then run on at most `pipe.forward_batch_size`
-    (256) samples at a time, so their activations take bounded memory. Latents are drawn for the whole request at
-    once, so chunking changes no draw; CPU kernels may round differently for different batch sizes (float32
-    rounding, as between a sample alone and in a batch).
-
-    Parameters:
-        encoder ([`AsIntroVAEEncoder`] or [`AsIntroVAEVectorEncoder`]): Maps data to `q(z | x)`.
-        decoder ([`AsIntroVAEDecoder`] or [`AsIntroVAEVectorDecoder`]): Maps latents to data.
-    """
-
-    model_cpu_offload_seq = "encoder->decoder"
-    # Request sizes. One call's latents and outputs (float32: `N x (latent_dim + values per sample) x 4` bytes) may
-    # take at most `max_request_bytes`; a larger request is refused before anything is allocated. The networks run
-    # on at most `forward_batch_size` samples at a time, so the activations' memory stays bounded whatever `N`.
-    max_request_bytes: int = 4 * 2**30
-    forward_batch_size: int = 256
-
-    def __init__(self, encoder: ModelMixin, decoder: ModelMixin):
-        super().__init__()
-        if encoder.config.latent_dim != decoder.config.latent_dim:
-            raise ValueError(
-                f"encoder and decoder latent_dim differ: {encoder.config.latent_dim} vs {decoder.config.latent_dim}."
-            )
-        self.register_modules(encoder=encoder, decoder=decoder)
-        # the one conversion of every input: images by `image_processor`, vectors by `vector_processor`
-        self.image_processor = self.vector_processor = None
-        if self.is_image_model:
-            self.image_processor = AsIntroVAEImageProcessor(channels=encoder.config.in_channels,
-                                                            sample_size=encoder.config.sample_size)
-        else:
-            self.vector_processor = AsIntroVAEVectorProcessor(encoder.config.in_features)
-
-    @property
-    def is_image_model(self) -> bool:
-        return hasattr(self.decoder.config, "out_channels")
-
-    @property
-    def latent_dim(self) -> int:
-        return self.decoder.config.latent_dim
-
-    @property
-    def num_classes(self) -> Optional[int]:
-        """The number of classes of a class-conditional pipeline (`num_class_embeds`); `None` if unconditional."""
-        return getattr(self.decoder.config, "num_class_embeds", None) or None
-
-    # ---- loading and saving ----------------------------------------------------------------------------------
+class AsIntroVAELoadingMixin:
+    """The loading and saving of [`AsIntroVAEPipeline`] (a mixin before diffusers' `DiffusionPipeline`)."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
@@ -777,13 +870,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         if os.path.getsize(json_file) > MAX_INDEX_BYTES:
             raise ValueError(f"{json_file}: expected at most {MAX_INDEX_BYTES} bytes, got "
                              f"{os.path.getsize(json_file)} bytes.")
-        try:
-            index = super()._dict_from_json_file(json_file, *args, **kwargs)
+        try:  # the package's JSON reader (size and nesting limits) where it is installed
+            index = read_json(json_file, max_bytes=MAX_INDEX_BYTES, expect=dict)
         except (ValueError, RecursionError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
             raise ValueError(f"{json_file} is not a readable JSON object: {type(err).__name__}: "
-                             f"{str(err)[:200]}") from None
-        if not isinstance(index, dict):
-            raise ValueError(f"{json_file} must hold a JSON object; got a JSON {type(index).__name__}.")
+                             f"{str(err)[:300]}") from None
         if _plugin_models() is not None and os.path.basename(str(json_file)) == cls.config_name:
             index["_class_name"] = cls.__name__
         return index
@@ -806,6 +897,17 @@ class AsIntroVAEPipeline(DiffusionPipeline):
                     )
                 _check_component_config(pretrained_model_name_or_path, name, entry[1])
                 index[name] = [PLUGIN_MODELS_MODULE, entry[1]]
+            for name, allowed in OPTIONAL_COMPONENT_CLASSES.items():
+                entry = index.get(name)
+                if entry is None or (isinstance(entry, (list, tuple)) and list(entry) == [None, None]):
+                    continue  # the pipeline has none (every pipeline saved before the component existed)
+                if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] in allowed):
+                    raise ValueError(
+                        f"{pretrained_model_name_or_path}: model_index.json entry {name!r} is {str(entry)[:200]}; "
+                        f"expected [module, class] with the class one of {', '.join(allowed)}, or no entry."
+                    )
+                _check_component_config(pretrained_model_name_or_path, name, entry[1])
+                index[name] = [PLUGIN_MODELS_MODULE, entry[1]]
         return loaded
 
     @classmethod
@@ -814,9 +916,9 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         A new pipeline sharing the components of `pipeline` (no copy), with diffusers' `from_pipe` and its
         arguments (`dtype`, `encoder=` or `decoder=` to replace one, ...).
         """
-        # diffusers takes a component over only when its exact class is in the signature's type hints, which this
-        # file cannot import (it is also the code of saved pipelines): hand the components over explicitly.
-        for name in COMPONENT_CLASSES:
+        # diffusers takes a component over only when its exact class is in the signature's type hints, which the
+        # pipeline's file cannot import (it is also the code of saved pipelines): hand the components over explicitly.
+        for name in (*COMPONENT_CLASSES, *OPTIONAL_COMPONENT_CLASSES):
             if name not in kwargs and getattr(pipeline, name, None) is not None:
                 kwargs[name] = getattr(pipeline, name)
         return super().from_pipe(pipeline, **kwargs)
@@ -832,12 +934,11 @@ class AsIntroVAEPipeline(DiffusionPipeline):
     ):
         r"""
         Save the pipeline as diffusers does (safetensors weights and configs per component, `model_index.json`),
-        plus its code in the layout of custom Hub pipelines (`remote_code.save_code`): this module, bundled with the
-        package modules it imports, as `pipeline_asintrovae.py`, and the models' module in each component folder,
-        generated from the installed package at save time (copied as loaded, for a pipeline loaded as remote code,
-        which already is that bundle). `model_index.json`
-        names them, so the saved folder or repo also loads with `DiffusionPipeline.from_pretrained(...,
-        trust_remote_code=True)` where `asintrovae_hf` is not installed.
+        plus its code in the layout of custom Hub pipelines (`remote_code.save_code`): the pipeline's modules bundled
+        into `pipeline_asintrovae.py` and the models' modules into one file in each component folder, generated from
+        the installed package at save time (copied as loaded, for a pipeline loaded as remote code, which already is
+        those bundles). `model_index.json` names them, so the saved folder or repo also loads with
+        `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` where `asintrovae_hf` is not installed.
 
         Args:
             save_directory (`str` or `os.PathLike`): The folder.
@@ -856,6 +957,134 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             repo_id = create_repo(repo_id, exist_ok=True, private=kwargs.pop("private", None), token=token).repo_id
             self._upload_folder(save_directory, repo_id, token=token, commit_message=kwargs.pop("commit_message", None),
                                 create_pr=kwargs.pop("create_pr", False))
+
+
+"""`AsIntroVAEPipeline`: sample, reconstruct, encode, decode, interpolate and score with a trained introspective VAE.
+
+The user API; how the pipeline loads and saves is `loading.py`, the checks of its inputs `image_processor.py` and
+`latents_and_labels.py`. This module is also the pipeline code of every saved pipeline: `save_pretrained` bundles it
+with the modules it imports from this package (`remote_code.BUNDLE_MODULES`) into the saved folder's
+`pipeline_asintrovae.py`, so that `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` loads a pipeline
+where `asintrovae_hf` is not installed. It must therefore import only torch, diffusers, numpy and the standard library,
+and the modules bundled before it with single-line `from .module import names` statements (`remote_code` checks it at
+every save).
+"""
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import numpy as np
+import torch
+from diffusers.image_processor import PipelineImageInput
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# Where `__call__` draws its latents from: the prior `N(0, I)`, or the pipeline's fitted `latent_prior`.
+LATENT_SAMPLERS = ("prior", "fitted")
+
+NO_LATENT_PRIOR = ("latent_sampler='fitted' needs the pipeline's fitted latent prior, and this pipeline has none: fit "
+                   "one with `pipe.latent_prior = asintrovae_hf.models.fit_latent_prior(pipe, train_images)` (then "
+                   "`pipe.save_pretrained(...)` keeps it).")
+
+
+class AsIntroVAEPipeline(AsIntroVAELoadingMixin, DiffusionPipeline):
+    r"""
+    Pipeline for an introspective VAE (AS-IntroVAE, Soft-IntroVAE, IntroVAE or VAE): sampling from the prior,
+    reconstruction, encoding, decoding and latent interpolation.
+
+    Images go in as PIL images, NumPy arrays (`H x W x C` or `B x H x W x C`) or tensors (`B x C x H x W`), as in
+    diffusers; float values must lie in `[0, 1]`, `uint8` values are read as `0..255` and `uint16` ones as
+    `0..65535`. Inputs are resized to the model's `sample_size`. [`AsIntroVAEImageProcessor`]
+    (`pipe.image_processor`) converts and checks every input, and refuses what it cannot read exactly. Every call
+    runs the models in eval mode (restoring their mode afterwards) and changes none of their weights or buffers, so a
+    sample depends only on its own latent or image, never on the rest of the batch.
+
+    Request sizes: a call whose latents and outputs would take more than `pipe.max_request_bytes` (4 GiB by default;
+    float32 latents and output values, `N x (latent_dim + values per sample) x 4` bytes) is refused before anything
+    is allocated, naming the most samples it may have; the networks then run on at most `pipe.forward_batch_size`
+    (256) samples at a time, so their activations take bounded memory. Latents are drawn for the whole request at
+    once, so chunking changes no draw; CPU kernels may round differently for different batch sizes (float32
+    rounding, as between a sample alone and in a batch).
+
+    Parameters:
+        encoder ([`AsIntroVAEEncoder`] or [`AsIntroVAEVectorEncoder`]): Maps data to `q(z | x)`.
+        decoder ([`AsIntroVAEDecoder`] or [`AsIntroVAEVectorDecoder`]): Maps latents to data.
+        latent_prior ([`GaussianMixtureLatentPrior`], *optional*): A density fitted to the training split's
+            posterior means (`asintrovae_hf.models.fit_latent_prior`), which `__call__(latent_sampler="fitted")`
+            draws from. Set it with `pipe.latent_prior = prior`; `save_pretrained` saves it when it is there.
+    """
+
+    model_cpu_offload_seq = "encoder->decoder"
+    _optional_components = ["latent_prior"]
+    # Request sizes. One call's latents and outputs (float32: `N x (latent_dim + values per sample) x 4` bytes) may
+    # take at most `max_request_bytes`; a larger request is refused before anything is allocated. The networks run
+    # on at most `forward_batch_size` samples at a time, so the activations' memory stays bounded whatever `N`.
+    max_request_bytes: int = 4 * 2**30
+    forward_batch_size: int = 256
+
+    def __init__(self, encoder: ModelMixin, decoder: ModelMixin, latent_prior: Optional[ModelMixin] = None):
+        super().__init__()
+        if encoder.config.latent_dim != decoder.config.latent_dim:
+            raise ValueError(
+                f"encoder and decoder latent_dim differ: {encoder.config.latent_dim} vs {decoder.config.latent_dim}."
+            )
+        self.register_modules(encoder=encoder, decoder=decoder, latent_prior=latent_prior)
+        # the one conversion of every input: images by `image_processor`, vectors by `vector_processor`
+        self.image_processor = self.vector_processor = None
+        if self.is_image_model:
+            self.image_processor = AsIntroVAEImageProcessor(channels=encoder.config.in_channels,
+                                                            sample_size=encoder.config.sample_size)
+        else:
+            self.vector_processor = AsIntroVAEVectorProcessor(encoder.config.in_features)
+
+    def __setattr__(self, name, value):
+        # diffusers records a component set after `__init__` in the config (so `save_pretrained` saves it) only when
+        # it was not `None` before: `pipe.latent_prior = prior` on a pipeline without one must record it too.
+        if name in OPTIONAL_COMPONENT_CLASSES and value is not None:
+            self._check_latent_prior(value)
+        super().__setattr__(name, value)
+        if name in OPTIONAL_COMPONENT_CLASSES and "_internal_dict" in self.__dict__ and hasattr(self.config, name):
+            module = getattr(value, "_orig_mod", value)  # a torch.compile wrapper
+            # what diffusers' register_modules records for a class outside diffusers: its module and its name
+            self.register_to_config(**{name: (None, None) if value is None else (type(module).__module__,
+                                                                                 type(module).__name__)})
+
+    def _check_latent_prior(self, prior) -> None:
+        dim = getattr(getattr(prior, "config", None), "latent_dim", None)
+        if not callable(getattr(prior, "sample", None)) or dim is None:
+            raise ValueError(f"latent_prior must be a fitted latent prior (GaussianMixtureLatentPrior), got "
+                             f"{type(prior).__name__}.")
+        decoder = self.__dict__.get("decoder") or self._modules.get("decoder")
+        if decoder is not None and dim != decoder.config.latent_dim:
+            raise ValueError(f"latent_prior has latent_dim {dim}; the decoder's is {decoder.config.latent_dim}.")
+
+    @property
+    def components(self):
+        """diffusers' `components`, without an optional component the pipeline does not have (`latent_prior` left
+        `None`): a pipeline without one has the `{"encoder", "decoder"}` it had before the component existed."""
+        return {name: module for name, module in super().components.items()
+                if not (name in OPTIONAL_COMPONENT_CLASSES and module is None)}
+
+    @property
+    def is_image_model(self) -> bool:
+        return hasattr(self.decoder.config, "out_channels")
+
+    @property
+    def latent_dim(self) -> int:
+        return self.decoder.config.latent_dim
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """The number of classes of a class-conditional pipeline (`num_class_embeds`); `None` if unconditional."""
+        return getattr(self.decoder.config, "num_class_embeds", None) or None
 
     # ---- inputs and outputs ----------------------------------------------------------------------------------
 
@@ -963,9 +1192,10 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         class_labels: Optional[Union[int, List[int], torch.Tensor]] = None,
+        latent_sampler: str = "prior",
     ) -> Union[ImagePipelineOutput, tuple]:
         r"""
-        Sample from the prior `z ~ N(0, I)` and decode.
+        Sample latents from the prior `z ~ N(0, I)` (or the fitted `latent_prior`) and decode.
 
         Args:
             batch_size (`int`, *optional*, defaults to 1): Number of samples.
@@ -977,6 +1207,9 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             class_labels (`int`, `List[int]` or `torch.Tensor`, *optional*): For a class-conditional model: the class
                 of every sample (an int), or of each (a list of `batch_size`; its length is the batch size when
                 `batch_size` is left at 1).
+            latent_sampler (`str`, *optional*, defaults to `"prior"`): Where the latents come from: `"prior"`,
+                `N(0, I)`; or `"fitted"`, the pipeline's `latent_prior` (a density fitted to the training split's
+                posterior means; refused when the pipeline has none). Ignored when `latents` are given.
 
         Examples:
             ```py
@@ -985,9 +1218,15 @@ class AsIntroVAEPipeline(DiffusionPipeline):
 
             >>> pipe = AsIntroVAEPipeline.from_pretrained("path/or/hub-id")
             >>> images = pipe(batch_size=16, generator=torch.manual_seed(0)).images
+            >>> fitted = pipe(batch_size=16, generator=torch.manual_seed(0), latent_sampler="fitted").images
             ```
         """
         self._check_output_type(output_type)
+        if latent_sampler not in LATENT_SAMPLERS:
+            raise ValueError(f"latent_sampler must be one of {', '.join(map(repr, LATENT_SAMPLERS))}, got "
+                             f"{str(latent_sampler)[:80]!r}.")
+        if latent_sampler == "fitted" and latents is None and getattr(self, "latent_prior", None) is None:
+            raise ValueError(NO_LATENT_PRIOR)
         if latents is None:
             if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -996,8 +1235,12 @@ class AsIntroVAEPipeline(DiffusionPipeline):
             if isinstance(generator, list) and len(generator) != batch_size:
                 raise ValueError(f"Got {len(generator)} generators for batch_size {batch_size}; give one per sample.")
             self._check_request_size(batch_size, output_type, "batch_size")
-            latents = randn_tensor((batch_size, self.latent_dim), generator=generator, device=self._execution_device,
-                                   dtype=self.decoder.dtype)
+            if latent_sampler == "fitted":
+                latents = self.latent_prior.sample(batch_size, generator=generator, device=self._execution_device,
+                                                   dtype=self.decoder.dtype)
+            else:
+                latents = randn_tensor((batch_size, self.latent_dim), generator=generator,
+                                       device=self._execution_device, dtype=self.decoder.dtype)
         latents = check_latents(latents, self.latent_dim, self._execution_device, self.decoder.dtype)
         labels = check_class_labels(class_labels, len(latents), self._execution_device)
         with self._inference():
@@ -1096,7 +1339,7 @@ class AsIntroVAEPipeline(DiffusionPipeline):
         is the one its training loss implies: a Gaussian of variance 1/2 per value around the decoder's output (so
         `-log p(x|z)` is the squared error the objectives use, plus `D/2 log(pi)`), or a Bernoulli for a decoder with
         a sigmoid output (the `bce` loss). Introspective VAEs score out-of-distribution data higher than their
-        training data; `scripts/ood.py` measures the AUROC of that.
+        training data; `asintrovae-ood` measures the AUROC of that.
 
         Args:
             images: PIL images, arrays or tensors (as for `encode`); vectors for vector models.
