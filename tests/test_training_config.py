@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 import asintrovae_hf.training.loop as training
+import asintrovae_hf.training.setup as training_setup
 from asintrovae_hf.objectives.config import ObjectiveConfig
 from asintrovae_hf.training.args import build_parser, option_names, parse_args
 from asintrovae_hf.training.config import DataConfig, LoggingConfig, ModelConfig, OptimizationConfig, TrainingConfig
@@ -61,6 +62,7 @@ def test_the_help_shows_the_digits_defaults():
 
 def test_every_flag_is_one_config_field():
     assert sorted(option_names()) == sorted(TrainingConfig().options())
+    assert len(option_names()) == len(set(option_names()))  # exactly one flag per field
     assert "hub_token" not in repr(parse_args(["--hub_token", "secret"]))
 
 
@@ -93,13 +95,13 @@ def test_a_config_built_in_python_trains_as_the_command_line_does(tmp_path, monk
 @pytest.mark.parametrize("extra", [[], ["--class_column", "label"]], ids=["unconditional", "class-conditional"])
 def test_set_seed_is_called_once_per_run(tmp_path, monkeypatch, extra):
     seeds = []
-    real_set_seed = training.set_seed
+    real_set_seed = training_setup.set_seed
 
     def counting_set_seed(seed, *args, **kwargs):
         seeds.append(seed)
         return real_set_seed(seed, *args, **kwargs)
 
-    monkeypatch.setattr(training, "set_seed", counting_set_seed)
+    monkeypatch.setattr(training_setup, "set_seed", counting_set_seed)
     training.train(parse_args(TINY + ["--output_dir", str(tmp_path / "o"), "--max_train_steps", "1", "--seed", "3",
                                       *extra]))
     assert seeds == [3]

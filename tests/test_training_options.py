@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import asintrovae_hf.hub as hub
+import asintrovae_hf.training.inputs as training_inputs
 import asintrovae_hf.training.loop as training
+import asintrovae_hf.training.setup as training_setup
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.training.loop import main, train
 from asintrovae_hf.training.args import parse_args
@@ -64,7 +66,7 @@ def spy_on_train_step(monkeypatch):
     def spy(objective, encoder, decoder, opt_e, opt_d, x, *args, **kwargs):
         conv = next(p for p in encoder.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] > 1)
         seen.append({
-            "compiled": training.is_compiled_module(encoder) and training.is_compiled_module(decoder),
+            "compiled": training_setup.is_compiled_module(encoder) and training_setup.is_compiled_module(decoder),
             "x_channels_last": x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
             "weight_channels_last": conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous(),
         })
@@ -130,7 +132,7 @@ def test_compile_without_a_cxx_compiler_fails_clearly(tmp_path):
     # (the compiler search is cached per list of candidates: a new list is searched afresh). torch's own `patch`
     # restores the option; monkeypatch's undo left torch's config without it, failing later compile tests.
     with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-g++"))}):
-        with pytest.raises(training.UsageError, match="C\\+\\+ compiler") as info:
+        with pytest.raises(training_setup.UsageError, match="C\\+\\+ compiler") as info:
             train(parse_args(TINY + ["--output_dir", str(tmp_path / "x"), "--max_train_steps", "1", "--compile"]))
     assert "--compile" in str(info.value)
     assert not (tmp_path / "x" / "checkpoint-1").exists()
@@ -253,7 +255,7 @@ def test_expected_failures_print_one_line(tmp_path, monkeypatch, capsys):
     def unreachable(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'someone/data' on the Hub (LocalEntryNotFoundError)")
 
-    monkeypatch.setattr(training, "load_image_dataset", unreachable)
+    monkeypatch.setattr(training_inputs, "load_image_dataset", unreachable)
     assert main(TINY + ["--output_dir", str(tmp_path / "a"), "--dataset_name", "someone/data"]) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]

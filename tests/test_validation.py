@@ -10,7 +10,9 @@ import yaml
 import asintrovae_hf.training.validation as validation
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.training.args import parse_args
-from asintrovae_hf.training.loop import _load_data, main, setup, train
+from asintrovae_hf.training.inputs import load_training_data
+from asintrovae_hf.training.loop import main, train
+from asintrovae_hf.training.setup import setup
 from helpers import TINY, pipeline_weights, reset_accelerate
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate")
@@ -148,10 +150,10 @@ def test_validation_split_holds_out_rows_of_a_folder_and_of_a_saved_dataset(tmp_
     for source in (["--train_data_dir", str(tmp_path / "images")], ["--dataset_name", str(tmp_path / "saved")]):
         config = parse_args(QUICK + source + ["--output_dir", str(tmp_path / "out"), "--validation_steps", "2",
                                               "--validation_split", "0.2", "--max_train_samples", "100"])
-        train_part, column, held_out = _load_data(config.data, 0.2)
+        train_part, column, held_out = load_training_data(config.data, 0.2)
         assert (len(train_part), len(held_out)) == (32, 8)
         assert not _pixels(train_part, column) & _pixels(held_out, column)
-        again = _load_data(config.data, 0.2)[2]  # the same rows every time
+        again = load_training_data(config.data, 0.2)[2]  # the same rows every time
         assert _pixels(again, column) == _pixels(held_out, column)
         run = setup(config)
         assert run.data.num_images == 32 and len(run.validation.images) == 8 and run.validation.classifier is None

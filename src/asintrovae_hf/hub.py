@@ -7,7 +7,6 @@ The card is filled from `model_cards/model_card_template.md`, shipped inside the
 
 import glob
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from huggingface_hub.utils import (
     filter_repo_objects,
 )
 
-from .builtin_datasets import BUILTIN_DATASETS
+from .data.sources import card_source
 from .errors import HubError, network_errors, one_line
 from .objectives.registry import get_objective, objective_names
 
@@ -43,40 +42,10 @@ TAGS = ("asintrovae", "introvae", "vae", "unconditional-image-generation", "diff
 PAPER_URL = "https://arxiv.org/abs/2206.13903"
 PACKAGE_URL = "https://pypi.org/project/asintrovae-hf/"
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _LOGIN_HINT = "log in with `hf auth login` (`huggingface-cli login` in older huggingface_hub) or pass --hub_token"
 
 
 # ---- model card -------------------------------------------------------------------------------------------------
-
-
-def _is_hub_dataset(name: Optional[str]) -> bool:
-    if not name or name in ("imagefolder", *BUILTIN_DATASETS):
-        return False
-    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
-        return False
-    return bool(_HUB_ID.match(name))
-
-
-def _describe_dataset(name: Optional[str]) -> Tuple[str, str]:
-    """(short name for the first sentence, paragraph for the dataset section)."""
-    if name in (None, *BUILTIN_DATASETS):
-        spec = BUILTIN_DATASETS[name or "digits"]
-        short = "handwritten digits" if spec.name == "digits" else "MNIST digits (the built-in `mnist-5k`)"
-        return short, (
-            f"The built-in `{spec.name}` data: {spec.description} ([source]({spec.homepage}), license "
-            f"{spec.license}), resized to the training resolution. Trained on its fixed train split: "
-            f"{spec.num_heldout} images stratified by class (`random_state={spec.split_seed}`) are held out for "
-            f"evaluation (`asintrovae_hf.builtin_datasets`)."
-        )
-    if name == "imagefolder":
-        return "a folder of images", "A local folder of images, read with datasets' `imagefolder` builder."
-    if _is_hub_dataset(name):
-        return f"[{name}](https://huggingface.co/datasets/{name})", (
-            f"The [{name}](https://huggingface.co/datasets/{name}) dataset from the Hugging Face Hub."
-        )
-    local = os.path.basename(os.path.normpath(name))  # not the full path: it may name the user's machine
-    return f"`{local}`", f"A local dataset, `{local}`."
 
 
 def _cell(value: Any, short_floats: bool = False) -> str:
@@ -125,6 +94,7 @@ def create_model_card(
         `huggingface_hub.ModelCard`: the card, also saved as `output_dir/README.md`.
     """
     tags = list(TAGS) + ([objective] if objective not in TAGS else [])
+    source = card_source(dataset_name)
     # an objective that is not registered here (a plugin's, not imported) is named as it is
     objective_class = get_objective(objective) if objective in objective_names() else None
     card_data = ModelCardData(
@@ -132,9 +102,9 @@ def create_model_card(
         license=license,
         tags=tags,
         pipeline_tag="unconditional-image-generation",
-        datasets=[dataset_name] if _is_hub_dataset(dataset_name) else None,
+        datasets=[source.hub_id] if source.hub_id else None,
     )
-    dataset_display, dataset_description = _describe_dataset(dataset_name)
+    dataset_display, dataset_description = source.card_text()
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path or TEMPLATE_PATH),

