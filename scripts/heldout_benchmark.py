@@ -29,11 +29,11 @@ import time
 import torch
 
 from asintrovae_hf.json_io import read_json
+from asintrovae_hf.objectives.config import PRESETS
+from asintrovae_hf.objectives.registry import objective_names
 from asintrovae_hf.process_settings import torch_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OBJECTIVES = ("vae", "introvae", "soft-introvae", "as-introvae")
-PRESETS = ("reference", "recommended")
 
 # What a 2-core CPU can afford per run (docs/results.md, "The MNIST table": the paper's setting is the named
 # configuration `mnist`; this keeps its objective, learning rate and latent size and shrinks the networks, the batch and
@@ -66,8 +66,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     for method in args.methods:
         objective, _, preset = method.partition(":")
-        if objective not in OBJECTIVES or (preset and preset not in PRESETS):
-            p.error(f"--methods takes objective[:preset] with objective in {', '.join(OBJECTIVES)} and preset in "
+        if objective not in objective_names() or (preset and preset not in PRESETS):
+            p.error(f"--methods takes objective[:preset] with objective in {', '.join(objective_names())} and preset in "
                     f"{', '.join(PRESETS)}; got {method!r}")
     args.train_args = extra
     return args

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from asintrovae_hf.models.autoencoders import check_sample_size
+from asintrovae_hf.models.loading import check_sample_size
 from asintrovae_hf.training.args import parse_args, scaled_step_rules, scheduler_kwargs
 from asintrovae_hf.training.config_files import named_configs
 from helpers import TINY, pipeline_weights, reset_accelerate

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, IntrospectiveObjective, train_step
-from asintrovae_hf.models.autoencoders import ResidualBlock, upsample_conv3x3
+from asintrovae_hf.models.blocks import ResidualBlock, upsample_conv3x3
 
 CONFIGS = {"mnist28": dict(sample_size=28, block_out_channels=(64, 128)),
            "small16": dict(sample_size=16, block_out_channels=(8, 16, 16))}

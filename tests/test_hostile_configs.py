@@ -13,13 +13,9 @@ import pytest
 import torch
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from asintrovae_hf.models.autoencoders import (
-    MAX_ACTIVATION_VALUES,
-    MAX_PARAMETERS,
-    check_weight_file,
-    conv_model_size,
-    mlp_size,
-)
+from asintrovae_hf.models.autoencoder_image import conv_model_size
+from asintrovae_hf.models.autoencoder_vector import mlp_size
+from asintrovae_hf.models.loading import MAX_ACTIVATION_VALUES, MAX_PARAMETERS, check_weight_file
 from helpers import TINY, run_training_script, tiny_image_pipeline, tiny_vector_pipeline
 
 ADDRESS_SPACE_LIMIT = 6 * 2**30  # bytes: torch and diffusers import in well under this; 10**9 parameters do not fit
@@ -63,7 +59,7 @@ ABSURD = [
 CHILD = r"""
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), int(sys.argv[1])))
-import asintrovae_hf.models.autoencoders as models
+import asintrovae_hf.models as models
 for line in sys.stdin:
     case = json.loads(line)
     cls = getattr(models, case["cls"])

@@ -5,7 +5,7 @@ import torch
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from asintrovae_hf.models.autoencoders import check_sample_size
+from asintrovae_hf.models.loading import check_sample_size
 
 # (sample_size, block_out_channels): the reference configurations (channels shrunk where only the layout matters)
 SIZES = [

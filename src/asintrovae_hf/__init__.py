@@ -9,7 +9,8 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 from .objectives.as_distance import as_distance
 from .objectives.losses import kl_divergence, reconstruction_error, reparameterize
-from .models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
+from .models.autoencoder_image import AsIntroVAEDecoder, AsIntroVAEEncoder
+from .models.autoencoder_vector import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
 from .objectives.config import OBJECTIVES, PRESETS, ObjectiveConfig, weight_schedule
 from .objectives.introspective import IntrospectiveObjective
 from .pipelines.pipeline_asintrovae import AsIntroVAEPipeline

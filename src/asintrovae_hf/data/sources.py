@@ -10,9 +10,10 @@ import functools
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 from ..errors import require
+from ..objectives.registry import objective_dataset_defaults
 from .builtin import BUILTIN_DATASETS, BuiltinDataset, load_builtin_dataset
 
 # A Hub id, `name` or `owner/name`: a dataset the model card can link to.
@@ -96,12 +97,11 @@ class DataSource:
 @dataclass(frozen=True)
 class BuiltinSource(DataSource):
     """
-    A built-in dataset: offline, trained on its fixed `"train"` split, validated on its `"test"` split;
-    `tuned_objective_defaults` returns the objective options measured on it.
+    A built-in dataset: offline, trained on its fixed `"train"` split, validated on its `"test"` split; the objective
+    options measured on it are each registered objective's `defaults[name]` (`objectives.registry`).
     """
 
     builtin: BuiltinDataset
-    tuned_objective_defaults: Optional[Callable[[], Mapping[str, Dict[str, float]]]] = None
     heldout_split: str = "test"
 
     @property
@@ -122,7 +122,7 @@ class BuiltinSource(DataSource):
 
     @property
     def objective_defaults(self) -> Mapping[str, Dict[str, float]]:
-        return self.tuned_objective_defaults() if self.tuned_objective_defaults else {}
+        return objective_dataset_defaults(self.builtin.name)
 
     def load(self, split: Optional[str] = "train", config_name: Optional[str] = None, cache_dir: Optional[str] = None):
         return load_builtin_dataset(self.builtin.name, split or "train")
@@ -216,14 +216,8 @@ class DatasetSource(DataSource):
         return f"`{local}`", f"A local dataset, `{local}`."
 
 
-def _digits_objective_defaults() -> Mapping[str, Dict[str, float]]:
-    from ..training.config import DIGITS_OBJECTIVE_DEFAULTS  # measured with the training options and kept there
-
-    return DIGITS_OBJECTIVE_DEFAULTS
-
-
 BUILTIN_SOURCES: Mapping[str, BuiltinSource] = {
-    "digits": BuiltinSource(BUILTIN_DATASETS["digits"], tuned_objective_defaults=_digits_objective_defaults),
+    "digits": BuiltinSource(BUILTIN_DATASETS["digits"]),
     "mnist-5k": BuiltinSource(BUILTIN_DATASETS["mnist-5k"]),
 }
 

@@ -268,7 +268,7 @@ def parse_args(argv: Optional[List[str]] = None) -> TrainingConfig:
     _check_options(fail, options)
     if not options["pretrained_model_name_or_path"] and {"resolution", "block_out_channels"} & from_file:
         # from a file, refused here, naming it (from the command line the set-up refuses it, before any data)
-        from ..models.autoencoders import check_sample_size
+        from ..models.loading import check_sample_size
 
         try:
             check_sample_size(options["resolution"], options["block_out_channels"])

@@ -33,7 +33,7 @@ from accelerate import Accelerator
 from ..errors import CheckpointError, one_line, unpickling_detail
 from ..json_io import JsonFileError, read_json
 from .faults import describe_disk_error, is_disk_error
-from ..models.autoencoders import check_plain_tree, check_weight_file
+from ..models.loading import check_plain_tree, check_weight_file
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ from .checkpointing import (  # noqa: E402
 from ..data import ImageTransform, collate_fn, make_train_dataset, resolve_class_column  # noqa: E402
 from ..errors import UsageError, network_errors, one_line  # noqa: E402
 from .faults import RunLock, StopSignals  # noqa: E402
-from ..models.autoencoders import AsIntroVAEDecoder, AsIntroVAEEncoder, check_sample_size  # noqa: E402
+from ..models.autoencoder_image import AsIntroVAEDecoder, AsIntroVAEEncoder  # noqa: E402
+from ..models.loading import check_sample_size  # noqa: E402
 from ..objectives.introspective import IntrospectiveObjective  # noqa: E402
 from ..pipelines.pipeline_asintrovae import AsIntroVAEPipeline  # noqa: E402
 from .precision import precision_warning  # noqa: E402
