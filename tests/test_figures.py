@@ -15,7 +15,7 @@ from asintrovae_hf.evaluation.figures import gradient_norm_figure, seed_figure  
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ["heldout_mnist.png", "digits_seeds.png", "toy_8gaussians_seeds.png", "mechanism_gradient_norms.png",
-          "digits_grid.png", "toy_grid_8gaussians.png"]
+          "digits_grid.png", "toy_grid_8gaussians.png", "zoo_samples.png"]
 
 
 def records(folder):
@@ -36,10 +36,10 @@ def test_the_command_draws_every_chart_from_the_committed_records(tmp_path):
         assert 500 <= image.width <= 3000 and 300 <= image.height <= 2000, (name, image.size)
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
         assert len(np.unique(pixels, axis=0)) > 50, name  # drawn, not blank
-    # the docs show the charts under these names
-    results_page = (ROOT / "docs" / "results.md").read_text()
+    # the docs show the figures under these names
+    pages = "".join(page.read_text() for page in (ROOT / "docs").glob("*.md"))
     for name in CHARTS:
-        assert f"figures/{name}" in results_page, name
+        assert f"figures/{name}" in pages, name
 
 
 def test_the_mnist_chart_draws_the_recorded_values(tmp_path):

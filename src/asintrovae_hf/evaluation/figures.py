@@ -8,9 +8,10 @@ The charts of `docs/figures`, drawn with matplotlib from the committed records i
 - `toy_8gaussians_seeds.png`: KL and JSD of the 2D toy runs per method and seed (`results/toy2d-depth4`);
 - `mechanism_gradient_norms.png`: the encoder's gradient norms over training (`results/mechanism`);
 - `digits_grid.png`, `toy_grid_8gaussians.png`: the robustness grids as heat maps (`results/robustness`,
-  `results/toy2d-grid`).
+  `results/toy2d-grid`);
+- `zoo_samples.png`: samples of the pipelines that ship with the package ([`asintrovae_hf.zoo`]).
 
-The image grids in `docs/figures` need trained models that are not committed; they come from other commands:
+The other image grids in `docs/figures` need trained models that are not committed; they come from other commands:
 `toy_8gaussians.png` and `toy_8gaussians_depth4.png` from `asintrovae-toy2d --summarize ... --model_dir DIR` (the toy
 runs' kept networks), `digits_samples.png` and `digits_per_class.png` from `scripts/sample_grid.py` (its command is
 under each figure in `docs/results.md`), and the `demo_*.png` screenshots from `tests/test_demo_browser.py` with
@@ -174,8 +175,43 @@ def gradient_norm_figure(records: Sequence[Dict], path: str, floor: float = 1e-8
     return drawn
 
 
+def zoo_samples_figure(path: str, num_images: int = 16, seed: int = 0) -> Dict[str, np.ndarray]:
+    """
+    `num_images` samples of each shipped pipeline from the generator `torch.manual_seed(seed)`, one panel per
+    pipeline. Returns `name -> the images drawn` (`N x H x W x C` in `[0, 1]`).
+    """
+    import torch
+
+    from ..pipelines.pipeline_asintrovae import AsIntroVAEPipeline
+    from ..zoo import zoo_names, zoo_path
+
+    names = zoo_names()
+    fig = new_figure(2.4 * len(names), 2.9)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    drawn = {}
+    for ax, name in zip(axes, names):
+        pipe = AsIntroVAEPipeline.from_pretrained(zoo_path(name))
+        images = pipe(batch_size=num_images, generator=torch.manual_seed(seed), output_type="np").images
+        drawn[name] = images
+        cols = int(np.ceil(np.sqrt(num_images)))
+        rows = -(-num_images // cols)
+        size, channels = images.shape[1], images.shape[3]
+        step = size + 1  # a white line between images
+        tiled = np.ones((rows * step - 1, cols * step - 1, channels), dtype=images.dtype)
+        for i, image in enumerate(images):
+            tiled[(i // cols) * step:(i // cols) * step + size, (i % cols) * step:(i % cols) * step + size] = image
+        ax.imshow(tiled[..., 0] if channels == 1 else tiled, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{name}\n{size} x {size}, seed {seed}", fontsize=8)
+        ax.set_axis_off()
+    fig.savefig(path, dpi=120)
+    return drawn
+
+
 def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
-    """Draw every chart of `docs/figures` from the records under `results_dir`; returns `file name -> path`."""
+    """
+    Draw every chart of `docs/figures` from the records under `results_dir`, and the zoo's samples; returns
+    `file name -> path`.
+    """
     os.makedirs(output_dir, exist_ok=True)
     out = lambda name: os.path.join(output_dir, name)  # noqa: E731
     records = lambda folder: read_records(os.path.join(results_dir, folder, "runs.jsonl"))  # noqa: E731
@@ -211,6 +247,9 @@ def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
     save_grid_heatmap(grid_cells(toy_grid, "kl"), out("toy_grid_8gaussians.png"), "KL",
                       f"8 Gaussians, 2,000 iterations, {_seeds_text(toy_grid)}", order=_method_key)
     written["toy_grid_8gaussians.png"] = out("toy_grid_8gaussians.png")
+
+    zoo_samples_figure(out("zoo_samples.png"))
+    written["zoo_samples.png"] = out("zoo_samples.png")
     return written
 
 
