@@ -105,13 +105,14 @@ def seed_figure(records: Sequence[Dict], metrics: Dict[str, str], path: str, tit
                         markersize=4, label=None if seed in labelled else f"seed {seed}")
                 labelled.add(seed)
             stats = describe(list(per_seed.values()))
-            low, high = ((min(per_seed.values()), max(per_seed.values())) if metric in log_metrics
-                         else (stats["ci_low"], stats["ci_high"]))
             if stats["n"] > 1:
-                bar = "mean, range of seeds" if metric in log_metrics else "mean, 95 % t interval"
+                if metric in log_metrics:
+                    bar, low, high = "mean, range of seeds", min(per_seed.values()), max(per_seed.values())
+                else:
+                    bar, low, high = "mean, 95 % t interval", stats["ci_low"], stats["ci_high"]
                 ax.errorbar(x, stats["mean"], yerr=[[stats["mean"] - low], [high - stats["mean"]]], fmt="_",
-                            color="C3" if metric in log_metrics else "C0", markersize=14, capsize=4,
-                            elinewidth=1.5, label=None if bar in labelled else bar)
+                            color="C3", markersize=14, capsize=4, elinewidth=1.5,
+                            label=None if bar in labelled else bar)
                 labelled.add(bar)
             else:
                 ax.plot(x, stats["mean"], "_", color="C3", markersize=14)
