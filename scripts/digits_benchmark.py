@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from asintrovae_hf.evaluation.figures import gradient_norm_figure
 from asintrovae_hf.experiments.images.robustness_grid import (
     grid_cells,
     grid_markdown,
@@ -170,59 +171,6 @@ def markdown(records) -> str:
 def _classes_covered(records) -> str:
     covered = [r["classes_covered"] for r in records if "classes_covered" in r]
     return f"{np.mean(covered):.1f}" if len(covered) == len(records) else "n/a"
-
-
-def gradient_norm_figure(records, path: str, panel_size=(300, 300), floor=1e-8) -> bool:
-    """
-    The encoder's gradient norm from the adversarial terms over the training steps (lines) and from the VAE terms
-    (dots), log scale: one panel per run label (a resolution, say), one colour per method. Norms at or below `floor`,
-    exactly 0 among them, are drawn on the panel's bottom edge. Returns `False` when no run recorded any.
-    """
-    from PIL import Image, ImageDraw
-
-    runs = [r for r in records if r.get("gradient_norms")]
-    if not runs:
-        return False
-    labels = list(dict.fromkeys(r.get("label") or "" for r in runs))
-    method_of = lambda r: display_name(r["method"] + (":" + r["preset"] if r.get("preset") else ""), None)  # noqa: E731
-    methods = list(dict.fromkeys(method_of(r) for r in runs))
-    values = [v for r in runs for _, adv, vae in r["gradient_norms"] for v in (adv, vae) if v > floor]
-    lo = np.floor(np.log10(min(values + [floor]))) if values else np.log10(floor)
-    hi = np.ceil(np.log10(max(values))) if values else lo + 1
-    hi = hi if hi > lo else lo + 1
-    last = max(step for r in runs for step, _, _ in r["gradient_norms"])
-    left, top, gap, bottom, legend = 50, 40, 20, 40, 16 * len(methods) + 10
-    panel_w, panel_h = panel_size
-    fig = Image.new("RGB", (left + len(labels) * (panel_w + gap), top + panel_h + bottom + legend), "white")
-    draw = ImageDraw.Draw(fig)
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
-    y_of = lambda v: top + panel_h - (max(np.log10(max(v, 1e-300)), lo) - lo) / (hi - lo) * panel_h  # noqa: E731
-    for column, label in enumerate(labels):
-        x0 = left + column * (panel_w + gap)
-        draw.rectangle((x0, top, x0 + panel_w, top + panel_h), outline="black")
-        panel_runs = [r for r in runs if (r.get("label") or "") == label]
-        shown = [w for i, w in enumerate(panel_runs[0].get("train_args", []))
-                 if not w.startswith("--log") and not (i and panel_runs[0]["train_args"][i - 1].startswith("--log"))]
-        draw.text((x0, top - 30), " ".join([label, *shown])[: panel_w // 6], fill="black")
-        x_of = lambda step: x0 + step / max(last, 1) * panel_w  # noqa: E731
-        for r in panel_runs:
-            colour = colours[methods.index(method_of(r)) % len(colours)]
-            adversarial = [(x_of(step), y_of(adv)) for step, adv, _ in r["gradient_norms"]]
-            if len(adversarial) > 1:
-                draw.line(adversarial, fill=colour, width=2)
-            for step, _, v in r["gradient_norms"]:
-                x, y = x_of(step), y_of(v)
-                draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=colour)
-        draw.text((x0, top + panel_h + 6), f"step 0 .. {last}", fill="black")
-    for exponent in range(int(lo), int(hi) + 1):
-        y = y_of(10.0 ** exponent)
-        draw.text((4, y - 6), ("<=" if exponent == int(lo) else "") + f"1e{exponent}", fill="black")
-    legend_y = top + panel_h + bottom
-    for i, name in enumerate(methods):
-        draw.text((left, legend_y + 16 * i), f"{name}: line = adversarial terms, dots = VAE terms",
-                  fill=colours[i % len(colours)])
-    fig.save(path)
-    return True
 
 
 def main(argv=None) -> int:

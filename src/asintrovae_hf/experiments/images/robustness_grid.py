@@ -10,7 +10,6 @@ import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from ...objectives.config import ObjectiveConfig, option_names
 
@@ -88,21 +87,12 @@ def grid_markdown(cells: Dict[str, Dict[Cell, float]], metric: str, title: str, 
     return "\n".join(out) + "\n\n"
 
 
-def colormap(values: np.ndarray) -> np.ndarray:
-    """A perceptual dark-blue -> teal -> yellow ramp for `values` in [0, 1] (H x W -> H x W x 3 uint8)."""
-    stops = np.array([[0.05, 0.03, 0.25], [0.13, 0.45, 0.56], [0.2, 0.72, 0.47], [0.99, 0.9, 0.14]])
-    pos = np.clip(values, 0, 1) * (len(stops) - 1)
-    low = np.floor(pos).astype(int).clip(0, len(stops) - 2)
-    frac = (pos - low)[..., None]
-    return ((stops[low] * (1 - frac) + stops[low + 1] * frac) * 255).astype(np.uint8)
-
-
-def save_grid_heatmap(cells: Dict[str, Dict[Cell, float]], path: str, metric: str, title: str, cell: int = 72,
+def save_grid_heatmap(cells: Dict[str, Dict[Cell, float]], path: str, metric: str, title: str,
                       order: Optional[Callable[[str], object]] = None) -> bool:
     """
-    A heat map of `metric` per cell (`log10` colour scale shared by the methods; bright is lower, i.e. better), one
-    panel per method, the value written in each cell and NaN cells crossed out. Returns `False` unless the grid has
-    exactly two options.
+    A heat map of `metric` per cell, one panel per method, on one log colour scale with its colour bar (bright is
+    lower, i.e. better), the value written in each cell and NaN cells (diverged runs) hatched. Returns `False`
+    unless the grid has exactly two options.
     """
     if not cells:
         return False
@@ -111,40 +101,49 @@ def save_grid_heatmap(cells: Dict[str, Dict[Cell, float]], path: str, metric: st
     options = [option for option, _ in keys[0]]
     if len(options) != 2:
         return False
+    from .figures import method_label, new_figure  # matplotlib is checked there
+
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
     rows_v = sorted({dict(k)[options[0]] for k in keys})
     cols_v = sorted({dict(k)[options[1]] for k in keys})
-    values = [v for c in cells.values() for v in c.values() if math.isfinite(v)] or [1.0]
-    lo, hi = math.log10(max(min(values), 1e-3)), math.log10(max(max(values), 1e-3))
-    margin_left, margin_top, gap = 90, 40, 24
-    width = margin_left + len(names) * (len(cols_v) * cell + gap)
-    height = margin_top + len(rows_v) * cell + 40
-    fig = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(fig)
-    for p, name in enumerate(names):
-        x0 = margin_left + p * (len(cols_v) * cell + gap)
-        draw.text((x0, 4), name, fill="black")
-        for j, cv in enumerate(cols_v):
-            draw.text((x0 + j * cell + 4, margin_top - 14), f"{options[1]}={cv:g}", fill="black")
-        for i, rv in enumerate(rows_v):
-            if p == 0:
-                draw.text((4, margin_top + i * cell + cell // 2 - 6), f"{options[0]}={rv:g}", fill="black")
-            for j, cv in enumerate(cols_v):
-                v = cells[name].get(tuple(sorted({options[0]: rv, options[1]: cv}.items())))
-                box = (x0 + j * cell, margin_top + i * cell, x0 + (j + 1) * cell - 2, margin_top + (i + 1) * cell - 2)
-                if v is None:
-                    draw.rectangle(box, outline=(180, 180, 180))
-                elif not math.isfinite(v):
-                    draw.rectangle(box, fill=(90, 90, 90))
-                    draw.line((box[0], box[1], box[2], box[3]), fill="white", width=2)
-                    draw.text((box[0] + 6, box[1] + cell // 2 - 6), "NaN", fill="white")
+    values = [v for c in cells.values() for v in c.values() if math.isfinite(v) and v > 0] or [1.0]
+    norm = LogNorm(vmin=min(values), vmax=max(values) if max(values) > min(values) else min(values) * 10)
+    fig = new_figure(1.2 + 2.6 * len(names), 3.3)
+    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        recorded = [[tuple(sorted({options[0]: rv, options[1]: cv}.items())) in cells[name] for cv in cols_v]
+                    for rv in rows_v]
+        grid = np.array([[cells[name].get(tuple(sorted({options[0]: rv, options[1]: cv}.items())), np.nan)
+                          for cv in cols_v] for rv in rows_v], dtype=float)
+        # reversed colours: bright = low = better, as in the tables' bold cells
+        image = ax.imshow(np.ma.masked_invalid(grid), norm=norm, cmap="viridis_r", origin="lower")
+        for i in range(len(rows_v)):
+            for j in range(len(cols_v)):
+                v = grid[i, j]
+                if math.isfinite(v):
+                    dark = norm(v) > 0.5
+                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black")
+                elif recorded[i][j]:  # a run stopped by a non-finite loss
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, hatch="xx", fill=False, edgecolor="0.4"))
+                    ax.text(j, i, "NaN", ha="center", va="center", fontsize=8)
                 else:
-                    t = 0.0 if hi == lo else (math.log10(max(v, 1e-3)) - lo) / (hi - lo)
-                    colour = tuple(int(c) for c in colormap(np.array([1 - t]))[0])
-                    draw.rectangle(box, fill=colour)
-                    draw.text((box[0] + 6, box[1] + cell // 2 - 6), f"{v:.1f}", fill="black" if t < 0.5 else "white")
-    draw.text((4, height - 20), f"{metric} ({title}); colour: log10 {metric}, bright = lower (better)",
-              fill="black")
-    fig.save(path)
+                    ax.text(j, i, "not run", ha="center", va="center", fontsize=7, color="0.4")
+        ax.set_xticks(range(len(cols_v)), [f"{v:g}" for v in cols_v])
+        ax.set_yticks(range(len(rows_v)), [f"{v:g}" for v in rows_v])
+        ax.set_xlabel(options[1])
+        ax.set_title(method_label(name), fontsize=9)
+    axes[0].set_ylabel(options[0])
+    bar = fig.colorbar(image, ax=list(axes), label=f"{metric} (log scale; lower is better)", shrink=0.9)
+    bar.set_ticks([t for e in range(math.floor(math.log10(norm.vmin)), math.ceil(math.log10(norm.vmax)) + 1)
+                   for t in (10.0 ** e, 2 * 10.0 ** e, 5 * 10.0 ** e) if norm.vmin <= t <= norm.vmax])
+    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
+    fig.suptitle(f"{metric} per cell: {title}", fontsize=10)
+    fig.savefig(path, dpi=120)
     return True
 
 

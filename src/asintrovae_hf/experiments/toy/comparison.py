@@ -15,11 +15,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from ...json_io import read_json_lines
 from ...models.autoencoder_vector import AsIntroVAEVectorDecoder, AsIntroVAEVectorEncoder
-from ..images.robustness_grid import colormap, grid_cells, grid_markdown
+from ..images.robustness_grid import grid_cells, grid_markdown
 from ..images.robustness_grid import save_grid_heatmap as draw_grid_heatmap
 from ...objectives.config import ObjectiveConfig
 from ...objectives.registry import objective_names
@@ -273,41 +272,47 @@ def grid_table(records: List[Dict], factor: float = 2.0) -> str:
 # ---- figures ---------------------------------------------------------------------------------------------------
 
 
-def _points_panel(points: np.ndarray, square, size: int = 256) -> Image.Image:
-    lo, hi = square
-    img = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(img)
-    px = (points - lo) / (hi - lo) * (size - 1)
-    for x, y in px:
-        if 0 <= x < size and 0 <= y < size:
-            draw.point((x, size - 1 - y), fill=(30, 80, 200))
-    return img
-
-
 @torch.no_grad()
-def _density_panel(encoder, decoder, loss_type, square, size: int = 256) -> Image.Image:
+def _density(encoder, decoder, loss_type, square, size: int = 200) -> np.ndarray:
+    """`exp(-negative ELBO)` on a `size` x `size` grid over `square`, rows from the bottom (y = lo) up."""
     lo, hi = square
     axis = torch.linspace(lo, hi, size)
-    gx, gy = torch.meshgrid(axis, axis.flip(0), indexing="xy")
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    density = torch.exp(-negative_elbo_at_posterior_mean(encoder, decoder, grid, loss_type)).reshape(size, size).numpy()
-    density = density / max(density.max(), 1e-30)
-    return Image.fromarray(colormap(density))
+    return torch.exp(-negative_elbo_at_posterior_mean(encoder, decoder, grid, loss_type)).reshape(size, size).numpy()
 
 
 def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: int = 1234) -> None:
-    """One column per method (`panels[name] = (encoder, decoder)`): generated points above the model density."""
-    size, pad, label = 256, 8, 24
-    fig = Image.new("RGB", (len(panels) * (size + pad) + pad, 2 * (size + pad) + label + pad), "white")
-    draw = ImageDraw.Draw(fig)
-    square = toy_eval_range(dataset)
-    for i, (name, (encoder, decoder)) in enumerate(panels.items()):
-        x = pad + i * (size + pad)
-        draw.text((x, 6), name, fill="black")
+    """
+    One column per method (`panels[name] = (encoder, decoder)`): generated points above the model density
+    `exp(-negative ELBO)`, relative to its maximum on a log colour scale with its colour bar.
+    """
+    from matplotlib.colors import LogNorm
+
+    from ...evaluation.figures import method_label, new_figure
+
+    lo, hi = toy_eval_range(dataset)
+    fig = new_figure(1.0 + 2.6 * len(panels), 5.6)
+    axes = fig.subplots(2, len(panels), sharex=True, sharey=True, squeeze=False)
+    norm = LogNorm(vmin=1e-4, vmax=1.0)
+    for column, (name, (encoder, decoder)) in enumerate(panels.items()):
         fake = sample_points(decoder, EVAL_POINTS, generator=torch.Generator().manual_seed(eval_seed)).numpy()
-        fig.paste(_points_panel(fake, square), (x, label))
-        fig.paste(_density_panel(encoder, decoder, "mse", square), (x, label + size + pad))
-    fig.save(path)
+        top, bottom = axes[0, column], axes[1, column]
+        top.scatter(fake[:, 0], fake[:, 1], s=1, color="C0", alpha=0.5)
+        top.set_title(method_label(name), fontsize=9)
+        density = _density(encoder, decoder, "mse", (lo, hi))
+        image = bottom.imshow(np.maximum(density / max(density.max(), 1e-30), norm.vmin), norm=norm,
+                              cmap="viridis", origin="lower", extent=(lo, hi, lo, hi))
+        for ax in (top, bottom):
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.set_aspect("equal")
+        bottom.set_xlabel("x")
+        if column == 0:
+            top.set_ylabel(f"y ({EVAL_POINTS} generated points)")
+            bottom.set_ylabel("y (model density)")
+    fig.colorbar(image, ax=list(axes[1]), label="exp(-negative ELBO) / its maximum", shrink=0.9)
+    fig.savefig(path, dpi=120)
 
 
 def save_grid_heatmap(records: List[Dict], dataset: str, path: str) -> bool:
