@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from asintrovae_hf.evaluation.figures import gradient_norm_figure
+from asintrovae_hf.experiments.figures import gradient_norm_figure
 from asintrovae_hf.experiments.images.robustness_grid import (
     grid_cells,
     grid_markdown,

@@ -4,12 +4,12 @@
     python scripts/make_figures.py                      # results/ -> docs/figures/
     python scripts/make_figures.py --output_dir /tmp/figures
 
-The charts and the commands that make the image grids are listed in `asintrovae_hf.evaluation.figures`.
+The charts and the commands that make the image grids are listed in `asintrovae_hf.experiments.figures`.
 """
 
 import sys
 
-from asintrovae_hf.evaluation.figures import main
+from asintrovae_hf.experiments.figures import main
 
 if __name__ == "__main__":
     sys.exit(main())

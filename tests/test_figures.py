@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("matplotlib")
 
-from asintrovae_hf.evaluation.figures import gradient_norm_figure, seed_figure  # noqa: E402
+from asintrovae_hf.experiments.figures import gradient_norm_figure, seed_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ["heldout_mnist.png", "digits_seeds.png", "toy_8gaussians_seeds.png", "mechanism_gradient_norms.png",

@@ -101,7 +101,7 @@ def save_grid_heatmap(cells: Dict[str, Dict[Cell, float]], path: str, metric: st
     options = [option for option, _ in keys[0]]
     if len(options) != 2:
         return False
-    from .figures import method_label, new_figure  # matplotlib is checked there
+    from ..figures import method_label, new_figure  # matplotlib is checked there
 
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle

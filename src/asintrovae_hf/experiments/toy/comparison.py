@@ -289,7 +289,7 @@ def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: in
     """
     from matplotlib.colors import LogNorm
 
-    from ...evaluation.figures import method_label, new_figure
+    from ..figures import method_label, new_figure
 
     lo, hi = toy_eval_range(dataset)
     fig = new_figure(1.0 + 2.6 * len(panels), 5.6)

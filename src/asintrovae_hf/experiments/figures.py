@@ -1,7 +1,7 @@
 """
 The charts of `docs/figures`, drawn with matplotlib from the committed records in `results/` (`runs.jsonl`).
 
-`python scripts/make_figures.py` (or `python -m asintrovae_hf.evaluation.figures`) redraws every chart:
+`python scripts/make_figures.py` (or `python -m asintrovae_hf.experiments.figures`) redraws every chart:
 
 - `heldout_mnist.png`: the held-out metrics of the MNIST runs per method and seed (`results/mnist`);
 - `digits_seeds.png`: the digits FID of the four methods over three seeds (`results/digits`);
@@ -29,8 +29,8 @@ import numpy as np
 
 from ..errors import require
 from ..json_io import read_json_lines
-from .robustness_grid import grid_cells, save_grid_heatmap
-from .statistics import describe
+from .images.robustness_grid import grid_cells, save_grid_heatmap
+from ..evaluation.statistics import describe
 
 SEED_MARKERS = "osD^v<>p"
 METHOD_NAMES = {"vae": "VAE", "introvae": "IntroVAE", "soft-introvae": "Soft-IntroVAE", "as-introvae": "AS-IntroVAE"}
