@@ -5,7 +5,7 @@
 
 For each `.detach()` call in `src/asintrovae_hf/objectives/introspective.py` and `training/train_step.py` (found with `tokenize`, so
 comments and docstrings do not count), a copy of the package is written to a temporary directory with that one call
-removed (`X.detach()` becomes `X`), and `python -m pytest -q -x tests/test_gradients.py` runs with `PYTHONPATH`
+removed (`X.detach()` becomes `X`), and `python -m pytest -q -x tests/objectives/test_gradients.py` runs with `PYTHONPATH`
 pointing at the copy. A mutation is *caught* when pytest fails (the unmutated copy must pass first). Two extra
 mutations check the reference-code variant of the R_rec target (`detach_rec_target=False`): a detach added to its
 branch, and the branches swapped. Exits 1 if any mutation survives. Takes a few minutes (one pytest run each).
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "asintrovae_hf"
 FILES = ["objectives/introspective.py", "training/train_step.py"]
-TESTS = "tests/test_gradients.py"
+TESTS = "tests/objectives/test_gradients.py"
 TARGET = "rec.detach() if cfg.detach_rec_target else rec"
 EXTRA = [  # (file, description, old, new): mutations of the reference-variant R_rec target
     ("objectives/introspective.py", "reference-variant target detached too", TARGET,

@@ -1,4 +1,4 @@
-"""The demo served in subprocesses (`scripts/demo.py`) for tests/test_demo_api.py and tests/test_demo_browser.py.
+"""The demo served in subprocesses (`scripts/demo.py`) for tests/demo/test_demo_api.py and tests/demo/test_demo_browser.py.
 
 Two tiny saved pipelines, one unconditional (16x16, with reference scores of 200 built-in digits saved next to it)
 and one class-conditional (8x8, 3 classes, without them), each served once per test session on a free port of

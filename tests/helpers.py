@@ -115,7 +115,7 @@ def reorder_tests(items, order: str):
     return [item for group in groups for item in group]
 
 
-# ---- launching ranks (tests/test_faults.py, tests/test_faults_long.py) ---------------------------------------------
+# ---- launching ranks (tests/training/test_faults.py, tests/training/test_faults_long.py) ---------------------------------------------
 
 def free_port() -> int:
     import socket

@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 
 from asintrovae_hf.experiments.figures import gradient_norm_figure, seed_figure  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ["heldout_mnist.png", "digits_seeds.png", "toy_8gaussians_seeds.png", "mechanism_gradient_norms.png",
           "digits_grid.png", "toy_grid_8gaussians.png", "zoo_samples.png"]
 

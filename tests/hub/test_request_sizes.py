@@ -19,7 +19,7 @@ import torch
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
 from helpers import tiny_image_pipeline, tiny_vector_pipeline
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 HEADROOM_MB = 400  # the child's address space: what it maps after start-up, plus this
 
 CHILD = """

@@ -86,7 +86,7 @@ def test_evaluate_script_writes_json(tmp_path, capsys):
     from pathlib import Path
 
     tiny_pipeline().save_pretrained(tmp_path / "pipe")
-    spec = importlib.util.spec_from_file_location("evaluate", Path(__file__).parents[1] / "scripts" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("evaluate", Path(__file__).parents[2] / "scripts" / "evaluate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "metrics.json"

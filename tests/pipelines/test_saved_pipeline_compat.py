@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from asintrovae_hf import AsIntroVAEDecoder, AsIntroVAEEncoder, AsIntroVAEPipeline
 from helpers import NO_PLUGIN
 
-FIXTURE = Path(__file__).parent / "fixtures" / "pipeline_saved_v0_2_0"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "pipeline_saved_v0_2_0"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 CASES = ["unconditional", "conditional"]
 ATOL = 1e-6

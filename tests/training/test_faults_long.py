@@ -1,6 +1,6 @@
 """Issue 34, items 6 and 8, the minutes-long fault tests: a 3,000-step run whose resident memory, open file
 descriptors and threads stay steady, and two node ranks over 127.0.0.1 sharing one output folder. Marked `faults_long`:
-left out of the default run, run by CI's stage `python -m pytest -q -m faults_long tests/test_faults_long.py`."""
+left out of the default run, run by CI's stage `python -m pytest -q -m faults_long tests/training/test_faults_long.py`."""
 
 import collections
 import json

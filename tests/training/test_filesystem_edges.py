@@ -212,7 +212,7 @@ def test_the_saved_code_still_loads_without_the_plugin(tmp_path):
             f"pipe = DiffusionPipeline.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
             "print(type(pipe).__module__)")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"),
-               PYTHONPATH=str(Path(__file__).parent))
+               PYTHONPATH=str(Path(__file__).parents[1]))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "asintrovae_hf" not in result.stdout, result.stderr[-3000:]
 

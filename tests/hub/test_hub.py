@@ -14,7 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 import asintrovae_hf.hub as hub
 from asintrovae_hf.hub import HubError, create_model_card, files_to_upload, push_to_hub
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HYPERPARAMETERS = {
     "objective": "as-introvae",

@@ -33,7 +33,7 @@ from asintrovae_hf.models.convert_reference import convert_reference_state_dict
 
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "convert_reference_checkpoint.py"
 
 # (image channels, image size, block widths, latent size)
