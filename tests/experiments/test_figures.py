@@ -11,10 +11,14 @@ from PIL import Image
 
 pytest.importorskip("matplotlib")
 
-from asintrovae_hf.experiments.figures import gradient_norm_figure, seed_figure  # noqa: E402
+from asintrovae_hf.experiments.figures import (  # noqa: E402
+    gradient_norm_figure,
+    median_samples_figure,
+    seed_figure,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-CHARTS = ["heldout_mnist.png", "digits_seeds.png", "toy_8gaussians_seeds.png", "mechanism_gradient_norms.png",
+CHARTS = ["heldout_mnist.png", "mnist_samples.png", "digits_seeds.png", "toy_8gaussians_seeds.png", "mechanism_gradient_norms.png",
           "digits_grid.png", "toy_grid_8gaussians.png", "zoo_samples.png"]
 
 
@@ -63,3 +67,13 @@ def test_the_gradient_norm_chart_draws_every_recorded_step(tmp_path):
             r["gradient_norms"]
     assert gradient_norm_figure([{"name": "vae", "method": "vae"}], str(tmp_path / "none.png")) is None
 
+
+
+def test_the_mnist_samples_show_each_methods_median_seed_by_fd(tmp_path):
+    runs = records("mnist")
+    shown = median_samples_figure(runs, str(ROOT / "results" / "mnist" / "samples"), str(tmp_path / "samples.png"))
+    assert set(shown) == {r["name"] for r in runs}
+    for name, seed in shown.items():
+        fds = sorted(r["metrics"]["fd"] for r in runs if r["name"] == name)
+        chosen = next(r["metrics"]["fd"] for r in runs if r["name"] == name and r["seed"] == seed)
+        assert chosen == fds[(len(fds) - 1) // 2]  # the median, not the best (fds[0])

@@ -4,6 +4,7 @@ The charts of `docs/figures`, drawn with matplotlib from the committed records i
 `python scripts/make_figures.py` (or `python -m asintrovae_hf.experiments.figures`) redraws every chart:
 
 - `heldout_mnist.png`: the held-out metrics of the MNIST runs per method and seed (`results/mnist`);
+- `mnist_samples.png`: each MNIST method's samples at its median seed by FD (`results/mnist/samples`);
 - `digits_seeds.png`: the digits FID of the four methods over three seeds (`results/digits`);
 - `toy_8gaussians_seeds.png`: KL and JSD of the 2D toy runs per method and seed (`results/toy2d-depth4`);
 - `mechanism_gradient_norms.png`: the encoder's gradient norms over training (`results/mechanism`);
@@ -208,6 +209,41 @@ def zoo_samples_figure(path: str, num_images: int = 16, seed: int = 0) -> Dict[s
     return drawn
 
 
+def median_seed(records: Sequence[Dict], metric: str = "fd") -> Dict[str, Dict]:
+    """Per method, the run whose `metric` is the median over its seeds (the lower middle one for an even count)."""
+    by_method: Dict[str, List[Dict]] = {}
+    for record in records:
+        by_method.setdefault(record["name"], []).append(record)
+    return {name: sorted(runs, key=lambda r: r["metrics"][metric])[(len(runs) - 1) // 2]
+            for name, runs in by_method.items()}
+
+
+def median_samples_figure(records: Sequence[Dict], samples_dir: str, path: str, metric: str = "fd") -> Dict[str, int]:
+    """
+    One row per method: the 16 samples its median-seed run drew from its saved pipeline
+    (`samples_dir/<method>-seed<k>.png`, the run's `samples_from_pretrained.png`), titled with the seed and its
+    `metric`. The seed is chosen by the metric, never as the best: returns `method -> seed shown`.
+    """
+    from PIL import Image
+
+    chosen = median_seed(records, metric)
+    names = sorted(chosen, key=_method_key)
+    fig = new_figure(6.4, 1.2 * len(names))
+    axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names):
+        run = chosen[name]
+        count = sum(1 for r in records if r["name"] == name)
+        folder = f"{name.replace(':', '-')}-seed{run['seed']}.png"
+        ax.imshow(np.asarray(Image.open(os.path.join(samples_dir, folder)).convert("L")), cmap="gray", vmin=0,
+                  vmax=255, interpolation="nearest")
+        ax.set_title(f"{method_label(name)}: seed {run['seed']}, the median of {count} seeds by "
+                     f"{metric.upper() if metric == 'fd' else metric} ({run['metrics'][metric]:.1f})", fontsize=8,
+                     loc="left")
+        ax.set_axis_off()
+    fig.savefig(path, dpi=150)
+    return {name: chosen[name]["seed"] for name in names}
+
+
 def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
     """
     Draw every chart of `docs/figures` from the records under `results_dir`, and the zoo's samples; returns
@@ -224,6 +260,8 @@ def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
                 out("heldout_mnist.png"), "MNIST (mnist-5k, 28 x 28), 1,000 held-out images, per seed",
                 value=lambda r, metric: r["metrics"][metric])
     written["heldout_mnist.png"] = out("heldout_mnist.png")
+    median_samples_figure(mnist, os.path.join(results_dir, "mnist", "samples"), out("mnist_samples.png"))
+    written["mnist_samples.png"] = out("mnist_samples.png")
 
     digits = [r for r in records("digits") if r["steps"] == 1000]
     seed_figure(digits, {"digits_fid": "digits FID ↓", "reconstruction_mse": "reconstruction MSE ↓"},
