@@ -88,3 +88,23 @@ def test_the_readme_quick_start_runs_without_training():
     assert len(namespace["images"]) == 16 and namespace["images"][0].size == (28, 28)
     assert len(namespace["recs"]) == 16 and namespace["scores"].shape == (16,)
     assert namespace["zoo_names"]() == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_zoo_code_files_are_todays_bundles(name, tmp_path):
+    """The code a shipped pipeline carries is what `save_pretrained` writes today (`scripts/build_zoo.py --code_only`
+    after a change to a bundled module), so loading it without the plugin runs the package's current code."""
+    import shutil
+    from pathlib import Path
+
+    from asintrovae_hf.pipelines.remote_code import save_code
+
+    shipped = Path(zoo_path(name))
+    copy = tmp_path / name
+    shutil.copytree(shipped, copy)
+    save_code(AsIntroVAEPipeline.from_pretrained(str(copy)), str(copy))
+    code_files = sorted(p.relative_to(copy) for p in copy.rglob("*.py")) + [Path("model_index.json")]
+    assert len(code_files) >= 4
+    for relative in code_files:
+        assert (copy / relative).read_bytes() == (shipped / relative).read_bytes(), (
+            f"{name}/{relative} is stale: run python scripts/build_zoo.py --code_only")

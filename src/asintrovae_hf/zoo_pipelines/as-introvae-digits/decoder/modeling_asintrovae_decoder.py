@@ -656,7 +656,7 @@ class UpDecoderBlock(nn.Module):
 
     In training mode (with `fuse_upsample`, the default) the upsampling and the residual block's first conv run as one
     transposed convolution on the small map (`ResidualBlock.forward(upsample=True)`, [`upsample_conv3x3`]): the same
-    values up to float rounding (decoder outputs within 2e-7 in float32, `tests/test_fast_paths.py`), 1.85-2.3x
+    values up to float rounding (decoder outputs within 2e-7 in float32, `tests/models/test_fast_paths.py`), 1.85-2.3x
     faster forward and backward for the large blocks, a training pass of the 28x28 model about 15 % faster. In eval
     mode (sampling) the block upsamples then convolves, as 0.2.0 did: samples stay bit for bit those of earlier
     versions and independent of the thread count (oneDNN's transposed convolution is not, for some shapes).
