@@ -5,6 +5,8 @@ The charts of `docs/figures`, drawn with matplotlib from the committed records i
 
 - `heldout_mnist.png`: the held-out metrics of the MNIST runs per method and seed (`results/mnist`);
 - `mnist_samples.png`: each MNIST method's samples at its median seed by FD (`results/mnist/samples`);
+- `heldout_digits.png`, `digits_heldout_samples.png`: the same two for the digits' held-out runs
+  (`results/digits-heldout`);
 - `digits_seeds.png`: the digits FID of the four methods over three seeds (`results/digits`);
 - `toy_8gaussians_seeds.png`: KL and JSD of the 2D toy runs per method and seed (`results/toy2d-depth4`);
 - `mechanism_gradient_norms.png`: the encoder's gradient norms over training (`results/mechanism`);
@@ -262,6 +264,16 @@ def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
     written["heldout_mnist.png"] = out("heldout_mnist.png")
     median_samples_figure(mnist, os.path.join(results_dir, "mnist", "samples"), out("mnist_samples.png"))
     written["mnist_samples.png"] = out("mnist_samples.png")
+
+    heldout_digits = records("digits-heldout")
+    seed_figure(heldout_digits, {"fd": "Frechet distance (classifier) ↓", "precision": "precision ↑",
+                                 "recall": "recall ↑", "nll_bits_per_dim": "held-out NLL (bits / dim) ↓"},
+                out("heldout_digits.png"), "Built-in digits (16 x 16), 360 held-out images, per seed",
+                value=lambda r, metric: r["metrics"][metric])
+    written["heldout_digits.png"] = out("heldout_digits.png")
+    median_samples_figure(heldout_digits, os.path.join(results_dir, "digits-heldout", "samples"),
+                          out("digits_heldout_samples.png"))
+    written["digits_heldout_samples.png"] = out("digits_heldout_samples.png")
 
     digits = [r for r in records("digits") if r["steps"] == 1000]
     seed_figure(digits, {"digits_fid": "digits FID ↓", "reconstruction_mse": "reconstruction MSE ↓"},
