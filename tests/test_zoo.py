@@ -3,12 +3,15 @@ card is recomputed on the held-out split."""
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from asintrovae_hf import AsIntroVAEPipeline
 from asintrovae_hf.evaluation.heldout import split_images
+from asintrovae_hf.pipelines.remote_code import save_code
 from asintrovae_hf.zoo import ENTRY_FILE, zoo_entry, zoo_names, zoo_path
 
 EXPECTED = {"as-introvae-mnist-5k", "soft-introvae-mnist-5k", "as-introvae-digits", "soft-introvae-digits"}
@@ -94,11 +97,6 @@ def test_the_readme_quick_start_runs_without_training():
 def test_zoo_code_files_are_todays_bundles(name, tmp_path):
     """The code a shipped pipeline carries is what `save_pretrained` writes today (`scripts/build_zoo.py --code_only`
     after a change to a bundled module), so loading it without the plugin runs the package's current code."""
-    import shutil
-    from pathlib import Path
-
-    from asintrovae_hf.pipelines.remote_code import save_code
-
     shipped = Path(zoo_path(name))
     copy = tmp_path / name
     shutil.copytree(shipped, copy)

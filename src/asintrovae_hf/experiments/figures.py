@@ -34,11 +34,9 @@ from ..errors import require
 from ..json_io import read_json_lines
 from .images.robustness_grid import grid_cells, save_grid_heatmap
 from ..evaluation.statistics import describe
+from ..objectives.registry import get_objective, objective_names
 
 SEED_MARKERS = "osD^v<>p"
-METHOD_NAMES = {"vae": "VAE", "introvae": "IntroVAE", "soft-introvae": "Soft-IntroVAE", "as-introvae": "AS-IntroVAE"}
-# the order of the tables in docs/results.md
-METHOD_ORDER = ("vae", "introvae", "soft-introvae", "as-introvae")
 
 
 def new_figure(width: float, height: float):
@@ -52,16 +50,18 @@ def new_figure(width: float, height: float):
 def method_label(name: str) -> str:
     """`"as-introvae:reference"` -> `"AS-IntroVAE (reference)"`: a record's method name as the figures print it."""
     base, _, preset = name.partition(":")
-    for key, shown in sorted(METHOD_NAMES.items(), key=lambda kv: -len(kv[0])):
+    for key in sorted(objective_names(), key=len, reverse=True):  # the registered objective the name starts with
         if base.startswith(key):
-            base = shown + base[len(key):]
+            base = get_objective(key).display_name + base[len(key):]
             break
     return base + (f" ({preset})" if preset else "")
 
 
 def _method_key(name: str):
+    """The tables' order: the simplest method first (the registry lists the default, AS-IntroVAE, first)."""
+    order = objective_names()[::-1]
     base = name.partition(":")[0].split(" ")[0]
-    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), name)
+    return (order.index(base) if base in order else len(order), name)
 
 
 def _seeds_text(records: Sequence[Dict]) -> str:
@@ -187,6 +187,7 @@ def zoo_samples_figure(path: str, num_images: int = 16, seed: int = 0) -> Dict[s
     import torch
 
     from ..pipelines.pipeline_asintrovae import AsIntroVAEPipeline
+    from ..training.image_grids import images_to_grid
     from ..zoo import zoo_names, zoo_path
 
     names = zoo_names()
@@ -197,14 +198,9 @@ def zoo_samples_figure(path: str, num_images: int = 16, seed: int = 0) -> Dict[s
         pipe = AsIntroVAEPipeline.from_pretrained(zoo_path(name))
         images = pipe(batch_size=num_images, generator=torch.manual_seed(seed), output_type="np").images
         drawn[name] = images
-        cols = int(np.ceil(np.sqrt(num_images)))
-        rows = -(-num_images // cols)
         size, channels = images.shape[1], images.shape[3]
-        step = size + 1  # a white line between images
-        tiled = np.ones((rows * step - 1, cols * step - 1, channels), dtype=images.dtype)
-        for i, image in enumerate(images):
-            tiled[(i // cols) * step:(i // cols) * step + size, (i % cols) * step:(i % cols) * step + size] = image
-        ax.imshow(tiled[..., 0] if channels == 1 else tiled, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        grid = images_to_grid(torch.from_numpy(images).permute(0, 3, 1, 2), cols=int(np.ceil(np.sqrt(num_images))))
+        ax.imshow(grid, cmap="gray" if channels == 1 else None, vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"{name}\n{size} x {size}, seed {seed}", fontsize=8)
         ax.set_axis_off()
     fig.savefig(path, dpi=120)

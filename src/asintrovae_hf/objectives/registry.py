@@ -6,9 +6,9 @@ and the benchmarks read this registry when they run, so an objective registered 
 everywhere the built-in ones are. The built-in objectives register when `asintrovae_hf.objectives` is imported.
 """
 
-from typing import Any, Dict, Iterator, Mapping, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
-__all__ = ["DatasetDefaults", "get_objective", "objective_dataset_defaults", "objective_names",
+__all__ = ["get_objective", "objective_dataset_defaults", "objective_names",
            "register_objective", "unregister_objective"]
 
 _OBJECTIVES: Dict[str, Type] = {}
@@ -56,18 +56,3 @@ def objective_dataset_defaults(dataset: str) -> Dict[str, Dict[str, Any]]:
     """`{objective name: its option defaults on dataset}` for the objectives that have any there."""
     return {name: dict(cls.defaults[dataset]) for name, cls in _OBJECTIVES.items() if cls.defaults.get(dataset)}
 
-
-class DatasetDefaults(Mapping):
-    """[`objective_dataset_defaults`] of `dataset` as a read-only mapping that reads the registry at each access."""
-
-    def __init__(self, dataset: str):
-        self.dataset = dataset
-
-    def __getitem__(self, name: str) -> Dict[str, Any]:
-        return objective_dataset_defaults(self.dataset)[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(objective_dataset_defaults(self.dataset))
-
-    def __len__(self) -> int:
-        return len(objective_dataset_defaults(self.dataset))

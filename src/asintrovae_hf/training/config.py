@@ -10,19 +10,13 @@ flat `{flag name: value}` view that checkpoints, trackers and the model card rec
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ..data.sources import DataSource, data_source
 from ..objectives.config import ObjectiveConfig
-from ..objectives.registry import DatasetDefaults
 
 # The metrics --keep_best_by can follow; lower is better for each. `fd` needs a built-in dataset.
 VALIDATION_METRICS = ("reconstruction_mse", "neg_elbo", "fd")
-
-
-# The objective options that differ on the built-in digits, per objective: each registered objective's
-# `defaults["digits"]` (read when accessed, so objectives registered later count).
-DIGITS_OBJECTIVE_DEFAULTS: Mapping[str, Dict[str, float]] = DatasetDefaults("digits")
 
 
 def option(default: Any = None, help: Optional[str] = None, repr: bool = True, **flag: Any) -> Any:
@@ -221,7 +215,7 @@ class TrainingConfig:
     r"""
     Every setting of a training run: the run-level fields below, then the sections. The defaults are those of
     `parse_args([])`, apart from `channels_last` and `mixed_precision`, whose `None` leaves the choice to the device
-    and to the Accelerate config. `objective` defaults to the built-in digits' (`DIGITS_OBJECTIVE_DEFAULTS`), like
+    and to the Accelerate config. `objective` defaults to the default data source's (the built-in digits), like
     `data`; `preset` records the preset it was built from (its flag, like the objective's, is `ObjectiveConfig`'s).
     """
 
@@ -237,7 +231,7 @@ class TrainingConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(
-        default_factory=lambda: ObjectiveConfig(**DIGITS_OBJECTIVE_DEFAULTS.get(ObjectiveConfig.objective, {})))
+        default_factory=lambda: ObjectiveConfig(**data_source().objective_defaults.get(ObjectiveConfig.objective, {})))
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
