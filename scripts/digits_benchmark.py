@@ -17,7 +17,7 @@ resumes from its last checkpoint).
 
 A method is `objective[:preset]`. Everything after `--` goes to `scripts/train_as_introvae.py` for every run. Writes
 `OUTPUT_DIR/runs.jsonl` (one line per run: method, seed, steps, digits FID, reconstruction MSE, seconds, the options)
-and `OUTPUT_DIR/results.md` (mean ± std over seeds, and the digit classes the samples cover), and, for runs with
+and `OUTPUT_DIR/results.md` (mean ± sample std over seeds, and the digit classes the samples cover), and, for runs with
 `--log_gradient_norms_steps`, the gradient norms in each line and `OUTPUT_DIR/gradient_norms.png`, and for grids
 `OUTPUT_DIR/grid.md` (FID per cell; per method the cells within 1.5x of the best, and the collapsed cells: FID above
 2x the best cell of all methods, or a run stopped by a non-finite loss, recorded with FID NaN) and
@@ -152,7 +152,7 @@ def read_gradient_norms(folder):
 
 
 def markdown(records) -> str:
-    rows = ["| method | steps | seeds | digits FID (mean ± std) | classes covered | reconstruction MSE | s/run |",
+    rows = ["| method | steps | seeds | digits FID (mean ± sample std) | classes covered | reconstruction MSE | s/run |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     groups = {}
     for r in records:
@@ -162,7 +162,7 @@ def markdown(records) -> str:
                                                                     kv[0][0])):
         fids = [r["digits_fid"] for r in rs]
         rows.append(f"| {name} | {steps} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "
-                    f"| {np.mean(fids):.2f} ± {np.std(fids):.2f} | {_classes_covered(rs)} "
+                    f"| {np.mean(fids):.2f} ± {np.std(fids, ddof=1) if len(fids) > 1 else 0.0:.2f} | {_classes_covered(rs)} "
                     f"| {np.mean([r.get('reconstruction_mse', np.nan) for r in rs]):.4f}"
                     f" | {np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(rows) + "\n"

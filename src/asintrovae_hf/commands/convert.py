@@ -1,4 +1,4 @@
-"""Convert a Soft-IntroVAE or AS-IntroVAE reference checkpoint (.pth) into a saved AsIntroVAEPipeline.
+r"""Convert a Soft-IntroVAE or AS-IntroVAE reference checkpoint (.pth) into a saved AsIntroVAEPipeline.
 
     asintrovae-convert --checkpoint_path saves/cifar10_model_epoch_150.pth \
         --output_dir as-introvae-cifar10

@@ -1,4 +1,4 @@
-"""Evaluate a saved pipeline: FID of samples against the data, reconstruction MSE and PSNR, written as JSON.
+r"""Evaluate a saved pipeline: FID of samples against the data, reconstruction MSE and PSNR, written as JSON.
 
     asintrovae-evaluate --pipeline as-introvae-digits --num_samples 2000 --output metrics.json
     asintrovae-evaluate --pipeline my-run --dataset_name cifar10 --image_column img \

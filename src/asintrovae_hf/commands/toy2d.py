@@ -1,4 +1,4 @@
-"""The 2D toy benchmark: VAE, IntroVAE, Soft-IntroVAE and AS-IntroVAE on 8 Gaussians, 2 spirals, checkerboard, rings.
+r"""The 2D toy benchmark: VAE, IntroVAE, Soft-IntroVAE and AS-IntroVAE on 8 Gaussians, 2 spirals, checkerboard, rings.
 
     # the paper's table: the official 2D loop (30,000 iterations, 2,000 plain-VAE, lr x0.1 at 10k and 15k), 3 seeds
     asintrovae-toy2d --dataset 8gaussians --seeds 0 1 2 \
@@ -13,9 +13,15 @@ A method is `objective[:preset]` (presets: `reference`, `recommended`). Objectiv
 ...) override the per-dataset reference values for every method. Each finished run is appended as one JSON line to
 `OUTPUT_DIR/runs.jsonl`; running the same command again skips the runs already there, so an interrupted batch
 resumes where it stopped, and a run killed midway continues from its last checkpoint (every 1,000 iterations, in
-`OUTPUT_DIR/models/<run id>/`). The script writes `results.md` (mean ± std over seeds), one figure per dataset (per
-method: generated points above the model density `exp(-negative ELBO)`), and for grids `grid.md` and a heat map
-per dataset. The estimators are documented in `asintrovae_hf.experiments.toy.metrics`.
+`OUTPUT_DIR/models/<run id>/`). The script writes `results.md` (mean ± sample std over seeds), one figure per
+dataset (per method, its median seed by KL: generated points above the model density `exp(-negative ELBO)`), and for
+grids `grid.md` and a heat map per dataset. Two methods' seeds are compared, with the estimators' own noise measured
+on the kept networks, by
+
+    asintrovae-toy2d --summarize --output_dir results/toy10 --compare as-introvae soft-introvae:reference \
+        --eval_seeds 1234 1 2 3 4
+
+(`comparison.md`, `comparison.json`; see `asintrovae_hf.experiments.toy.seed_study`). The estimators are documented in `asintrovae_hf.experiments.toy.metrics`.
 """
 
 import argparse
@@ -34,6 +40,7 @@ from asintrovae_hf.process_settings import torch_threads
 from asintrovae_hf.experiments.toy import TOY_DATASETS, toy_objective_defaults
 from asintrovae_hf.experiments.toy.comparison import (
     ToyRun,
+    method_order,
     append_record,
     grid_table,
     load_run_models,
@@ -44,6 +51,7 @@ from asintrovae_hf.experiments.toy.comparison import (
     save_figure,
     save_grid_heatmap,
 )
+from asintrovae_hf.experiments.toy.seed_study import evaluate_with_seeds, median_seed_record, seed_study, study_markdown
 from asintrovae_hf.experiments.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
 
 
@@ -85,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "on every device, so only the arithmetic differs; each record lists its devices.")
     p.add_argument("--gnelbo_grid", type=int, default=1024, help="Grid size of the grid-normalized ELBO.")
     p.add_argument("--eval_seed", type=int, default=1234)
+    p.add_argument("--compare", nargs=2, type=_method, default=None, metavar="METHOD",
+                   help="With --summarize: compare two methods over their seeds (e.g. as-introvae "
+                        "soft-introvae:reference), each kept model scored at every --eval_seeds; writes "
+                        "comparison.md, comparison.json and evaluations.jsonl.")
+    p.add_argument("--eval_seeds", nargs="+", type=int, default=None,
+                   help="The evaluation seeds of --compare (default: --eval_seed alone).")
     p.add_argument("--summarize", nargs="*", default=None, metavar="RUNS_JSONL",
                    help="Only rebuild the tables and figures in --output_dir from runs.jsonl files (default: the one "
                         "in --output_dir).")
@@ -139,7 +153,10 @@ def plan_runs(args: argparse.Namespace):
 
 
 def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = None) -> None:
-    """Write `results.md`, `grid.md`, and the figures of the runs whose models were kept."""
+    """
+    Write `results.md`, `grid.md`, and per dataset a figure of each method's median run by KL (the lower of the two
+    middle runs for an even count of seeds), where that run's networks were kept.
+    """
     iters = sorted({r["num_iter"] for r in records})
     table = markdown_table(records)
     with open(os.path.join(output_dir, "results.md"), "w") as f:
@@ -152,18 +169,44 @@ def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = 
         print(grid, file=sys.stderr)
     model_dir = model_dir or os.path.join(output_dir, "models")
     for dataset in sorted({r["dataset"] for r in records}):
-        panels, shown = {}, set()
-        for r in sorted((r for r in records if r["dataset"] == dataset and not r.get("overrides")),
-                        key=lambda r: r["seed"]):
-            name = r.get("name", r["method"])
-            if name not in shown and "run_id" in r:
-                models = load_run_models(model_dir, r["run_id"])
-                if models is not None:  # the lowest seed whose networks were kept, named in the panel
-                    shown.add(name)
-                    panels[f"{name}, seed {r['seed']}"] = models
+        panels = {}
+        runs = [r for r in records if r["dataset"] == dataset and not r.get("overrides")]
+        for name in sorted({r.get("name", r["method"]) for r in runs}, key=method_order):
+            chosen = median_seed_record(runs, name, "kl")
+            count = sum(r.get("name", r["method"]) == name for r in runs)
+            models = load_run_models(model_dir, chosen["run_id"]) if chosen is not None else None
+            if models is None:
+                print(f"{dataset}, {name}: the networks of its median run were not kept; no panel.", file=sys.stderr)
+                continue
+            label = f"seed {chosen['seed']}, median KL of {count}" if count > 1 else f"seed {chosen['seed']}"
+            panels[f"{name}, {label}"] = models
         if panels:
             save_figure(dataset, panels, os.path.join(output_dir, f"{dataset}.png"), eval_seed)
         save_grid_heatmap(records, dataset, os.path.join(output_dir, f"grid_{dataset}.png"))
+
+
+def _row_name(objective: str, preset) -> str:
+    return objective + (f" ({preset})" if preset else "")
+
+
+def compare(records, args: argparse.Namespace, names) -> dict:
+    """Score the kept models of `names` at every evaluation seed and write the seed study (`comparison.md/.json`)."""
+    eval_seeds = args.eval_seeds or [args.eval_seed]
+    chosen = [r for r in records if r.get("name", r["method"]) in names and not r.get("overrides")]
+    missing = [n for n in names if not any(r.get("name", r["method"]) == n for r in chosen)]
+    if missing:
+        raise SystemExit(f"--compare: no finished runs of {missing} in the records; they have "
+                         f"{sorted({r.get('name', r['method']) for r in records})}.")
+    evaluations = evaluate_with_seeds(chosen, args.model_dir, eval_seeds,
+                                      os.path.join(args.output_dir, "evaluations.jsonl"), args.gnelbo_grid)
+    study = seed_study(chosen, evaluations, names, eval_seeds)
+    with open(os.path.join(args.output_dir, "comparison.json"), "w") as f:
+        json.dump(study, f, indent=1)
+    table = study_markdown(study)
+    with open(os.path.join(args.output_dir, "comparison.md"), "w") as f:
+        f.write(table)
+    print(table, file=sys.stderr)
+    return study
 
 
 def main(argv=None) -> int:
@@ -176,7 +219,10 @@ def _main(args) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     runs_path = os.path.join(args.output_dir, "runs.jsonl")
     if args.summarize is not None:
-        summarize(read_records(args.summarize or [runs_path]), args.output_dir, args.eval_seed, args.model_dir)
+        records = read_records(args.summarize or [runs_path])
+        summarize(records, args.output_dir, args.eval_seed, args.model_dir)
+        if args.compare:
+            compare(records, args, [_row_name(*m) for m in args.compare])
         return 0
     runs = plan_runs(args)
     done = {record_key(r) for r in read_records([runs_path])}

@@ -212,7 +212,10 @@ def load_run_models(model_dir: str, run_id: str):
 
 
 def _mean_std(values: Sequence[float], fmt: str = ".2f") -> str:
-    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
+    """`"mean ± sample std"` (`ddof = 1`; the mean alone for one value)."""
+    if len(values) == 1:
+        return f"{values[0]:{fmt}}"
+    return f"{np.mean(values):{fmt}} ± {np.std(values, ddof=1):{fmt}}"
 
 
 def _group(records: List[Dict], with_overrides: bool) -> Dict[Tuple, List[Dict]]:
@@ -224,7 +227,7 @@ def _group(records: List[Dict], with_overrides: bool) -> Dict[Tuple, List[Dict]]
     return groups
 
 
-def _method_order(name: str) -> Tuple[int, str]:
+def method_order(name: str) -> Tuple[int, str]:
     """Tables list the objectives in reverse registration order (VAE, IntroVAE, Soft-IntroVAE, AS-IntroVAE, after
     any registered later), then unregistered names."""
     method, methods = name.split(" ")[0], objective_names()[::-1]
@@ -237,15 +240,15 @@ def _hidden_text(dims: Tuple[int, ...]) -> str:
 
 def markdown_table(records: List[Dict]) -> str:
     """
-    Mean ± std over seeds of KL, JSD, gnELBO and (where recorded) modes covered and the share of high-quality
+    Mean ± sample std (`ddof = 1`) over seeds of KL, JSD, gnELBO and (where recorded) modes covered and the share of high-quality
     samples, one row per dataset, method, budget and network size.
     """
-    rows = ["| dataset | method | hidden layers | iterations | seeds | KL (mean ± std) | JSD (mean ± std) "
-            "| modes covered (mean ± std) | high-quality share (mean ± std) | gnELBO (mean ± std) | s/run |",
+    rows = ["| dataset | method | hidden layers | iterations | seeds | KL (mean ± sample std) | JSD (mean ± sample std) "
+            "| modes covered (mean ± sample std) | high-quality share (mean ± sample std) | gnELBO (mean ± sample std) | s/run |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups = _group([r for r in records if not r.get("overrides")], with_overrides=False)
     for (dataset, name, num_iter, dims, _), rs in sorted(
-            groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][3], _method_order(kv[0][1]))):
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][3], method_order(kv[0][1]))):
         seeds = ", ".join(str(s) for s in sorted(r["seed"] for r in rs))
         modes = [r["modes_covered"] for r in rs if "modes_covered" in r]
         quality = [r["high_quality"] for r in rs if "high_quality" in r]
@@ -265,7 +268,7 @@ def grid_table(records: List[Dict], factor: float = 2.0) -> str:
     out = []
     for dataset in sorted({r["dataset"] for r in records if r.get("overrides")}):
         cells = grid_cells([r for r in records if r["dataset"] == dataset], "kl")
-        out.append(grid_markdown(cells, "KL", dataset, near=factor, collapse=None, order=_method_order))
+        out.append(grid_markdown(cells, "KL", dataset, near=factor, collapse=None, order=method_order))
     return "".join(out)
 
 
@@ -318,4 +321,4 @@ def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: in
 def save_grid_heatmap(records: List[Dict], dataset: str, path: str) -> bool:
     """A heat map of KL per grid cell for `dataset` ([`robustness_grid.save_grid_heatmap`])."""
     cells = grid_cells([r for r in records if r["dataset"] == dataset], "kl")
-    return draw_grid_heatmap(cells, path, "KL", dataset, order=_method_order)
+    return draw_grid_heatmap(cells, path, "KL", dataset, order=method_order)

@@ -1,0 +1,175 @@
+"""Two toy methods compared over many training seeds, with the estimators' own noise measured.
+
+A toy score is a random variable twice over: the training seed decides the trained networks, and the evaluation seed
+decides the 5,000 generated and real points the histograms are built from. [`evaluate_with_seeds`] scores every kept
+pair of networks at several evaluation seeds (one JSON line each, so an interrupted evaluation resumes);
+[`seed_study`] then separates the two sources of spread per metric:
+
+- the **estimator noise**: the standard deviation of one trained model's score across evaluation seeds, pooled over
+  the models (`sqrt(mean of the per-model variances)`);
+- the **seed-to-seed spread**: the sample standard deviation across training seeds of each model's score averaged over
+  the evaluation seeds;
+
+and compares the two methods on the seeds both trained, with each model's score averaged over the evaluation seeds:
+a paired comparison (bootstrap interval of the mean difference and the paired t-test, see
+[`evaluation.statistics.paired_difference`]) and, not pairing the seeds, Welch's t-test.
+"""
+
+import math
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from ...evaluation.statistics import describe, paired_difference
+from ...errors import require
+from .comparison import append_record, evaluate_toy_model, load_run_models, read_records
+
+STUDY_METRICS = ("kl", "jsd", "modes_covered", "high_quality", "gnelbo")
+METRIC_LABELS = {"kl": "KL", "jsd": "JSD", "modes_covered": "modes covered", "high_quality": "high-quality share",
+                 "gnelbo": "gnELBO"}
+
+
+def evaluate_with_seeds(records: Sequence[Dict], model_dir: str, eval_seeds: Sequence[int], path: str,
+                        gnelbo_grid: int = 1024) -> List[Dict]:
+    r"""
+    Score every run of `records` whose networks are kept in `model_dir` at each of `eval_seeds`.
+
+    Args:
+        records (`Sequence[Dict]`): Finished runs (lines of a `runs.jsonl`).
+        model_dir (`str`): Where the runs' networks were saved (`<model_dir>/<run_id>/{encoder,decoder}`).
+        eval_seeds (`Sequence[int]`): The evaluation seeds.
+        path (`str`): A JSON-lines file of evaluations: those already in it are reused, new ones appended.
+        gnelbo_grid (`int`, defaults to 1024): The gnELBO's grid size.
+
+    Returns:
+        `List[Dict]`: One evaluation per run and seed, `{"run_id", "name", "seed", "eval_seed", <metrics>}`, for the
+        runs with kept networks (the others are left out).
+    """
+    done = {(e["run_id"], e["eval_seed"]): e for e in read_records([path])}
+    out = []
+    for record in records:
+        models = None
+        for eval_seed in eval_seeds:
+            key = (record["run_id"], int(eval_seed))
+            if key not in done:
+                models = models or load_run_models(model_dir, record["run_id"])
+                if models is None:
+                    break
+                scores = evaluate_toy_model(*models, record["dataset"], record["settings"]["config"]["loss_type"],
+                                            int(eval_seed), gnelbo_grid)
+                done[key] = {"run_id": record["run_id"], "name": record.get("name", record["method"]),
+                             "seed": record["seed"], "eval_seed": int(eval_seed), **scores}
+                append_record(path, done[key])
+            out.append(done[key])
+    return out
+
+
+def _per_model(evaluations: Iterable[Dict], name: str, metric: str, eval_seeds: Sequence[int]) -> Dict[int, List]:
+    """`{training seed: [score at each of eval_seeds]}` for the runs of `name` evaluated at all of `eval_seeds`."""
+    by_seed: Dict[int, Dict[int, float]] = {}
+    for e in evaluations:
+        if e["name"] == name and metric in e:
+            by_seed.setdefault(e["seed"], {})[e["eval_seed"]] = e[metric]
+    return {s: [v[k] for k in eval_seeds] for s, v in sorted(by_seed.items()) if all(k in v for k in eval_seeds)}
+
+
+def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequence[str], eval_seeds: Sequence[int],
+               metrics: Sequence[str] = STUDY_METRICS) -> Dict:
+    r"""
+    Statistics of methods `names = (a, b)` over their training seeds, and `a - b`.
+
+    Args:
+        records (`Sequence[Dict]`): The finished runs; their own scores (at the record's evaluation seed, gnELBO
+            included) give the per-method summary `recorded`.
+        evaluations (`Sequence[Dict]`): [`evaluate_with_seeds`]'s output.
+        names (`Sequence[str]`): The two methods' row names (e.g. `"as-introvae"`, `"soft-introvae (reference)"`).
+        eval_seeds (`Sequence[int]`): The evaluation seeds to use (a model counts when it was scored at all of them).
+        metrics (`Sequence[str]`): The metrics studied over evaluation seeds.
+
+    Returns:
+        `Dict`: `{"names", "eval_seeds", "recorded": {name: {metric: describe(...)}}, "metrics": {metric: {"methods":
+        {name: {"seeds", "averaged": describe(...), "estimator_std", "seed_std"}}, "paired": paired_difference(a, b),
+        "welch_p"}}}`.
+    """
+    require("scipy", purpose="The seed study")
+    from scipy import stats
+
+    a, b = names
+    recorded = {}
+    for name in names:
+        rs = [r for r in records if r.get("name", r["method"]) == name]
+        recorded[name] = {m: describe([r[m] for r in rs]) for m in metrics if rs and all(m in r for r in rs)}
+        recorded[name]["seeds"] = sorted(r["seed"] for r in rs)
+    study = {"names": list(names), "eval_seeds": [int(s) for s in eval_seeds], "recorded": recorded, "metrics": {}}
+    for metric in metrics:
+        per = {name: _per_model(evaluations, name, metric, eval_seeds) for name in names}
+        methods = {}
+        for name, models in per.items():
+            if not models:
+                continue
+            means = [float(np.mean(v)) for v in models.values()]
+            within = [float(np.var(v, ddof=1)) for v in models.values()] if len(eval_seeds) > 1 else []
+            methods[name] = {"seeds": list(models), "averaged": describe(means),
+                             "estimator_std": math.sqrt(np.mean(within)) if within else math.nan,
+                             "seed_std": float(np.std(means, ddof=1)) if len(means) > 1 else math.nan}
+        entry = {"methods": methods}
+        common = sorted(set(per[a]) & set(per[b]))
+        if len(common) >= 2:
+            xa = [float(np.mean(per[a][s])) for s in common]
+            xb = [float(np.mean(per[b][s])) for s in common]
+            entry["paired"] = {**paired_difference(xa, xb), "seeds": common}
+            ya = [float(np.mean(v)) for v in per[a].values()]
+            yb = [float(np.mean(v)) for v in per[b].values()]
+            entry["welch_p"] = float(stats.ttest_ind(ya, yb, equal_var=False).pvalue) if np.ptp(ya + yb) > 0 else math.nan
+        study["metrics"][metric] = entry
+    return study
+
+
+def _fmt(metric: str) -> str:
+    return {"high_quality": ".3f", "gnelbo": ".3e"}.get(metric, ".2f")
+
+
+def _interval(summary: Dict, fmt: str) -> str:
+    return (f"{summary['mean']:{fmt}} ± {summary['std']:{fmt}} [{summary['ci_low']:{fmt}}, {summary['ci_high']:{fmt}}]"
+            if summary["n"] > 1 else f"{summary['mean']:{fmt}} (1 seed)")
+
+
+def study_markdown(study: Dict) -> str:
+    """Two tables of a [`seed_study`]: per method and metric, then the paired differences."""
+    a, b = study["names"]
+    k = len(study["eval_seeds"])
+    rows = [f"| metric | method | training seeds | mean ± sample std [95 % CI], each model averaged over {k} evaluation "
+            "seeds | seed-to-seed std | estimator std (one model, across evaluation seeds) |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for metric, entry in study["metrics"].items():
+        for name, m in entry["methods"].items():
+            d = _fmt(metric)
+            rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {name} | {len(m['seeds'])} | "
+                        f"{_interval(m['averaged'], d)} | {m['seed_std']:{d}} | {m['estimator_std']:{d}} |")
+    rows += ["", f"| metric | {a} minus {b}: mean difference [95 % bootstrap CI] | paired t p | Welch p | seeds | "
+             "significant at 5 % |", "| --- | --- | --- | --- | --- | --- |"]
+    for metric, entry in study["metrics"].items():
+        if "paired" not in entry:
+            continue
+        p, d = entry["paired"], "+" + _fmt(metric)
+        rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {p['mean_difference']:{d}} "
+                    f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {p['p_value']:.3g} | {entry['welch_p']:.3g} | "
+                    f"{len(p['seeds'])} | {'yes' if p['significant'] else 'no'} |")
+    return "\n".join(rows) + "\n"
+
+
+def median_seed_record(records: Sequence[Dict], name: str, metric: str = "kl",
+                       model_dir: Optional[str] = None) -> Optional[Dict]:
+    """
+    The run of method `name` with the median `metric` over its seeds (the lower of the two middle runs for an even
+    count), or `None` when `name` has no runs. With `model_dir`, only when that run's networks were kept.
+    """
+    rs = sorted((r for r in records if r.get("name", r["method"]) == name and "run_id" in r),
+                key=lambda r: (r[metric], r["seed"]))
+    if not rs:
+        return None
+    chosen = rs[(len(rs) - 1) // 2]
+    if model_dir is not None and not os.path.isdir(os.path.join(model_dir, chosen["run_id"])):
+        return None
+    return chosen

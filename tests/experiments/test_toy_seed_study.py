@@ -1,0 +1,95 @@
+"""The toy seed study: kept models scored at several evaluation seeds, the estimator noise separated from the
+seed-to-seed spread, the paired comparison, and the figure's median seed."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from asintrovae_hf.evaluation.statistics import describe, paired_difference
+from asintrovae_hf.experiments.toy.comparison import read_records
+from asintrovae_hf.experiments.toy.seed_study import median_seed_record, seed_study
+
+from helpers import load_script
+
+SHORT = ["--num_iter", "6", "--num_vae_steps", "2", "--batch_size", "64", "--gnelbo_grid", "16",
+         "--hidden_dims", "32", "32"]
+
+
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    toy2d = load_script("toy2d")
+    assert toy2d.main(["--methods", "soft-introvae:reference", "as-introvae", "--seeds", "0", "1", "2",
+                       "--output_dir", str(out), *SHORT]) == 0
+    return toy2d, out
+
+
+def test_compare_scores_every_kept_model_at_every_evaluation_seed(toy_runs, capsys):
+    toy2d, out = toy_runs
+    argv = ["--summarize", "--output_dir", str(out), "--compare", "as-introvae", "soft-introvae:reference",
+            "--eval_seeds", "1234", "7", "8"]
+    assert toy2d.main(argv) == 0
+    records = read_records([str(out / "runs.jsonl")])
+    evaluations = read_records([str(out / "evaluations.jsonl")])
+    assert len(evaluations) == 6 * 3
+    for r in records:  # at the record's own evaluation seed the estimator gives the recorded scores exactly
+        again = next(e for e in evaluations if e["run_id"] == r["run_id"] and e["eval_seed"] == 1234)
+        assert (again["kl"], again["jsd"], again["high_quality"]) == (r["kl"], r["jsd"], r["high_quality"])
+    study = json.loads((out / "comparison.json").read_text())
+    kl = study["metrics"]["kl"]
+    for name in ("as-introvae", "soft-introvae (reference)"):
+        per_model = {s: [e["kl"] for e in evaluations if e["name"] == name and e["seed"] == s] for s in (0, 1, 2)}
+        means = [np.mean(v) for v in per_model.values()]
+        assert kl["methods"][name]["averaged"]["mean"] == pytest.approx(np.mean(means))
+        assert kl["methods"][name]["seed_std"] == pytest.approx(np.std(means, ddof=1))
+        pooled = math.sqrt(np.mean([np.var(v, ddof=1) for v in per_model.values()]))
+        assert kl["methods"][name]["estimator_std"] == pytest.approx(pooled) and pooled > 0
+        assert study["recorded"][name]["kl"]["mean"] == pytest.approx(
+            describe([r["kl"] for r in records if r["name"] == name])["mean"])
+    a = [np.mean([e["jsd"] for e in evaluations if e["name"] == "as-introvae" and e["seed"] == s]) for s in (0, 1, 2)]
+    b = [np.mean([e["jsd"] for e in evaluations if e["name"] == "soft-introvae (reference)" and e["seed"] == s])
+         for s in (0, 1, 2)]
+    assert study["metrics"]["jsd"]["paired"]["p_value"] == pytest.approx(paired_difference(a, b)["p_value"])
+    table = (out / "comparison.md").read_text()
+    assert "as-introvae minus soft-introvae (reference)" in table and "| KL | as-introvae | 3 |" in table
+    # a second call reuses the evaluations instead of scoring again
+    before = (out / "evaluations.jsonl").read_text()
+    assert toy2d.main(argv) == 0
+    assert (out / "evaluations.jsonl").read_text() == before
+
+
+def test_compare_names_a_method_without_runs(toy_runs):
+    toy2d, out = toy_runs
+    with pytest.raises(SystemExit, match="no finished runs of \\['introvae'\\]"):
+        toy2d.main(["--summarize", "--output_dir", str(out), "--compare", "as-introvae", "introvae"])
+
+
+def test_the_figure_shows_the_median_seed():
+    records = [{"name": "m", "method": "m", "seed": s, "kl": kl, "run_id": f"r{s}"}
+               for s, kl in [(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0)]]
+    assert median_seed_record(records, "m")["seed"] == 3  # KL 1, 2, 3, 5: the lower middle is 2 (seed 3)
+    assert median_seed_record(records[:3], "m")["seed"] == 2
+    assert median_seed_record(records, "other") is None
+
+
+def test_seed_study_separates_estimator_noise_from_seed_spread():
+    """Synthetic scores: method a = 1 + seed effect + small evaluation noise; b is a shifted by 0.5 on every seed."""
+    rng = np.random.default_rng(0)
+    seeds, eval_seeds = range(8), [0, 1, 2, 3]
+    effect = rng.normal(0, 1.0, size=8)
+    evaluations = []
+    for name, shift in (("a", 0.0), ("b", -0.5)):
+        for s in seeds:
+            for k in eval_seeds:
+                evaluations.append({"name": name, "seed": s, "eval_seed": k, "run_id": f"{name}{s}",
+                                    "kl": 1 + shift + effect[s] + rng.normal(0, 0.01)})
+    records = [{"name": e["name"], "method": e["name"], "seed": e["seed"], "kl": e["kl"]}
+               for e in evaluations if e["eval_seed"] == 0]
+    study = seed_study(records, evaluations, ("a", "b"), eval_seeds, metrics=("kl",))
+    a = study["metrics"]["kl"]["methods"]["a"]
+    assert a["estimator_std"] == pytest.approx(0.01, rel=0.3) and a["seed_std"] == pytest.approx(np.std(effect, ddof=1), rel=0.05)
+    paired = study["metrics"]["kl"]["paired"]
+    assert paired["mean_difference"] == pytest.approx(0.5, abs=0.02) and paired["significant"]
+    assert study["metrics"]["kl"]["welch_p"] > 0.05  # unpaired, the seed effect hides the shift
