@@ -98,8 +98,8 @@ def summarize(records):
             lines.append(f"| {name} | {r['sampler']} | " + " | ".join(cells) + " |")
     lines += ["", "`train-means`: a reference, not a sampler to ship: latents drawn from the train split's posterior "
               "means themselves (reconstructions of random training images), what the mixtures tend to as K grows.",
-              "", "± is the standard deviation of the 3 draws (the estimator's own noise), not a spread over seeds: "
-              "each pipeline is one trained model (seed 0 of its method).", ""]
+              "", "± is the sample standard deviation (ddof 1) of the 3 draws (the estimator's own noise), not a "
+              "spread over seeds: each pipeline is one trained model (seed 0 of its method).", ""]
     return "\n".join(lines)
 
 
