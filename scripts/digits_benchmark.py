@@ -151,6 +151,11 @@ def read_gradient_norms(folder):
     return [by_step[step] for step in sorted(by_step)]
 
 
+def _fid_text(fids) -> str:
+    """`"mean ± sample std"`, or the value alone for one seed."""
+    return f"{np.mean(fids):.2f} ± {np.std(fids, ddof=1):.2f}" if len(fids) > 1 else f"{fids[0]:.2f}"
+
+
 def markdown(records) -> str:
     rows = ["| method | steps | seeds | digits FID (mean ± sample std) | classes covered | reconstruction MSE | s/run |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -162,7 +167,7 @@ def markdown(records) -> str:
                                                                     kv[0][0])):
         fids = [r["digits_fid"] for r in rs]
         rows.append(f"| {name} | {steps} | {', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "
-                    f"| {np.mean(fids):.2f} ± {np.std(fids, ddof=1) if len(fids) > 1 else 0.0:.2f} | {_classes_covered(rs)} "
+                    f"| {_fid_text(fids)} | {_classes_covered(rs)} "
                     f"| {np.mean([r.get('reconstruction_mse', np.nan) for r in rs]):.4f}"
                     f" | {np.mean([r['seconds'] for r in rs]):.0f} |")
     return "\n".join(rows) + "\n"
