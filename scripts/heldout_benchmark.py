@@ -21,13 +21,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import torch
 
+from asintrovae_hf.experiments.provenance import code_version, device_description
 from asintrovae_hf.json_io import read_json
 from asintrovae_hf.objectives.config import PRESETS
 from asintrovae_hf.objectives.registry import objective_names
@@ -82,25 +82,6 @@ def read_records(path):
     from asintrovae_hf.json_io import read_json_lines
 
     return [record for _, record in read_json_lines(path)] if os.path.isfile(path) else []
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "src"], capture_output=True, text=True)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
-    except OSError:
-        return "unknown"
-
-
-def device_description(threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu ({cpu}, {threads} torch thread{'s' if threads != 1 else ''})"
 
 
 def train_one(args, method: str, seed: int, folder: str) -> None:

@@ -21,11 +21,12 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
 import torch
+
+from asintrovae_hf.experiments.provenance import code_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("fd", "precision", "recall", "class_entropy", "smallest_class_share")
@@ -51,14 +52,6 @@ def read_records(path):
     from asintrovae_hf.json_io import read_json_lines
 
     return [record for _, record in read_json_lines(path)] if os.path.isfile(path) else []
-
-
-def code_version():
-    try:
-        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 class TrainPosteriorMeans:

@@ -93,3 +93,13 @@ def test_seed_study_separates_estimator_noise_from_seed_spread():
     paired = study["metrics"]["kl"]["paired"]
     assert paired["mean_difference"] == pytest.approx(0.5, abs=0.02) and paired["significant"]
     assert study["metrics"]["kl"]["welch_p"] > 0.05  # unpaired, the seed effect hides the shift
+
+
+def test_records_name_their_code_version(toy_runs, tmp_path):
+    from asintrovae_hf.experiments.provenance import code_version
+
+    _, out = toy_runs
+    versions = {r["code_version"] for r in read_records([str(out / "runs.jsonl")])}
+    assert versions == {code_version()} and code_version() != ""
+    # outside a checkout of this package (an installed wheel), the package version stands in for the commit
+    assert code_version(str(tmp_path)).startswith("asintrovae-hf ")

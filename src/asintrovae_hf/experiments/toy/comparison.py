@@ -23,6 +23,7 @@ from ..images.robustness_grid import save_grid_heatmap as draw_grid_heatmap
 from ...objectives.config import ObjectiveConfig
 from ...objectives.registry import objective_names
 from ...training.checkpointing import list_checkpoints
+from ..provenance import code_version
 from .data import sample_toy_data, toy_eval_range, toy_modes
 from .hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, toy_lr_milestones
 from .metrics import grid_normalized_elbo, histogram_kl_jsd, mode_coverage
@@ -135,7 +136,7 @@ def run_toy(
         "dataset": run.dataset, "method": run.config.objective, "name": run.name, "seed": run.seed,
         "num_iter": run.num_iter, **scores, "hidden_dims": list(run.hidden_dims),
         "seconds": round(train_seconds + time.time() - trained, 1), "devices": devices,
-        "overrides": run.overrides, "run_id": run.run_id(),
+        "overrides": run.overrides, "run_id": run.run_id(), "code_version": code_version(),
         "final_terms": {k: v for k, v in last.items() if isinstance(v, float)},
         "settings": run.settings(),
     }

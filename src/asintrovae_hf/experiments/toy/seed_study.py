@@ -23,6 +23,7 @@ import numpy as np
 
 from ...evaluation.statistics import describe, paired_difference
 from ...errors import require
+from ..provenance import code_version
 from .comparison import append_record, evaluate_toy_model, load_run_models, read_records
 
 STUDY_METRICS = ("kl", "jsd", "modes_covered", "high_quality", "gnelbo")
@@ -47,6 +48,7 @@ def evaluate_with_seeds(records: Sequence[Dict], model_dir: str, eval_seeds: Seq
         runs with kept networks (the others are left out).
     """
     done = {(e["run_id"], e["eval_seed"]): e for e in read_records([path])}
+    version = code_version()
     out = []
     for record in records:
         models = None
@@ -59,7 +61,8 @@ def evaluate_with_seeds(records: Sequence[Dict], model_dir: str, eval_seeds: Seq
                 scores = evaluate_toy_model(*models, record["dataset"], record["settings"]["config"]["loss_type"],
                                             int(eval_seed), gnelbo_grid)
                 done[key] = {"run_id": record["run_id"], "name": record.get("name", record["method"]),
-                             "seed": record["seed"], "eval_seed": int(eval_seed), **scores}
+                             "seed": record["seed"], "eval_seed": int(eval_seed), **scores,
+                             "code_version": version}
                 append_record(path, done[key])
             out.append(done[key])
     return out
