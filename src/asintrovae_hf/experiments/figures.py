@@ -9,6 +9,7 @@ The charts of `docs/figures`, drawn with matplotlib from the committed records i
   (`results/digits-heldout`);
 - `digits_seeds.png`: the digits FID of the four methods over three seeds (`results/digits`);
 - `toy_8gaussians_seeds.png`: KL and JSD of the 2D toy runs per method and seed (`results/toy2d-depth4`);
+- `toy_8gaussians_10seeds.png`: KL, JSD and high-quality share of the 10-seed toy comparison (`results/toy10`);
 - `mechanism_gradient_norms.png`: the encoder's gradient norms over training (`results/mechanism`);
 - `digits_grid.png`, `toy_grid_8gaussians.png`: the robustness grids as heat maps (`results/robustness`,
   `results/toy2d-grid`);
@@ -282,6 +283,14 @@ def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
                 "8 Gaussians, 30,000 iterations, 4 x 256 networks: histogram KL and JSD (Soft-IntroVAE's estimators)",
                 log_metrics=("kl", "jsd"))
     written["toy_8gaussians_seeds.png"] = out("toy_8gaussians_seeds.png")
+
+    toy10 = records("toy10") if os.path.isfile(os.path.join(results_dir, "toy10", "runs.jsonl")) else []
+    if toy10:
+        seed_figure(toy10, {"kl": "KL ↓", "jsd": "JSD ↓", "high_quality": "high-quality share ↑"},
+                    out("toy_8gaussians_10seeds.png"),
+                    f"8 Gaussians, 30,000 iterations, 4 x 256 networks, {len({r['seed'] for r in toy10})} seeds "
+                    "per method (evaluation seed 1234)")
+        written["toy_8gaussians_10seeds.png"] = out("toy_8gaussians_10seeds.png")
 
     gradient_norm_figure(records("mechanism"), out("mechanism_gradient_norms.png"))
     written["mechanism_gradient_norms.png"] = out("mechanism_gradient_norms.png")
