@@ -19,7 +19,7 @@ from asintrovae_hf.experiments.figures import (  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ["heldout_mnist.png", "mnist_samples.png", "heldout_digits.png", "digits_heldout_samples.png",
-          "digits_seeds.png", "toy_8gaussians_seeds.png", "mechanism_gradient_norms.png",
+          "digits_seeds.png", "toy_8gaussians_seeds.png", "toy_8gaussians_10seeds.png", "mechanism_gradient_norms.png",
           "digits_grid.png", "toy_grid_8gaussians.png", "zoo_samples.png"]
 
 

@@ -179,7 +179,7 @@ def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = 
                 print(f"{dataset}, {name}: the networks of its median run were not kept; no panel.", file=sys.stderr)
                 continue
             label = f"seed {chosen['seed']}, median KL of {count}" if count > 1 else f"seed {chosen['seed']}"
-            panels[f"{name}, {label}"] = models
+            panels[f"{name}\n{label}"] = models
         if panels:
             save_figure(dataset, panels, os.path.join(output_dir, f"{dataset}.png"), eval_seed)
         save_grid_heatmap(records, dataset, os.path.join(output_dir, f"grid_{dataset}.png"))

@@ -16,8 +16,8 @@ The charts of `docs/figures`, drawn with matplotlib from the committed records i
 - `zoo_samples.png`: samples of the pipelines that ship with the package ([`asintrovae_hf.zoo`]).
 
 The other image grids in `docs/figures` need trained models that are not committed; they come from other commands:
-`toy_8gaussians.png` and `toy_8gaussians_depth4.png` from `asintrovae-toy2d --summarize ... --model_dir DIR` (the toy
-runs' kept networks), `digits_samples.png` and `digits_per_class.png` from `scripts/sample_grid.py` (its command is
+`toy_8gaussians.png`, `toy_8gaussians_depth4.png` and `toy_8gaussians_median.png` (`results/toy10`) from
+`asintrovae-toy2d --summarize ... --model_dir DIR` (the toy runs' kept networks), `digits_samples.png` and `digits_per_class.png` from `scripts/sample_grid.py` (its command is
 under each figure in `docs/results.md`), and the `demo_*.png` screenshots from `tests/demo/test_demo_browser.py` with
 `ASINTROVAE_SCREENSHOTS=docs/figures`.
 

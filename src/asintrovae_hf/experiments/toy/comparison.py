@@ -303,7 +303,8 @@ def save_figure(dataset: str, panels: Dict[str, Tuple], path: str, eval_seed: in
         fake = sample_points(decoder, EVAL_POINTS, generator=torch.Generator().manual_seed(eval_seed)).numpy()
         top, bottom = axes[0, column], axes[1, column]
         top.scatter(fake[:, 0], fake[:, 1], s=1, color="C0", alpha=0.5)
-        top.set_title(method_label(name), fontsize=9)
+        method, _, detail = name.partition("\n")  # "method\nseed s, ..." puts the seed on a second line
+        top.set_title(method_label(method) + (f"\n{detail}" if detail else ""), fontsize=9)
         density = _density(encoder, decoder, "mse", (lo, hi))
         image = bottom.imshow(np.maximum(density / max(density.max(), 1e-30), norm.vmin), norm=norm,
                               cmap="viridis", origin="lower", extent=(lo, hi, lo, hi))
