@@ -9,7 +9,8 @@ import pytest
 
 from asintrovae_hf.evaluation.statistics import describe, paired_difference
 from asintrovae_hf.experiments.toy.comparison import read_records
-from asintrovae_hf.experiments.toy.seed_study import median_seed_record, seed_study
+from asintrovae_hf.experiments.figures import median_seed
+from asintrovae_hf.experiments.toy.seed_study import seed_study
 
 from helpers import load_script
 
@@ -69,9 +70,10 @@ def test_compare_names_a_method_without_runs(toy_runs):
 def test_the_figure_shows_the_median_seed():
     records = [{"name": "m", "method": "m", "seed": s, "kl": kl, "run_id": f"r{s}"}
                for s, kl in [(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0)]]
-    assert median_seed_record(records, "m")["seed"] == 3  # KL 1, 2, 3, 5: the lower middle is 2 (seed 3)
-    assert median_seed_record(records[:3], "m")["seed"] == 2
-    assert median_seed_record(records, "other") is None
+    kl = lambda r, metric: r[metric]  # noqa: E731
+    assert median_seed(records, "kl", value=kl)["m"]["seed"] == 3  # KL 1, 2, 3, 5: the lower middle is 2 (seed 3)
+    assert median_seed(records[:3], "kl", value=kl)["m"]["seed"] == 2
+    assert "other" not in median_seed(records, "kl", value=kl)
 
 
 def test_seed_study_separates_estimator_noise_from_seed_spread():

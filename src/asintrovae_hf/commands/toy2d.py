@@ -51,7 +51,8 @@ from asintrovae_hf.experiments.toy.comparison import (
     save_figure,
     save_grid_heatmap,
 )
-from asintrovae_hf.experiments.toy.seed_study import evaluate_with_seeds, median_seed_record, seed_study, study_markdown
+from asintrovae_hf.experiments.figures import median_seed
+from asintrovae_hf.experiments.toy.seed_study import evaluate_with_seeds, seed_study, study_markdown
 from asintrovae_hf.experiments.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
 
 
@@ -171,10 +172,10 @@ def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = 
     for dataset in sorted({r["dataset"] for r in records}):
         panels = {}
         runs = [r for r in records if r["dataset"] == dataset and not r.get("overrides")]
-        for name in sorted({r.get("name", r["method"]) for r in runs}, key=method_order):
-            chosen = median_seed_record(runs, name, "kl")
-            count = sum(r.get("name", r["method"]) == name for r in runs)
-            models = load_run_models(model_dir, chosen["run_id"]) if chosen is not None else None
+        medians = median_seed([r for r in runs if "run_id" in r], "kl", value=lambda r, metric: r[metric])
+        for name in sorted(medians, key=method_order):
+            chosen, count = medians[name], sum(r["name"] == name for r in runs)
+            models = load_run_models(model_dir, chosen["run_id"])
             if models is None:
                 print(f"{dataset}, {name}: the networks of its median run were not kept; no panel.", file=sys.stderr)
                 continue

@@ -6,7 +6,7 @@ their per-seed differences (a percentile bootstrap interval of the mean differen
 """
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -72,9 +72,13 @@ def paired_difference(a: Sequence[float], b: Sequence[float], num_resamples: int
             "p_value": p_value, "significant": significant}
 
 
-def format_interval(summary: Dict[str, float], digits: int = 2) -> str:
-    """`"mean ± std [low, high]"` of a [`describe`] result (`"mean"` alone for one value)."""
+def format_interval(summary: Dict[str, float], digits: int = 2, spec: Optional[str] = None) -> str:
+    """
+    `"mean ± std [low, high]"` of a [`describe`] result (`"mean"` alone for one value), each number written with the
+    format `spec` (default: `digits` decimals, `".{digits}f"`).
+    """
+    spec = spec or f".{digits}f"
     if summary["n"] == 1:
-        return f"{summary['mean']:.{digits}f} (1 seed)"
-    return (f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f} "
-            f"[{summary['ci_low']:.{digits}f}, {summary['ci_high']:.{digits}f}]")
+        return f"{summary['mean']:{spec}} (1 seed)"
+    return (f"{summary['mean']:{spec}} ± {summary['std']:{spec}} "
+            f"[{summary['ci_low']:{spec}}, {summary['ci_high']:{spec}}]")

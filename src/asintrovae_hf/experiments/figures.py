@@ -208,12 +208,16 @@ def zoo_samples_figure(path: str, num_images: int = 16, seed: int = 0) -> Dict[s
     return drawn
 
 
-def median_seed(records: Sequence[Dict], metric: str = "fd") -> Dict[str, Dict]:
-    """Per method, the run whose `metric` is the median over its seeds (the lower middle one for an even count)."""
+def median_seed(records: Sequence[Dict], metric: str = "fd",
+                value=lambda record, metric: record["metrics"][metric]) -> Dict[str, Dict]:
+    """
+    Per method (`record["name"]`), the run whose `metric` is the median over its seeds (the lower middle one for an
+    even count; ties go to the lower seed). `value` reads the metric from a record (default: `record["metrics"]`).
+    """
     by_method: Dict[str, List[Dict]] = {}
     for record in records:
         by_method.setdefault(record["name"], []).append(record)
-    return {name: sorted(runs, key=lambda r: r["metrics"][metric])[(len(runs) - 1) // 2]
+    return {name: sorted(runs, key=lambda r: (value(r, metric), r["seed"]))[(len(runs) - 1) // 2]
             for name, runs in by_method.items()}
 
 
@@ -253,24 +257,17 @@ def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
     records = lambda folder: read_records(os.path.join(results_dir, folder, "runs.jsonl"))  # noqa: E731
     written = {}
 
-    mnist = records("mnist")
-    seed_figure(mnist, {"fd": "Frechet distance (classifier) ↓", "precision": "precision ↑",
-                        "recall": "recall ↑", "nll_bits_per_dim": "held-out NLL (bits / dim) ↓"},
-                out("heldout_mnist.png"), "MNIST (mnist-5k, 28 x 28), 1,000 held-out images, per seed",
-                value=lambda r, metric: r["metrics"][metric])
-    written["heldout_mnist.png"] = out("heldout_mnist.png")
-    median_samples_figure(mnist, os.path.join(results_dir, "mnist", "samples"), out("mnist_samples.png"))
-    written["mnist_samples.png"] = out("mnist_samples.png")
-
-    heldout_digits = records("digits-heldout")
-    seed_figure(heldout_digits, {"fd": "Frechet distance (classifier) ↓", "precision": "precision ↑",
-                                 "recall": "recall ↑", "nll_bits_per_dim": "held-out NLL (bits / dim) ↓"},
-                out("heldout_digits.png"), "Built-in digits (16 x 16), 360 held-out images, per seed",
-                value=lambda r, metric: r["metrics"][metric])
-    written["heldout_digits.png"] = out("heldout_digits.png")
-    median_samples_figure(heldout_digits, os.path.join(results_dir, "digits-heldout", "samples"),
-                          out("digits_heldout_samples.png"))
-    written["digits_heldout_samples.png"] = out("digits_heldout_samples.png")
+    heldout = (("mnist", "heldout_mnist.png", "mnist_samples.png",
+                "MNIST (mnist-5k, 28 x 28), 1,000 held-out images, per seed"),
+               ("digits-heldout", "heldout_digits.png", "digits_heldout_samples.png",
+                "Built-in digits (16 x 16), 360 held-out images, per seed"))
+    for folder, chart, samples, title in heldout:
+        runs = records(folder)
+        seed_figure(runs, {"fd": "Frechet distance (classifier) ↓", "precision": "precision ↑",
+                           "recall": "recall ↑", "nll_bits_per_dim": "held-out NLL (bits / dim) ↓"},
+                    out(chart), title, value=lambda r, metric: r["metrics"][metric])
+        median_samples_figure(runs, os.path.join(results_dir, folder, "samples"), out(samples))
+        written[chart], written[samples] = out(chart), out(samples)
 
     digits = [r for r in records("digits") if r["steps"] == 1000]
     seed_figure(digits, {"digits_fid": "digits FID ↓", "reconstruction_mse": "reconstruction MSE ↓"},

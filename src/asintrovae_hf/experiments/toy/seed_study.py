@@ -16,12 +16,11 @@ a paired comparison (bootstrap interval of the mean difference and the paired t-
 """
 
 import math
-import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 
-from ...evaluation.statistics import describe, paired_difference
+from ...evaluation.statistics import describe, format_interval, paired_difference
 from ...errors import require
 from ..provenance import code_version
 from .comparison import append_record, evaluate_toy_model, load_run_models, read_records
@@ -133,11 +132,6 @@ def _fmt(metric: str) -> str:
     return {"high_quality": ".3f", "gnelbo": ".3e"}.get(metric, ".2f")
 
 
-def _interval(summary: Dict, fmt: str) -> str:
-    return (f"{summary['mean']:{fmt}} ± {summary['std']:{fmt}} [{summary['ci_low']:{fmt}}, {summary['ci_high']:{fmt}}]"
-            if summary["n"] > 1 else f"{summary['mean']:{fmt}} (1 seed)")
-
-
 def study_markdown(study: Dict) -> str:
     """Two tables of a [`seed_study`]: per method and metric, then the paired differences."""
     a, b = study["names"]
@@ -149,7 +143,7 @@ def study_markdown(study: Dict) -> str:
         for name, m in entry["methods"].items():
             d = _fmt(metric)
             rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {name} | {len(m['seeds'])} | "
-                        f"{_interval(m['averaged'], d)} | {m['seed_std']:{d}} | {m['estimator_std']:{d}} |")
+                        f"{format_interval(m['averaged'], spec=d)} | {m['seed_std']:{d}} | {m['estimator_std']:{d}} |")
     rows += ["", f"| metric | {a} minus {b}: mean difference [95 % bootstrap CI] | paired t p | Welch p | seeds | "
              "significant at 5 % |", "| --- | --- | --- | --- | --- | --- |"]
     for metric, entry in study["metrics"].items():
@@ -160,19 +154,3 @@ def study_markdown(study: Dict) -> str:
                     f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {p['p_value']:.3g} | {entry['welch_p']:.3g} | "
                     f"{len(p['seeds'])} | {'yes' if p['significant'] else 'no'} |")
     return "\n".join(rows) + "\n"
-
-
-def median_seed_record(records: Sequence[Dict], name: str, metric: str = "kl",
-                       model_dir: Optional[str] = None) -> Optional[Dict]:
-    """
-    The run of method `name` with the median `metric` over its seeds (the lower of the two middle runs for an even
-    count), or `None` when `name` has no runs. With `model_dir`, only when that run's networks were kept.
-    """
-    rs = sorted((r for r in records if r.get("name", r["method"]) == name and "run_id" in r),
-                key=lambda r: (r[metric], r["seed"]))
-    if not rs:
-        return None
-    chosen = rs[(len(rs) - 1) // 2]
-    if model_dir is not None and not os.path.isdir(os.path.join(model_dir, chosen["run_id"])):
-        return None
-    return chosen
