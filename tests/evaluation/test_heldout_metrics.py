@@ -5,11 +5,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from helpers import tiny_image_pipeline
 
 from asintrovae_hf.evaluation.heldout import calibrate, evaluate_heldout, precision_recall, summarize_runs
-from asintrovae_hf.evaluation.statistics import describe, format_interval, paired_difference
+from asintrovae_hf.evaluation.statistics import describe, format_interval, holm_adjust, paired_difference
 
 
 # ---- statistics -----------------------------------------------------------------------------------------------------
@@ -41,6 +40,24 @@ def test_paired_difference_separates_a_consistent_gap_from_noise():
     assert not noise["significant"] and noise["ci_low"] < 0 < noise["ci_high"]
     with pytest.raises(ValueError, match="same length"):
         paired_difference([1, 2, 3], [1, 2])
+
+
+def test_holm_adjust_matches_its_definition():
+    # by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04, then made non-decreasing
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # no test (NaN) stays NaN and is not counted: a family of 2, not 3
+    adjusted = holm_adjust([0.01, float("nan"), 0.02])
+    assert math.isnan(adjusted[1]) and (adjusted[0], adjusted[2]) == (pytest.approx(0.02), pytest.approx(0.02))
+    assert holm_adjust([0.6, 0.7]) == [1.0, 1.0] and holm_adjust([]) == []
+    # against the definition: adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j))
+    p = np.random.default_rng(0).uniform(0, 0.2, size=9)
+    order = np.argsort(p)
+    expected = np.empty(9)
+    for i, index in enumerate(order):
+        expected[index] = max(min(1.0, (9 - j) * p[order[j]]) for j in range(i + 1))
+    assert holm_adjust(p.tolist()) == pytest.approx(expected.tolist())
+    with pytest.raises(ValueError, match=r"p-values in \[0, 1\]"):
+        holm_adjust([0.5, 1.5])
 
 
 # ---- precision and recall -------------------------------------------------------------------------------------------
@@ -96,7 +113,8 @@ def test_summary_table_has_intervals_and_paired_readings():
                                                ("soft-introvae:reference", 0.0))):
             wobble = 0.1 if (seed + (index > 0)) % 2 else -0.1  # differences of +-0.2 by seed: no consistent gap
             noise = rng.normal(0, 0.01)
-            metrics = {"fd": 10 + seed + shift + noise, "precision": 0.5, "recall": 0.5 + 0.01 * seed,
+            dip = (0.02, 0.05, 0.01, 0.04, 0.03)[seed] if name == "as-introvae" else 0.0  # paired t p = 0.013
+            metrics = {"fd": 10 + seed + shift + noise, "precision": 0.5 - dip, "recall": 0.5 + 0.01 * seed,
                        "class_entropy": 2.3, "smallest_class_share": 0.09, "reconstruction_mse": 0.02,
                        "nll_bits_per_dim": 1.0 + wobble, "num_draws": 3, "num_samples": 1000}
             records.append({"dataset": "mnist-5k", "name": name, "seed": seed, "metrics": metrics})
@@ -111,3 +129,10 @@ def test_summary_table_has_intervals_and_paired_readings():
     nll_rows = [line for line in comparisons if "| nll_bits_per_dim |" in line]
     assert len(fd_rows) == 2 and all("as-introvae better" in row for row in fd_rows)
     assert len(nll_rows) == 2 and all("not significant" in row for row in nll_rows)
+    # precision: significant alone (p = 0.013), not once adjusted for the table's 6 tests (fd, precision and NLL in
+    # two pairs; a difference that is the same on every seed is not a test): a lean, not a finding
+    precision_rows = [line for line in comparisons if "| precision |" in line]
+    assert len(precision_rows) == 2 and all("| 0.0132 |" in row for row in precision_rows)
+    assert "| 0.0529 | lean to soft-introvae:reference (uncorrected only) |" in precision_rows[0]
+    assert "| 0.0529 | lean to soft-introvae (uncorrected only) |" in precision_rows[1]
+    assert "adjusts each p-value for the 6 tests of this table" in table

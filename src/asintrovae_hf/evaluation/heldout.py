@@ -17,7 +17,7 @@ model can do; uniform noise: the worst), so that a model's numbers can be read a
 """
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torch
 from ..data.builtin import get_builtin_dataset, load_builtin_arrays
 from .digits_classifier import CLASSIFIER_WEIGHTS, digits_to_tensor, load_digits_classifier
 from .frechet import frechet_distance_from_features
-from .statistics import describe, format_interval, paired_difference
+from .statistics import describe, format_interval, holm_adjust, paired_difference
 
 SAMPLE_METRICS = ("fd", "precision", "recall", "class_entropy", "smallest_class_share")
 FIT_METRICS = ("reconstruction_mse", "nll_bits_per_dim")
@@ -217,7 +217,8 @@ def summarize_runs(records: Sequence[Dict], reference: str = "as-introvae",
     r"""
     Markdown tables of held-out records: per method, each metric's mean ± sample std [95 % t interval] over seeds;
     then `reference` against each of `compare_with` on the seeds both have (mean difference, bootstrap interval,
-    paired t-test p-value, and whether it is significant at 5 %). Runs stopped by a non-finite loss are counted apart.
+    paired t-test p-value, the same adjusted by Holm's method for all the tests of the dataset's table, and whether
+    the difference is significant at 5 % after that adjustment). Runs stopped by a non-finite loss are counted apart.
     """
     lines = []
     for dataset in sorted({r["dataset"] for r in records}):
@@ -241,7 +242,7 @@ def summarize_runs(records: Sequence[Dict], reference: str = "as-introvae",
                       f"{rs[0]['metrics'].get('num_draws', 1)} draws of {rs[0]['metrics']['num_samples']} samples "
                       "against the held-out split." if groups else "", ""]
         pairs = [(reference, other) for other in compare_with if reference in groups and other in groups]
-        rows = []
+        tests = []
         for a, b in pairs:
             by_seed_a = {r["seed"]: r for r in groups[a]}
             by_seed_b = {r["seed"]: r for r in groups[b]}
@@ -251,12 +252,27 @@ def summarize_runs(records: Sequence[Dict], reference: str = "as-introvae",
             for metric in metrics:
                 diff = paired_difference([by_seed_a[s]["metrics"][metric] for s in seeds],
                                          [by_seed_b[s]["metrics"][metric] for s in seeds])
-                better = (diff["mean_difference"] < 0) == (metric in LOWER_IS_BETTER)
-                reading = (f"{a if better else b} better" if diff["significant"] else "not significant")
-                rows.append(f"| {a} vs {b} | {metric} | {len(seeds)} | {diff['mean_difference']:+.4g} "
-                            f"[{diff['ci_low']:+.4g}, {diff['ci_high']:+.4g}] | {diff['p_value']:.3g} | {reading} |")
+                tests.append((a, b, metric, len(seeds), diff))
+        adjusted = holm_adjust([diff["p_value"] for *_, diff in tests])
+        rows = []
+        for (a, b, metric, n, diff), p_holm in zip(tests, adjusted):
+            better = a if (diff["mean_difference"] < 0) == (metric in LOWER_IS_BETTER) else b
+            if math.isnan(diff["p_value"]):
+                reading = "no test: the same difference on every seed"
+            elif diff["significant"] and p_holm < 0.05:
+                reading = f"{better} better"
+            elif diff["significant"]:
+                reading = f"lean to {better} (uncorrected only)"
+            else:
+                reading = "not significant"
+            rows.append(f"| {a} vs {b} | {metric} | {n} | {diff['mean_difference']:+.4g} "
+                        f"[{diff['ci_low']:+.4g}, {diff['ci_high']:+.4g}] | {diff['p_value']:.3g} | {p_holm:.3g} | "
+                        f"{reading} |")
         if rows:
-            lines += [f"Paired by seed: {reference} minus the other method (negative = lower for {reference}).", "",
-                      "| comparison | metric | seeds | mean difference [95 % bootstrap] | p (paired t) | reading |",
-                      "| --- | --- | --- | --- | --- | --- |", *rows, ""]
+            lines += [f"Paired by seed: {reference} minus the other method (negative = lower for {reference}). The "
+                      f"Holm p-value adjusts each p-value for the {sum(1 for p in adjusted if p == p)} tests of this "
+                      "table; a reading of \"better\" needs the bootstrap interval to exclude 0 and the Holm p-value "
+                      "to be below 0.05; a \"lean\" has the interval and an uncorrected p-value below 0.05 only.", "",
+                      "| comparison | metric | seeds | mean difference [95 % bootstrap] | p (paired t) | p (Holm) | "
+                      "reading |", "| --- | --- | --- | --- | --- | --- | --- |", *rows, ""]
     return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ pair of networks at several evaluation seeds (one JSON line each, so an interrup
 
 and compares the two methods on the seeds both trained, with each model's score averaged over the evaluation seeds:
 a paired comparison (bootstrap interval of the mean difference and the paired t-test, see
-[`evaluation.statistics.paired_difference`]) and, not pairing the seeds, Welch's t-test.
+[`evaluation.statistics.paired_difference`]), with the paired p-values adjusted by Holm's method for the number of
+metrics tested, and, not pairing the seeds, Welch's t-test.
 """
 
 import math
@@ -20,7 +21,7 @@ from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 
-from ...evaluation.statistics import describe, format_interval, paired_difference
+from ...evaluation.statistics import describe, format_interval, holm_adjust, paired_difference
 from ...errors import require
 from ..provenance import code_version
 from .comparison import append_record, evaluate_toy_model, load_run_models, read_records
@@ -91,8 +92,9 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
 
     Returns:
         `Dict`: `{"names", "eval_seeds", "recorded": {name: {metric: describe(...)}}, "metrics": {metric: {"methods":
-        {name: {"seeds", "averaged": describe(...), "estimator_std", "seed_std"}}, "paired": paired_difference(a, b),
-        "welch_p"}}}`.
+        {name: {"seeds", "averaged": describe(...), "estimator_std", "seed_std"}}, "paired": {**paired_difference(a,
+        b), "seeds", "p_holm", "significant_holm"}, "welch_p"}}}`; `p_holm` adjusts the paired p-value for the
+        metrics tested ([`evaluation.statistics.holm_adjust`]).
     """
     require("scipy", purpose="The seed study")
     from scipy import stats
@@ -125,6 +127,10 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
             yb = [float(np.mean(v)) for v in per[b].values()]
             entry["welch_p"] = float(stats.ttest_ind(ya, yb, equal_var=False).pvalue) if np.ptp(ya + yb) > 0 else math.nan
         study["metrics"][metric] = entry
+    paired = [entry["paired"] for entry in study["metrics"].values() if "paired" in entry]
+    for p, p_holm in zip(paired, holm_adjust([p["p_value"] for p in paired])):
+        p["p_holm"] = p_holm
+        p["significant_holm"] = bool(p["significant"] and p_holm < 0.05)
     return study
 
 
@@ -144,13 +150,17 @@ def study_markdown(study: Dict) -> str:
             d = _fmt(metric)
             rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {name} | {len(m['seeds'])} | "
                         f"{format_interval(m['averaged'], spec=d)} | {m['seed_std']:{d}} | {m['estimator_std']:{d}} |")
-    rows += ["", f"| metric | {a} minus {b}: mean difference [95 % bootstrap CI] | paired t p | Welch p | seeds | "
-             "significant at 5 % |", "| --- | --- | --- | --- | --- | --- |"]
+    rows += ["", f"| metric | {a} minus {b}: mean difference [95 % bootstrap CI] | paired t p | paired t p, Holm | "
+             "Welch p | seeds | significant at 5 %: uncorrected / Holm |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for metric, entry in study["metrics"].items():
         if "paired" not in entry:
             continue
         p, d = entry["paired"], "+" + _fmt(metric)
+        if math.isnan(p["p_value"]):  # the same difference on every seed: nothing to test
+            tests = "— | — | — | " + f"{len(p['seeds'])} | no test: the same difference on every seed"
+        else:
+            tests = (f"{p['p_value']:.3g} | {p['p_holm']:.3g} | {entry['welch_p']:.3g} | {len(p['seeds'])} | "
+                     f"{'yes' if p['significant'] else 'no'} / {'yes' if p['significant_holm'] else 'no'}")
         rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {p['mean_difference']:{d}} "
-                    f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {p['p_value']:.3g} | {entry['welch_p']:.3g} | "
-                    f"{len(p['seeds'])} | {'yes' if p['significant'] else 'no'} |")
+                    f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {tests} |")
     return "\n".join(rows) + "\n"
