@@ -12,6 +12,7 @@ from PIL import Image
 pytest.importorskip("matplotlib")
 
 from asintrovae_hf.experiments.figures import (  # noqa: E402
+    averaged_over_evaluations,
     gradient_norm_figure,
     median_samples_figure,
     seed_figure,
@@ -56,6 +57,23 @@ def test_the_mnist_chart_draws_the_recorded_values(tmp_path):
         assert drawn["fd"][r["name"]][r["seed"]] == r["metrics"]["fd"]
         assert drawn["recall"][r["name"]][r["seed"]] == r["metrics"]["recall"]
     assert sum(len(seeds) for seeds in drawn["fd"].values()) == len(runs)
+
+
+def test_the_toy_seed_chart_draws_each_models_mean_over_its_evaluation_draws(tmp_path):
+    evaluations = [json.loads(line) for line in
+                   (ROOT / "results" / "toy10" / "evaluations.jsonl").read_text().splitlines()]
+    points = averaged_over_evaluations(evaluations, ("kl", "jsd"))
+    drawn = seed_figure(points, {"kl": "KL", "jsd": "JSD"}, str(tmp_path / "toy10.png"), "toy")
+    eval_seeds = {e["eval_seed"] for e in evaluations}
+    assert len(eval_seeds) == 5
+    models = {(e["name"], e["seed"]) for e in evaluations}
+    assert sum(len(seeds) for seeds in drawn["kl"].values()) == len(models)
+    for name, seed in models:
+        scores = [e["kl"] for e in evaluations if (e["name"], e["seed"]) == (name, seed)]
+        assert len(scores) == 5 and drawn["kl"][name][seed] == pytest.approx(np.mean(scores))
+    # a model missing one of the draws is left out rather than averaged over fewer
+    partial = evaluations + [{**evaluations[0], "seed": 99, "eval_seed": 1234}]
+    assert len(averaged_over_evaluations(partial, ("kl",))) == len(models)
 
 
 def test_the_gradient_norm_chart_draws_every_recorded_step(tmp_path):

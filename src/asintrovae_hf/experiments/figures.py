@@ -9,7 +9,8 @@ The charts of `docs/figures`, drawn with matplotlib from the committed records i
   (`results/digits-heldout`);
 - `digits_seeds.png`: the digits FID of the four methods over three seeds (`results/digits`);
 - `toy_8gaussians_seeds.png`: KL and JSD of the 2D toy runs per method and seed (`results/toy2d-depth4`);
-- `toy_8gaussians_10seeds.png`: KL, JSD and high-quality share of the 10-seed toy comparison (`results/toy10`);
+- `toy_8gaussians_10seeds.png`: KL, JSD and high-quality share of the 10-seed toy comparison, each model's mean over
+  its evaluation draws (`results/toy10/evaluations.jsonl`);
 - `mechanism_gradient_norms.png`: the encoder's gradient norms over training (`results/mechanism`);
 - `digits_grid.png`, `toy_grid_8gaussians.png`: the robustness grids as heat maps (`results/robustness`,
   `results/toy2d-grid`);
@@ -37,7 +38,7 @@ from .images.robustness_grid import grid_cells, save_grid_heatmap
 from ..evaluation.statistics import describe
 from ..objectives.registry import get_objective, objective_names
 
-SEED_MARKERS = "osD^v<>p"
+SEED_MARKERS = "osD^v<>phX"  # ten seeds, ten markers
 
 
 def new_figure(width: float, height: float):
@@ -208,6 +209,20 @@ def zoo_samples_figure(path: str, num_images: int = 16, seed: int = 0) -> Dict[s
     return drawn
 
 
+def averaged_over_evaluations(evaluations: Sequence[Dict], metrics: Sequence[str]) -> List[Dict]:
+    """
+    One record per trained model (`name`, `seed`) with each of `metrics` averaged over the evaluation seeds it was
+    scored at, as the toy seed study averages them; models missing one of the evaluation seeds that occur in
+    `evaluations` are left out, so every point is a mean of the same draws.
+    """
+    eval_seeds = {e["eval_seed"] for e in evaluations}
+    models: Dict[tuple, Dict[int, Dict]] = {}
+    for e in evaluations:
+        models.setdefault((e["name"], e["seed"]), {})[e["eval_seed"]] = e
+    return [{"name": name, "seed": seed, **{m: float(np.mean([e[m] for e in by_seed.values()])) for m in metrics}}
+            for (name, seed), by_seed in sorted(models.items()) if set(by_seed) == eval_seeds]
+
+
 def median_seed(records: Sequence[Dict], metric: str = "fd",
                 value=lambda record, metric: record["metrics"][metric]) -> Dict[str, Dict]:
     """
@@ -281,12 +296,15 @@ def make_figures(results_dir: str, output_dir: str) -> Dict[str, str]:
                 log_metrics=("kl", "jsd"))
     written["toy_8gaussians_seeds.png"] = out("toy_8gaussians_seeds.png")
 
-    toy10 = records("toy10") if os.path.isfile(os.path.join(results_dir, "toy10", "runs.jsonl")) else []
-    if toy10:
+    toy10_dir = os.path.join(results_dir, "toy10")
+    if os.path.isfile(os.path.join(toy10_dir, "evaluations.jsonl")):
+        evaluations = read_records(os.path.join(toy10_dir, "evaluations.jsonl"))
+        toy10 = averaged_over_evaluations(evaluations, ("kl", "jsd", "high_quality"))
+        num_draws = len({e["eval_seed"] for e in evaluations})
         seed_figure(toy10, {"kl": "KL ↓", "jsd": "JSD ↓", "high_quality": "high-quality share ↑"},
                     out("toy_8gaussians_10seeds.png"),
-                    f"8 Gaussians, 30,000 iterations, 4 x 256 networks, {len({r['seed'] for r in toy10})} seeds "
-                    "per method (evaluation seed 1234)")
+                    "8 Gaussians, 30,000 iterations, 4 x 256 networks: one point per training seed, its model's mean "
+                    f"over {num_draws} evaluation draws")
         written["toy_8gaussians_10seeds.png"] = out("toy_8gaussians_10seeds.png")
 
     gradient_norm_figure(records("mechanism"), out("mechanism_gradient_norms.png"))
