@@ -8,7 +8,13 @@ import pytest
 from helpers import tiny_image_pipeline
 
 from asintrovae_hf.evaluation.heldout import calibrate, evaluate_heldout, precision_recall, summarize_runs
-from asintrovae_hf.evaluation.statistics import describe, format_interval, holm_adjust, paired_difference
+from asintrovae_hf.evaluation.statistics import (
+    describe,
+    detectable_difference,
+    format_interval,
+    holm_adjust,
+    paired_difference,
+)
 
 
 # ---- statistics -----------------------------------------------------------------------------------------------------
@@ -40,6 +46,22 @@ def test_paired_difference_separates_a_consistent_gap_from_noise():
     assert not noise["significant"] and noise["ci_low"] < 0 < noise["ci_high"]
     with pytest.raises(ValueError, match="same length"):
         paired_difference([1, 2, 3], [1, 2])
+
+
+def test_detectable_difference_has_the_stated_power():
+    from scipy import stats
+
+    delta = detectable_difference(1.0, 10)
+    assert 0.9 < delta < 1.1  # textbook: a paired t-test on 10 seeds has 80 % power at about one std
+    assert detectable_difference(2.0, 10) == pytest.approx(2 * delta)  # in the metric's unit
+    assert detectable_difference(1.0, 40) < delta / 1.9  # about 1 / sqrt(n)
+    # by simulation: tests of 10 differences drawn around delta reject at 5 % in 80 % of the trials
+    d = np.random.default_rng(0).normal(delta, 1.0, size=(20000, 10))
+    rejected = stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.8, abs=0.01)
+    assert detectable_difference(0.0, 5) == 0.0
+    with pytest.raises(ValueError, match="n >= 2"):
+        detectable_difference(1.0, 1)
 
 
 def test_holm_adjust_matches_its_definition():

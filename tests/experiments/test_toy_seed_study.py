@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from asintrovae_hf.evaluation.statistics import describe, holm_adjust, paired_difference
+from asintrovae_hf.evaluation.statistics import describe, detectable_difference, holm_adjust, paired_difference
 from asintrovae_hf.experiments.toy.comparison import read_records
 from asintrovae_hf.experiments.figures import median_seed
 from asintrovae_hf.experiments.toy.seed_study import seed_study
@@ -57,9 +57,11 @@ def test_compare_scores_every_kept_model_at_every_evaluation_seed(toy_runs, caps
     paired = [entry["paired"] for entry in study["metrics"].values() if "paired" in entry]
     assert [p["p_holm"] for p in paired] == pytest.approx(holm_adjust([p["p_value"] for p in paired]), nan_ok=True)
     assert all(p["significant_holm"] <= p["significant"] for p in paired)
+    jsd = study["metrics"]["jsd"]["paired"]
+    assert jsd["detectable"] == pytest.approx(detectable_difference(float(np.std(np.subtract(a, b), ddof=1)), 3))
     table = (out / "comparison.md").read_text()
     assert "as-introvae minus soft-introvae (reference)" in table and "| KL | as-introvae | 3 |" in table
-    assert "| paired t p, Holm |" in table
+    assert "| paired t p, Holm |" in table and "| detectable (80 % power) |" in table
     # a second call reuses the evaluations instead of scoring again
     before = (out / "evaluations.jsonl").read_text()
     assert toy2d.main(argv) == 0

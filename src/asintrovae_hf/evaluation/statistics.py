@@ -73,6 +73,44 @@ def paired_difference(a: Sequence[float], b: Sequence[float], num_resamples: int
             "p_value": p_value, "significant": significant}
 
 
+def detectable_difference(std: float, n: int, confidence: float = 0.95, power: float = 0.8) -> float:
+    r"""
+    The smallest true mean difference that a two-sided paired t-test on `n` seeds finds at level `1 - confidence` with
+    probability `power`, when the per-seed differences have standard deviation `std`: what a "not significant" could
+    still hide.
+
+    Solved exactly on the non-central t distribution (the test statistic under a true difference `delta` is
+    non-central t with `n - 1` degrees of freedom and non-centrality `delta * sqrt(n) / std`).
+
+    Args:
+        std (`float`): The standard deviation of the per-seed differences (for example their sample std).
+        n (`int`): Seeds (at least 2).
+        confidence (`float`, defaults to 0.95), power (`float`, defaults to 0.8): The test's level and the wanted
+            power.
+
+    Returns:
+        `float`: The difference, in the metric's unit (0 when `std` is 0).
+    """
+    if n < 2 or not std >= 0:
+        raise ValueError(f"detectable_difference needs n >= 2 seeds and a std >= 0, got n={n!r}, std={std!r}.")
+    if std == 0:
+        return 0.0
+    require("scipy", purpose="Power")
+    from scipy import optimize, stats
+
+    df, scale = n - 1, std / math.sqrt(n)
+    critical = float(stats.t.ppf(0.5 + confidence / 2, df))
+
+    def shortfall(delta: float) -> float:
+        nc = delta / scale
+        return float(stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc)) - power
+
+    high = scale
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-12 * high))
+
+
 def holm_adjust(p_values: Sequence[float]) -> List[float]:
     r"""
     Holm's step-down adjustment of a family of p-values, so that "adjusted p < 0.05" bounds the chance of any false

@@ -13,7 +13,8 @@ pair of networks at several evaluation seeds (one JSON line each, so an interrup
 and compares the two methods on the seeds both trained, with each model's score averaged over the evaluation seeds:
 a paired comparison (bootstrap interval of the mean difference and the paired t-test, see
 [`evaluation.statistics.paired_difference`]), with the paired p-values adjusted by Holm's method for the number of
-metrics tested, and, not pairing the seeds, Welch's t-test.
+metrics tested, and, not pairing the seeds, Welch's t-test. For each metric it also gives the smallest difference the
+paired test would find with 80 % power, so that a "not significant" says how large a difference it could still hide.
 """
 
 import math
@@ -21,7 +22,7 @@ from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 
-from ...evaluation.statistics import describe, format_interval, holm_adjust, paired_difference
+from ...evaluation.statistics import describe, detectable_difference, format_interval, holm_adjust, paired_difference
 from ...errors import require
 from ..provenance import code_version
 from .comparison import append_record, evaluate_toy_model, load_run_models, read_records
@@ -93,8 +94,10 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
     Returns:
         `Dict`: `{"names", "eval_seeds", "recorded": {name: {metric: describe(...)}}, "metrics": {metric: {"methods":
         {name: {"seeds", "averaged": describe(...), "estimator_std", "seed_std"}}, "paired": {**paired_difference(a,
-        b), "seeds", "p_holm", "significant_holm"}, "welch_p"}}}`; `p_holm` adjusts the paired p-value for the
-        metrics tested ([`evaluation.statistics.holm_adjust`]).
+        b), "seeds", "detectable", "p_holm", "significant_holm"}, "welch_p"}}}`; `detectable` is the difference the
+        paired test finds with 80 % power at these seeds and this spread of the differences
+        ([`evaluation.statistics.detectable_difference`]); `p_holm` adjusts the paired p-value for the metrics tested
+        ([`evaluation.statistics.holm_adjust`]).
     """
     require("scipy", purpose="The seed study")
     from scipy import stats
@@ -122,7 +125,9 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
         if len(common) >= 2:
             xa = [float(np.mean(per[a][s])) for s in common]
             xb = [float(np.mean(per[b][s])) for s in common]
-            entry["paired"] = {**paired_difference(xa, xb), "seeds": common}
+            differences_std = float(np.std(np.subtract(xa, xb), ddof=1))
+            entry["paired"] = {**paired_difference(xa, xb), "seeds": common,
+                               "detectable": detectable_difference(differences_std, len(common))}
             ya = [float(np.mean(v)) for v in per[a].values()]
             yb = [float(np.mean(v)) for v in per[b].values()]
             entry["welch_p"] = float(stats.ttest_ind(ya, yb, equal_var=False).pvalue) if np.ptp(ya + yb) > 0 else math.nan
@@ -150,17 +155,19 @@ def study_markdown(study: Dict) -> str:
             d = _fmt(metric)
             rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {name} | {len(m['seeds'])} | "
                         f"{format_interval(m['averaged'], spec=d)} | {m['seed_std']:{d}} | {m['estimator_std']:{d}} |")
-    rows += ["", f"| metric | {a} minus {b}: mean difference [95 % bootstrap CI] | paired t p | paired t p, Holm | "
-             "Welch p | seeds | significant at 5 %: uncorrected / Holm |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows += ["", f"| metric | {a} minus {b}: mean difference [95 % bootstrap CI] | detectable (80 % power) | "
+             "paired t p | paired t p, Holm | Welch p | seeds | significant at 5 %: uncorrected / Holm |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for metric, entry in study["metrics"].items():
         if "paired" not in entry:
             continue
         p, d = entry["paired"], "+" + _fmt(metric)
+        detectable = f"±{p['detectable']:{d[1:]}}"
         if math.isnan(p["p_value"]):  # the same difference on every seed: nothing to test
-            tests = "— | — | — | " + f"{len(p['seeds'])} | no test: the same difference on every seed"
+            detectable, tests = "—", "— | — | — | " + f"{len(p['seeds'])} | no test: the same difference on every seed"
         else:
             tests = (f"{p['p_value']:.3g} | {p['p_holm']:.3g} | {entry['welch_p']:.3g} | {len(p['seeds'])} | "
                      f"{'yes' if p['significant'] else 'no'} / {'yes' if p['significant_holm'] else 'no'}")
         rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {p['mean_difference']:{d}} "
-                    f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {tests} |")
+                    f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {detectable} | {tests} |")
     return "\n".join(rows) + "\n"
