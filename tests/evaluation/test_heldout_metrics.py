@@ -157,4 +157,6 @@ def test_summary_table_has_intervals_and_paired_readings():
     assert len(precision_rows) == 2 and all("| 0.0132 |" in row for row in precision_rows)
     assert "| 0.0529 | lean to soft-introvae:reference (uncorrected only) |" in precision_rows[0]
     assert "| 0.0529 | lean to soft-introvae (uncorrected only) |" in precision_rows[1]
+    power = detectable_difference(float(np.std([0.02, 0.05, 0.01, 0.04, 0.03], ddof=1)), 5)
+    assert all(f"| ±{power:.3g} | 0.0132 |" in row for row in precision_rows)
     assert "adjusts each p-value for the 6 tests of this table" in table
