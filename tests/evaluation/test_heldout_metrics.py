@@ -60,6 +60,7 @@ def test_detectable_difference_has_the_stated_power():
     rejected = stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05
     assert rejected.mean() == pytest.approx(0.8, abs=0.01)
     assert detectable_difference(0.0, 5) == 0.0
+    assert 8 < detectable_difference(1.0, 2) < 20  # two seeds: one degree of freedom, finite but large
     with pytest.raises(ValueError, match="n >= 2"):
         detectable_difference(1.0, 1)
 

@@ -68,6 +68,27 @@ def test_compare_scores_every_kept_model_at_every_evaluation_seed(toy_runs, caps
     assert (out / "evaluations.jsonl").read_text() == before
 
 
+def test_compare_can_leave_out_seeds_into_its_own_tables(toy_runs):
+    toy2d, out = toy_runs
+    argv = ["--summarize", "--output_dir", str(out), "--compare", "as-introvae", "soft-introvae:reference",
+            "--eval_seeds", "1234", "7", "--compare_seeds", "1", "2", "--comparison_name", "comparison_seeds_1_2"]
+    assert toy2d.main(argv) == 0
+    study = json.loads((out / "comparison_seeds_1_2.json").read_text())
+    for name in ("as-introvae", "soft-introvae (reference)"):
+        assert study["metrics"]["kl"]["methods"][name]["seeds"] == [1, 2]
+        assert study["recorded"][name]["seeds"] == [1, 2]
+    assert study["metrics"]["kl"]["paired"]["seeds"] == [1, 2]
+    assert "| KL | as-introvae | 2 |" in (out / "comparison_seeds_1_2.md").read_text()
+    with pytest.raises(SystemExit, match=r"no finished runs of .* at --compare_seeds \[7\]"):
+        toy2d.main(argv[:-5] + ["--compare_seeds", "7"])
+    for bad, message in ((["--comparison_name", "../x"], "plain file name"),
+                         (["--compare_seeds", "1"], "go with --compare")):
+        with pytest.raises(SystemExit) as error:
+            toy2d.main(["--summarize", "--output_dir", str(out), *bad]
+                       + (["--compare", "as-introvae", "vae"] if "plain" in message else []))
+        assert error.value.code == 2
+
+
 def test_compare_names_a_method_without_runs(toy_runs):
     toy2d, out = toy_runs
     with pytest.raises(SystemExit, match="no finished runs of \\['introvae'\\]"):

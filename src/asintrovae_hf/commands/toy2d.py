@@ -21,7 +21,9 @@ on the kept networks, by
     asintrovae-toy2d --summarize --output_dir results/toy10 --compare as-introvae soft-introvae:reference \
         --eval_seeds 1234 1 2 3 4
 
-(`comparison.md`, `comparison.json`; see `asintrovae_hf.experiments.toy.seed_study`). The estimators are documented in `asintrovae_hf.experiments.toy.metrics`.
+(`comparison.md`, `comparison.json`; see `asintrovae_hf.experiments.toy.seed_study`); `--compare_seeds 1 2 ...
+--comparison_name NAME` repeats it on a subset of the training seeds into `NAME.md` and `NAME.json`. The estimators
+are documented in `asintrovae_hf.experiments.toy.metrics`.
 """
 
 import argparse
@@ -100,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "comparison.md, comparison.json and evaluations.jsonl.")
     p.add_argument("--eval_seeds", nargs="+", type=int, default=None,
                    help="The evaluation seeds of --compare (default: --eval_seed alone).")
+    p.add_argument("--compare_seeds", nargs="+", type=int, default=None,
+                   help="With --compare: only these training seeds (default: every finished one), e.g. to leave out "
+                        "a seed that helped choose a setting.")
+    p.add_argument("--comparison_name", type=str, default="comparison",
+                   help="With --compare: the tables' file name, without extension (default: comparison).")
     p.add_argument("--summarize", nargs="*", default=None, metavar="RUNS_JSONL",
                    help="Only rebuild the tables and figures in --output_dir from runs.jsonl files (default: the one "
                         "in --output_dir).")
@@ -126,6 +133,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--device {args.device} needs a GPU that this torch ({torch.__version__}) can use; it sees none.")
     if device.type not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or a cuda device, got {args.device!r}")
+    if (args.compare_seeds is not None or args.comparison_name != "comparison") and args.compare is None:
+        parser.error("--compare_seeds and --comparison_name go with --compare METHOD METHOD, which was not given.")
+    if not args.comparison_name or os.path.basename(args.comparison_name) != args.comparison_name \
+            or args.comparison_name.startswith("."):
+        parser.error(f"--comparison_name must be a plain file name without a folder, got {args.comparison_name!r}")
     if args.model_dir is None:
         args.model_dir = os.path.join(args.output_dir, "models")
     return args
@@ -191,20 +203,23 @@ def _row_name(objective: str, preset) -> str:
 
 
 def compare(records, args: argparse.Namespace, names) -> dict:
-    """Score the kept models of `names` at every evaluation seed and write the seed study (`comparison.md/.json`)."""
+    """Score the kept models of `names` (at `--compare_seeds`, or all) at every evaluation seed and write the seed
+    study (`<comparison_name>.md/.json`)."""
     eval_seeds = args.eval_seeds or [args.eval_seed]
-    chosen = [r for r in records if r.get("name", r["method"]) in names and not r.get("overrides")]
+    chosen = [r for r in records if r.get("name", r["method"]) in names and not r.get("overrides")
+              and (args.compare_seeds is None or r["seed"] in args.compare_seeds)]
     missing = [n for n in names if not any(r.get("name", r["method"]) == n for r in chosen)]
     if missing:
-        raise SystemExit(f"--compare: no finished runs of {missing} in the records; they have "
+        seeds = "" if args.compare_seeds is None else f" at --compare_seeds {args.compare_seeds}"
+        raise SystemExit(f"--compare: no finished runs of {missing}{seeds} in the records; they have "
                          f"{sorted({r.get('name', r['method']) for r in records})}.")
     evaluations = evaluate_with_seeds(chosen, args.model_dir, eval_seeds,
                                       os.path.join(args.output_dir, "evaluations.jsonl"), args.gnelbo_grid)
     study = seed_study(chosen, evaluations, names, eval_seeds)
-    with open(os.path.join(args.output_dir, "comparison.json"), "w") as f:
+    with open(os.path.join(args.output_dir, args.comparison_name + ".json"), "w") as f:
         json.dump(study, f, indent=1)
     table = study_markdown(study)
-    with open(os.path.join(args.output_dir, "comparison.md"), "w") as f:
+    with open(os.path.join(args.output_dir, args.comparison_name + ".md"), "w") as f:
         f.write(table)
     print(table, file=sys.stderr)
     return study

@@ -103,7 +103,8 @@ def detectable_difference(std: float, n: int, confidence: float = 0.95, power: f
 
     def shortfall(delta: float) -> float:
         nc = delta / scale
-        return float(stats.nct.sf(critical, df, nc) + stats.nct.cdf(-critical, df, nc)) - power
+        # the lower tail as the upper tail of -T (scipy's nct.cdf returns NaN far in the lower tail at df = 1)
+        return float(stats.nct.sf(critical, df, nc) + stats.nct.sf(critical, df, -nc)) - power
 
     high = scale
     while shortfall(high) < 0:
