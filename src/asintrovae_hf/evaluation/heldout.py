@@ -218,7 +218,8 @@ def summarize_runs(records: Sequence[Dict], reference: str = "as-introvae",
     Markdown tables of held-out records: per method, each metric's mean ± sample std [95 % t interval] over seeds;
     then `reference` against each of `compare_with` on the seeds both have (mean difference, bootstrap interval,
     paired t-test p-value, the same adjusted by Holm's method for all the tests of the dataset's table, whether the
-    difference is significant at 5 % after that adjustment, and the difference the test finds with 80 % power). Runs stopped by a non-finite loss are counted apart.
+    difference is significant at 5 % after that adjustment, and the difference the test finds with 80 % power). Runs
+    stopped by a non-finite loss are counted apart.
     """
     lines = []
     for dataset in sorted({r["dataset"] for r in records}):
@@ -275,8 +276,9 @@ def summarize_runs(records: Sequence[Dict], reference: str = "as-introvae",
             lines += [f"Paired by seed: {reference} minus the other method (negative = lower for {reference}). The "
                       f"Holm p-value adjusts each p-value for the {sum(1 for p in adjusted if p == p)} tests of this "
                       "table; a reading of \"better\" needs the bootstrap interval to exclude 0 and the Holm p-value "
-                      "to be below 0.05; a \"lean\" has the interval and an uncorrected p-value below 0.05 only. \"Detectable\" is "
-                      "the smallest true difference the paired test would find with 80 % power at these seeds.", "",
+                      "to be below 0.05; a \"lean\" has the interval and an uncorrected p-value below 0.05 only. "
+                      "\"Detectable\" is the smallest true difference the paired test would find with 80 % power at "
+                      "these seeds.", "",
                       "| comparison | metric | seeds | mean difference [95 % bootstrap] | detectable (80 % power) | "
                       "p (paired t) | p (Holm) | reading |", "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows,
                       ""]

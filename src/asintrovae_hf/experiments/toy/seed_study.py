@@ -164,7 +164,8 @@ def study_markdown(study: Dict) -> str:
         p, d = entry["paired"], "+" + _fmt(metric)
         detectable = f"±{p['detectable']:{d[1:]}}"
         if math.isnan(p["p_value"]):  # the same difference on every seed: nothing to test
-            detectable, tests = "—", "— | — | — | " + f"{len(p['seeds'])} | no test: the same difference on every seed"
+            detectable = "—"
+            tests = f"— | — | — | {len(p['seeds'])} | no test: the same difference on every seed"
         else:
             tests = (f"{p['p_value']:.3g} | {p['p_holm']:.3g} | {entry['welch_p']:.3g} | {len(p['seeds'])} | "
                      f"{'yes' if p['significant'] else 'no'} / {'yes' if p['significant_holm'] else 'no'}")
