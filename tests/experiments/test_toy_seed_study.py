@@ -9,7 +9,7 @@ import pytest
 
 from asintrovae_hf.evaluation.statistics import describe, detectable_difference, holm_adjust, paired_difference
 from asintrovae_hf.experiments.toy.comparison import read_records
-from asintrovae_hf.experiments.figures import median_seed
+from asintrovae_hf.experiments.figures import median_seed, worst_seed
 from asintrovae_hf.experiments.toy.seed_study import seed_study
 
 from helpers import load_script
@@ -102,6 +102,21 @@ def test_the_figure_shows_the_median_seed():
     assert median_seed(records, "kl", value=kl)["m"]["seed"] == 3  # KL 1, 2, 3, 5: the lower middle is 2 (seed 3)
     assert median_seed(records[:3], "kl", value=kl)["m"]["seed"] == 2
     assert "other" not in median_seed(records, "kl", value=kl)
+
+
+def test_the_figure_also_shows_the_worst_seed_from_three_seeds_on():
+    from asintrovae_hf.commands.toy2d import figure_runs
+
+    records = [{"name": "m", "method": "m", "seed": s, "kl": kl, "run_id": f"r{s}"}
+               for s, kl in [(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0), (4, 5.0)]]
+    kl = lambda r, metric: r[metric]  # noqa: E731
+    assert worst_seed(records, "kl", value=kl)["m"]["seed"] == 0  # a tie at KL 5 goes to the lower seed
+    shown = [(name, role, run["seed"], count) for name, role, run, count in figure_runs(records)]
+    assert shown == [("m", "median", 2, 5), ("m", "worst", 0, 5)]
+    assert [role for _, role, _, _ in figure_runs(records[1:3])] == ["median"]  # two seeds: the median only
+    # the worst KL tied with the median's: both rules pick the same run, shown once
+    tied = [dict(r, kl=kl) for r, kl in zip(records, [1.0, 2.0, 2.0])]
+    assert [(role, run["seed"]) for _, role, run, _ in figure_runs(tied)] == [("median", 1)]
 
 
 def test_seed_study_separates_estimator_noise_from_seed_spread():

@@ -14,7 +14,8 @@ A method is `objective[:preset]` (presets: `reference`, `recommended`). Objectiv
 `OUTPUT_DIR/runs.jsonl`; running the same command again skips the runs already there, so an interrupted batch
 resumes where it stopped, and a run killed midway continues from its last checkpoint (every 1,000 iterations, in
 `OUTPUT_DIR/models/<run id>/`). The script writes `results.md` (mean ± sample std over seeds), one figure per
-dataset (per method, its median seed by KL: generated points above the model density `exp(-negative ELBO)`), and for
+dataset (per method, its median seed by KL and, from three seeds on, its worst: generated points above the model
+density `exp(-negative ELBO)`), and for
 grids `grid.md` and a heat map per dataset. Two methods' seeds are compared, with the estimators' own noise measured
 on the kept networks, by
 
@@ -53,7 +54,7 @@ from asintrovae_hf.experiments.toy.comparison import (
     save_figure,
     save_grid_heatmap,
 )
-from asintrovae_hf.experiments.figures import median_seed
+from asintrovae_hf.experiments.figures import median_seed, worst_seed
 from asintrovae_hf.experiments.toy.seed_study import evaluate_with_seeds, seed_study, study_markdown
 from asintrovae_hf.experiments.toy.hparams import BATCH_SIZE, HIDDEN_DIMS, LEARNING_RATE, LR_GAMMA, NUM_ITER
 
@@ -165,10 +166,27 @@ def plan_runs(args: argparse.Namespace):
     return runs
 
 
+def figure_runs(runs):
+    """
+    The runs a dataset's figure shows, as `(method, role, run, seeds of the method)`: per method its median seed by
+    KL and, from three seeds on, its worst one too (a method whose seeds split is then seen at both ends).
+    """
+    kept = [r for r in runs if "run_id" in r]
+    kl = lambda r, metric: r[metric]  # noqa: E731
+    medians, worst = median_seed(kept, "kl", value=kl), worst_seed(kept, "kl", value=kl)
+    chosen = []
+    for name in sorted(medians, key=method_order):
+        count = sum(r["name"] == name for r in runs)
+        chosen.append((name, "median", medians[name], count))
+        if count >= 3 and worst[name] is not medians[name]:
+            chosen.append((name, "worst", worst[name], count))
+    return chosen
+
+
 def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = None) -> None:
     """
     Write `results.md`, `grid.md`, and per dataset a figure of each method's median run by KL (the lower of the two
-    middle runs for an even count of seeds), where that run's networks were kept.
+    middle runs for an even count of seeds) and, from three seeds on, its worst run, where their networks were kept.
     """
     iters = sorted({r["num_iter"] for r in records})
     table = markdown_table(records)
@@ -184,14 +202,13 @@ def summarize(records, output_dir: str, eval_seed: int = 1234, model_dir: str = 
     for dataset in sorted({r["dataset"] for r in records}):
         panels = {}
         runs = [r for r in records if r["dataset"] == dataset and not r.get("overrides")]
-        medians = median_seed([r for r in runs if "run_id" in r], "kl", value=lambda r, metric: r[metric])
-        for name in sorted(medians, key=method_order):
-            chosen, count = medians[name], sum(r["name"] == name for r in runs)
+        for name, role, chosen, count in figure_runs(runs):
             models = load_run_models(model_dir, chosen["run_id"])
             if models is None:
-                print(f"{dataset}, {name}: the networks of its median run were not kept; no panel.", file=sys.stderr)
+                print(f"{dataset}, {name}: the networks of its {role} run were not kept; no panel.", file=sys.stderr)
                 continue
-            label = f"seed {chosen['seed']}, median KL of {count}" if count > 1 else f"seed {chosen['seed']}"
+            label = f"seed {chosen['seed']}, {role} KL of {count}" if count > 1 else f"seed {chosen['seed']}"
+            print(f"{dataset} figure: {name}, {label}", file=sys.stderr)
             panels[f"{name}\n{label}"] = models
         if panels:
             save_figure(dataset, panels, os.path.join(output_dir, f"{dataset}.png"), eval_seed)

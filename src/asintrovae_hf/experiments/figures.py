@@ -236,6 +236,18 @@ def median_seed(records: Sequence[Dict], metric: str = "fd",
             for name, runs in by_method.items()}
 
 
+def worst_seed(records: Sequence[Dict], metric: str = "fd",
+               value=lambda record, metric: record["metrics"][metric]) -> Dict[str, Dict]:
+    """
+    Per method, the run with the highest (worst) `metric` over its seeds (ties go to the lower seed): shown beside
+    the median one so that a method whose seeds split is not judged by its better half.
+    """
+    by_method: Dict[str, List[Dict]] = {}
+    for record in records:
+        by_method.setdefault(record["name"], []).append(record)
+    return {name: max(runs, key=lambda r: (value(r, metric), -r["seed"])) for name, runs in by_method.items()}
+
+
 def median_samples_figure(records: Sequence[Dict], samples_dir: str, path: str, metric: str = "fd") -> Dict[str, int]:
     """
     One row per method: the 16 samples its median-seed run drew from its saved pipeline
