@@ -10,7 +10,7 @@ import pytest
 from asintrovae_hf.evaluation.statistics import describe, detectable_difference, holm_adjust, paired_difference
 from asintrovae_hf.experiments.toy.comparison import read_records
 from asintrovae_hf.experiments.figures import median_seed, worst_seed
-from asintrovae_hf.experiments.toy.seed_study import seed_study
+from asintrovae_hf.experiments.toy.seed_study import seed_study, study_markdown
 
 from helpers import load_script
 
@@ -138,6 +138,39 @@ def test_seed_study_separates_estimator_noise_from_seed_spread():
     paired = study["metrics"]["kl"]["paired"]
     assert paired["mean_difference"] == pytest.approx(0.5, abs=0.02) and paired["significant"]
     assert study["metrics"]["kl"]["welch_p"] > 0.05  # unpaired, the seed effect hides the shift
+    assert study["metrics"]["kl"]["spread_p"] > 0.5  # b is a shifted: the same spread
+
+
+def _two_spreads(scale_b, seeds=range(10), metrics=("kl", "jsd")):
+    """a: seed effects spread evenly over [-1, 1] on every metric; b: the same times `scale_b`; one evaluation seed."""
+    effect = np.linspace(-1.0, 1.0, len(seeds))
+    evaluations = [{"name": name, "seed": s, "eval_seed": 0, "run_id": f"{name}{s}",
+                    **{m: 5 + scale * effect[i] for m in metrics}}
+                   for name, scale in (("a", 1.0), ("b", scale_b)) for i, s in enumerate(seeds)]
+    return seed_study([], evaluations, ("a", "b"), [0], metrics=metrics)
+
+
+def test_seed_study_tests_whether_one_method_spreads_more_across_seeds():
+    from scipy import stats
+
+    study = _two_spreads(scale_b=8.0)
+    kl = study["metrics"]["kl"]
+    assert kl["methods"]["b"]["seed_std"] == pytest.approx(8 * kl["methods"]["a"]["seed_std"])
+    assert kl["spread_p"] < 0.01
+    assert kl["spread_p_holm"] == pytest.approx(min(1.0, 2 * max(kl["spread_p"], study["metrics"]["jsd"]["spread_p"])))
+    effect = np.linspace(-1.0, 1.0, 10)
+    assert kl["spread_p"] == pytest.approx(stats.levene(5 + effect, 5 + 8 * effect, center="median").pvalue)
+    table = study_markdown(study)
+    assert "equal seed-to-seed spread: Brown-Forsythe p / Holm" in table
+    assert f"{kl['spread_p']:.3g} / {kl['spread_p_holm']:.3g} |" in table
+
+
+def test_the_spread_test_is_left_out_when_nothing_deviates():
+    study = _two_spreads(scale_b=0.0, metrics=("kl",))  # b constant; a still varies: a test
+    assert not np.isnan(study["metrics"]["kl"]["spread_p"])
+    flat = seed_study([], [{"name": n, "seed": s, "eval_seed": 0, "run_id": f"{n}{s}", "kl": 1.0}
+                           for n in "ab" for s in range(4)], ("a", "b"), [0], metrics=("kl",))
+    assert np.isnan(flat["metrics"]["kl"]["spread_p"]) and np.isnan(flat["metrics"]["kl"]["spread_p_holm"])
 
 
 def test_records_name_their_code_version(toy_runs, tmp_path):

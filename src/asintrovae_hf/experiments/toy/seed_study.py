@@ -15,6 +15,9 @@ a paired comparison (bootstrap interval of the mean difference and the paired t-
 [`evaluation.statistics.paired_difference`]), with the paired p-values adjusted by Holm's method for the number of
 metrics tested, and, not pairing the seeds, Welch's t-test. For each metric it also gives the smallest difference the
 paired test would find with 80 % power, so that a "not significant" says how large a difference it could still hide.
+A second question, whether one method's models differ more from seed to seed than the other's, is answered by the
+Brown-Forsythe test (Levene's test about the medians, robust to a skewed spread), its p-values adjusted by Holm's
+method over the metrics apart from the first family: it asks about the spread, not the mean.
 """
 
 import math
@@ -94,7 +97,9 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
     Returns:
         `Dict`: `{"names", "eval_seeds", "recorded": {name: {metric: describe(...)}}, "metrics": {metric: {"methods":
         {name: {"seeds", "averaged": describe(...), "estimator_std", "seed_std"}}, "paired": {**paired_difference(a,
-        b), "seeds", "detectable", "p_holm", "significant_holm"}, "welch_p"}}}`; `detectable` is the difference the
+        b), "seeds", "detectable", "p_holm", "significant_holm"}, "welch_p", "spread_p", "spread_p_holm"}}}`;
+        `spread_p` is the Brown-Forsythe test of equal seed-to-seed spread (NaN when no score deviates from its
+        method's median), `spread_p_holm` its Holm adjustment over the metrics; `detectable` is the difference the
         paired test finds with 80 % power at these seeds and this spread of the differences
         ([`evaluation.statistics.detectable_difference`]); `p_holm` adjusts the paired p-value for the metrics tested
         ([`evaluation.statistics.holm_adjust`]).
@@ -131,11 +136,20 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
             ya = [float(np.mean(v)) for v in per[a].values()]
             yb = [float(np.mean(v)) for v in per[b].values()]
             entry["welch_p"] = float(stats.ttest_ind(ya, yb, equal_var=False).pvalue) if np.ptp(ya + yb) > 0 else math.nan
+            # Brown-Forsythe is a one-way ANOVA of the absolute deviations from each method's median: without any
+            # variation of those deviations within a method (two seeds each, or constant scores) it has no test
+            deviations = [np.abs(np.subtract(y, np.median(y))) for y in (ya, yb)]
+            within = sum(float(np.sum((z - z.mean()) ** 2)) for z in deviations)
+            entry["spread_p"] = (float(stats.levene(ya, yb, center="median").pvalue)
+                                 if min(len(ya), len(yb)) >= 2 and within > 0 else math.nan)
         study["metrics"][metric] = entry
     paired = [entry["paired"] for entry in study["metrics"].values() if "paired" in entry]
     for p, p_holm in zip(paired, holm_adjust([p["p_value"] for p in paired])):
         p["p_holm"] = p_holm
         p["significant_holm"] = bool(p["significant"] and p_holm < 0.05)
+    spread = [entry for entry in study["metrics"].values() if "spread_p" in entry]
+    for entry, p_holm in zip(spread, holm_adjust([entry["spread_p"] for entry in spread])):
+        entry["spread_p_holm"] = p_holm
     return study
 
 
@@ -156,8 +170,9 @@ def study_markdown(study: Dict) -> str:
             rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {name} | {len(m['seeds'])} | "
                         f"{format_interval(m['averaged'], spec=d)} | {m['seed_std']:{d}} | {m['estimator_std']:{d}} |")
     rows += ["", f"| metric | {a} minus {b}: mean difference [95 % bootstrap CI] | detectable (80 % power) | "
-             "paired t p | paired t p, Holm | Welch p | seeds | significant at 5 %: uncorrected / Holm |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "paired t p | paired t p, Holm | Welch p | seeds | significant at 5 %: uncorrected / Holm | "
+             "equal seed-to-seed spread: Brown-Forsythe p / Holm |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for metric, entry in study["metrics"].items():
         if "paired" not in entry:
             continue
@@ -169,6 +184,8 @@ def study_markdown(study: Dict) -> str:
         else:
             tests = (f"{p['p_value']:.3g} | {p['p_holm']:.3g} | {entry['welch_p']:.3g} | {len(p['seeds'])} | "
                      f"{'yes' if p['significant'] else 'no'} / {'yes' if p['significant_holm'] else 'no'}")
+        spread = ("—" if math.isnan(entry.get("spread_p", math.nan))
+                  else f"{entry['spread_p']:.3g} / {entry['spread_p_holm']:.3g}")
         rows.append(f"| {METRIC_LABELS.get(metric, metric)} | {p['mean_difference']:{d}} "
-                    f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {detectable} | {tests} |")
+                    f"[{p['ci_low']:{d}}, {p['ci_high']:{d}}] | {detectable} | {tests} | {spread} |")
     return "\n".join(rows) + "\n"
