@@ -223,17 +223,22 @@ def averaged_over_evaluations(evaluations: Sequence[Dict], metrics: Sequence[str
             for (name, seed), by_seed in sorted(models.items()) if set(by_seed) == eval_seeds]
 
 
+def _runs_by_method(records: Sequence[Dict]) -> Dict[str, List[Dict]]:
+    """`{record["name"]: [its records, in order]}`."""
+    by_method: Dict[str, List[Dict]] = {}
+    for record in records:
+        by_method.setdefault(record["name"], []).append(record)
+    return by_method
+
+
 def median_seed(records: Sequence[Dict], metric: str = "fd",
                 value=lambda record, metric: record["metrics"][metric]) -> Dict[str, Dict]:
     """
     Per method (`record["name"]`), the run whose `metric` is the median over its seeds (the lower middle one for an
     even count; ties go to the lower seed). `value` reads the metric from a record (default: `record["metrics"]`).
     """
-    by_method: Dict[str, List[Dict]] = {}
-    for record in records:
-        by_method.setdefault(record["name"], []).append(record)
     return {name: sorted(runs, key=lambda r: (value(r, metric), r["seed"]))[(len(runs) - 1) // 2]
-            for name, runs in by_method.items()}
+            for name, runs in _runs_by_method(records).items()}
 
 
 def worst_seed(records: Sequence[Dict], metric: str = "fd",
@@ -242,10 +247,8 @@ def worst_seed(records: Sequence[Dict], metric: str = "fd",
     Per method, the run with the highest (worst) `metric` over its seeds (ties go to the lower seed): shown beside
     the median one so that a method whose seeds split is not judged by its better half.
     """
-    by_method: Dict[str, List[Dict]] = {}
-    for record in records:
-        by_method.setdefault(record["name"], []).append(record)
-    return {name: max(runs, key=lambda r: (value(r, metric), -r["seed"])) for name, runs in by_method.items()}
+    return {name: max(runs, key=lambda r: (value(r, metric), -r["seed"]))
+            for name, runs in _runs_by_method(records).items()}
 
 
 def median_samples_figure(records: Sequence[Dict], samples_dir: str, path: str, metric: str = "fd") -> Dict[str, int]:

@@ -98,8 +98,9 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
         `Dict`: `{"names", "eval_seeds", "recorded": {name: {metric: describe(...)}}, "metrics": {metric: {"methods":
         {name: {"seeds", "averaged": describe(...), "estimator_std", "seed_std"}}, "paired": {**paired_difference(a,
         b), "seeds", "detectable", "p_holm", "significant_holm"}, "welch_p", "spread_p", "spread_p_holm"}}}`;
-        `spread_p` is the Brown-Forsythe test of equal seed-to-seed spread (NaN when no score deviates from its
-        method's median), `spread_p_holm` its Holm adjustment over the metrics; `detectable` is the difference the
+        `spread_p` is the Brown-Forsythe test of equal seed-to-seed spread (NaN when the absolute deviations from
+        each method's median do not vary within a method), `spread_p_holm` its Holm adjustment over the metrics;
+        `detectable` is the difference the
         paired test finds with 80 % power at these seeds and this spread of the differences
         ([`evaluation.statistics.detectable_difference`]); `p_holm` adjusts the paired p-value for the metrics tested
         ([`evaluation.statistics.holm_adjust`]).
@@ -138,10 +139,9 @@ def seed_study(records: Sequence[Dict], evaluations: Sequence[Dict], names: Sequ
             entry["welch_p"] = float(stats.ttest_ind(ya, yb, equal_var=False).pvalue) if np.ptp(ya + yb) > 0 else math.nan
             # Brown-Forsythe is a one-way ANOVA of the absolute deviations from each method's median: without any
             # variation of those deviations within a method (two seeds each, or constant scores) it has no test
-            deviations = [np.abs(np.subtract(y, np.median(y))) for y in (ya, yb)]
-            within = sum(float(np.sum((z - z.mean()) ** 2)) for z in deviations)
+            varies = any(np.ptp(np.abs(np.subtract(y, np.median(y)))) > 0 for y in (ya, yb))
             entry["spread_p"] = (float(stats.levene(ya, yb, center="median").pvalue)
-                                 if min(len(ya), len(yb)) >= 2 and within > 0 else math.nan)
+                                 if min(len(ya), len(yb)) >= 2 and varies else math.nan)
         study["metrics"][metric] = entry
     paired = [entry["paired"] for entry in study["metrics"].values() if "paired" in entry]
     for p, p_holm in zip(paired, holm_adjust([p["p_value"] for p in paired])):
